@@ -1,0 +1,177 @@
+//! Session ids: server-made UUID v4 values with one strict text form.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The id of one session: a random UUID v4 (122 random bits) made by the server.
+///
+/// Its only text form is the lowercase hyphenated UUID
+/// (`xxxxxxxx-xxxx-4xxx-[89ab]xxx-xxxxxxxxxxxx`); [`SessionId::from_str`]
+/// accepts nothing else, so every id has exactly one spelling and a malformed
+/// cookie is refused before any store is asked.
+///
+/// `Display` writes the whole id (stores need it to build keys); `Debug`
+/// prints only its first four characters, so ids do not leak into logs.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::SessionId;
+///
+/// let id: SessionId = "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1".parse().unwrap();
+/// assert_eq!(id.to_string(), "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1");
+/// assert_eq!(format!("{id:?}"), "SessionId(0b1e…)");
+/// // Upper case, braces, a missing hyphen or another UUID version: refused.
+/// assert!("0B1ED8B0-5BD4-4B5C-9D2C-6F2B0FD2C9A1".parse::<SessionId>().is_err());
+/// assert!("0b1ed8b0-5bd4-1b5c-9d2c-6f2b0fd2c9a1".parse::<SessionId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u128);
+
+/// Length of the text form of a [`SessionId`].
+pub(crate) const ID_LEN: usize = 36;
+
+impl SessionId {
+    /// A fresh random id from the operating system's CSPRNG-seeded generator.
+    pub(crate) fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// Parses the strict text form from raw bytes (as found in a header).
+    ///
+    /// Checks the length first, so a long value costs O(1).
+    pub(crate) fn parse_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() != ID_LEN {
+            return None;
+        }
+        let mut n: u128 = 0;
+        for (i, &c) in b.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            n = (n << 4) | u128::from(v);
+        }
+        // Version 4 and RFC 4122 variant: the ids this crate makes, nothing else.
+        if b[14] != b'4' || !matches!(b[19], b'8' | b'9' | b'a' | b'b') {
+            return None;
+        }
+        Some(Self(n))
+    }
+
+    /// Writes the text form into a stack buffer (no allocation).
+    pub(crate) fn encode(&self) -> EncodedId {
+        let mut buf = [0u8; ID_LEN];
+        uuid::Uuid::from_u128(self.0)
+            .hyphenated()
+            .encode_lower(&mut buf);
+        EncodedId(buf)
+    }
+}
+
+/// The text form of an id on the stack.
+#[derive(Clone, Copy)]
+pub(crate) struct EncodedId([u8; ID_LEN]);
+
+impl EncodedId {
+    pub(crate) fn as_str(&self) -> &str {
+        // The buffer holds only ASCII hex digits and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode().as_str())
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.encode();
+        write!(f, "SessionId({}…)", &e.as_str()[..4])
+    }
+}
+
+/// The error of parsing a [`SessionId`]: the text is not the strict form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParseSessionIdError;
+
+impl fmt::Display for ParseSessionIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a session id: expected a lowercase hyphenated UUID v4")
+    }
+}
+
+impl std::error::Error for ParseSessionIdError {}
+
+impl FromStr for SessionId {
+    type Err = ParseSessionIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse_bytes(s.as_bytes()).ok_or(ParseSessionIdError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_round_trip_through_their_text_form() {
+        for _ in 0..1000 {
+            let id = SessionId::generate();
+            let text = id.to_string();
+            assert_eq!(text.len(), ID_LEN);
+            assert_eq!(text.parse::<SessionId>(), Ok(id));
+        }
+    }
+
+    #[test]
+    fn generated_ids_differ() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn rejects_everything_but_the_strict_form() {
+        let good = "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1";
+        assert!(SessionId::parse_bytes(good.as_bytes()).is_some());
+        for bad in [
+            "",
+            "0b1ed8b05bd44b5c9d2c6f2b0fd2c9a1",
+            "{0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1}",
+            "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a",
+            "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1 ",
+            "0B1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1",
+            "0b1ed8b0-5bd4-4b5c-7d2c-6f2b0fd2c9a1",
+            "0b1ed8b0-5bd4-3b5c-9d2c-6f2b0fd2c9a1",
+            "0b1ed8b0+5bd4-4b5c-9d2c-6f2b0fd2c9a1",
+            "0g1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1",
+            "\"b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a\"",
+        ] {
+            assert!(SessionId::parse_bytes(bad.as_bytes()).is_none(), "{bad}");
+        }
+        let mut utf8 = good.as_bytes().to_vec();
+        utf8[0] = 0xff;
+        assert!(SessionId::parse_bytes(&utf8).is_none());
+    }
+
+    #[test]
+    fn debug_shows_only_a_prefix() {
+        let id = SessionId::generate();
+        let full = id.to_string();
+        let dbg = format!("{id:?}");
+        assert!(!dbg.contains(&full));
+        assert!(dbg.contains(&full[..4]));
+    }
+}

@@ -1,0 +1,310 @@
+//! [`SessionService`]: load, call the inner service, save.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
+use http::{Request, Response, StatusCode};
+use tower_service::Service;
+
+use crate::cookie;
+use crate::error::StoreError;
+use crate::future::ResponseFuture;
+use crate::id::SessionId;
+use crate::layer::{Config, Shared};
+use crate::storage::{Outcome, SessionStorage};
+use crate::store::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
+
+/// How many fresh ids to try when creating or cycling hits a taken id.
+const ID_TRIES: usize = 4;
+
+/// The service made by [`SessionLayer`](crate::SessionLayer).
+pub struct SessionService<S, Store> {
+    inner: S,
+    shared: Arc<Shared<Store>>,
+}
+
+impl<S, Store> SessionService<S, Store> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<Store>>) -> Self {
+        Self { inner, shared }
+    }
+}
+
+impl<S: Clone, Store> Clone for SessionService<S, Store> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, Store> fmt::Debug for SessionService<S, Store> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored session a request loaded.
+#[derive(Clone, Copy)]
+struct Loaded {
+    id: SessionId,
+    created_at: u64,
+    expires_at: u64,
+}
+
+/// What the response says about the cookie.
+enum CookieAction {
+    Nothing,
+    Set { id: SessionId, expires_at: u64 },
+    Expire,
+}
+
+impl<S, Store, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S, Store>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+    Store: SessionStore,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Use the service that was driven to readiness and leave a clone in
+        // its place: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        let id = cookie::find_id(req.headers(), shared.config.cookie.name.as_bytes());
+        let grpc = is_grpc(&req);
+
+        ResponseFuture::new(async move {
+            let config = &shared.config;
+            let store = &*shared.store;
+            let mut loaded = None;
+            if let Some(id) = id {
+                match store.load(&id).await {
+                    Ok(Some(record)) => {
+                        let now = now_millis();
+                        if config.is_expired(record.created_at, record.expires_at, now) {
+                            if let Err(e) = store.delete(&id).await {
+                                tracing::warn!(error = %e, "could not delete an expired session");
+                            }
+                        } else {
+                            loaded = Some((
+                                Loaded {
+                                    id,
+                                    created_at: record.created_at,
+                                    expires_at: record.expires_at,
+                                },
+                                record.items,
+                            ));
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "session store failed to load a session");
+                        return Ok(error_response(e, grpc));
+                    }
+                }
+            }
+            let (loaded, items) = match loaded {
+                Some((l, items)) => (Some(l), Some(items)),
+                None => (None, None),
+            };
+            let session = SessionStorage::new(
+                loaded.map(|l| l.id),
+                items,
+                config.max_items,
+                config.max_bytes,
+            );
+            req.extensions_mut().insert(session.clone());
+
+            let result = inner.call(req).await;
+            let outcome = session.finish();
+            let mut res = result?;
+
+            let name = config.cookie.name.as_bytes();
+            if cookie::strip_set_cookie(res.headers_mut(), name) > 0 {
+                tracing::warn!(
+                    "the inner service set the session cookie; the session layer owns it and dropped that Set-Cookie"
+                );
+            }
+            if res.status().is_server_error() {
+                // Persist nothing: the handler failed part-way.
+                return Ok(res);
+            }
+
+            match persist(store, config, loaded, outcome).await {
+                Ok(action) => {
+                    let now = now_millis();
+                    let header = match action {
+                        CookieAction::Nothing => None,
+                        CookieAction::Set { id, expires_at } => {
+                            session.set_final_id(Some(id));
+                            config.cookie.set(&id, config.max_age(expires_at, now))
+                        }
+                        CookieAction::Expire => {
+                            session.set_final_id(None);
+                            config.cookie.expire()
+                        }
+                    };
+                    if let Some(h) = header {
+                        res.headers_mut().append(SET_COOKIE, h);
+                    }
+                    Ok(res)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "session store failed to save a session");
+                    Ok(error_response(e, grpc))
+                }
+            }
+        })
+    }
+}
+
+/// Applies what the request did to the store, in one store call for the
+/// common cases. Returns what to tell the client.
+async fn persist<Store: SessionStore>(
+    store: &Store,
+    config: &Config,
+    loaded: Option<Loaded>,
+    out: Outcome,
+) -> Result<CookieAction, StoreError> {
+    let now = now_millis();
+    if let Some(old) = out.destroyed {
+        store.delete(&old).await?;
+        return Ok(match create(store, config, &out.changes, now).await? {
+            Some(set) => set,
+            None => CookieAction::Expire,
+        });
+    }
+    let Some(l) = loaded else {
+        return Ok(create(store, config, &out.changes, now)
+            .await?
+            .unwrap_or(CookieAction::Nothing));
+    };
+    let expires_at = config.expires_at(now, l.created_at);
+    let refresh = config.refresh_due(l.expires_at, expires_at);
+    let keep = |refreshed: bool| {
+        if refreshed && config.persistent {
+            CookieAction::Set {
+                id: l.id,
+                expires_at,
+            }
+        } else {
+            CookieAction::Nothing
+        }
+    };
+    if out.cycle {
+        for _ in 0..ID_TRIES {
+            let new = SessionId::generate();
+            match store.cycle(&l.id, &new, &out.changes, expires_at).await? {
+                CycleOutcome::Moved => {
+                    return Ok(CookieAction::Set {
+                        id: new,
+                        expires_at,
+                    })
+                }
+                CycleOutcome::Deleted => return Ok(CookieAction::Expire),
+                CycleOutcome::Gone => return Ok(CookieAction::Nothing),
+                CycleOutcome::Collision => {}
+            }
+        }
+        return Err(no_free_id());
+    }
+    if !out.changes.is_empty() {
+        return Ok(match store.save(&l.id, &out.changes, expires_at).await? {
+            SaveOutcome::Saved => keep(refresh),
+            SaveOutcome::Deleted => CookieAction::Expire,
+            // Destroyed or expired meanwhile: the changes are dropped, and no
+            // cookie is sent (the client may already hold a newer one).
+            SaveOutcome::Gone => CookieAction::Nothing,
+        });
+    }
+    if refresh {
+        let alive = store.touch(&l.id, expires_at).await?;
+        return Ok(keep(alive));
+    }
+    Ok(CookieAction::Nothing)
+}
+
+/// Creates a session from `changes` when they set anything.
+async fn create<Store: SessionStore>(
+    store: &Store,
+    config: &Config,
+    changes: &ChangeSet,
+    now: u64,
+) -> Result<Option<CookieAction>, StoreError> {
+    if !changes.sets_any() {
+        return Ok(None);
+    }
+    let mut items = Items::new();
+    items.apply(changes);
+    let expires_at = config.expires_at(now, now);
+    let record = Record {
+        items: Arc::new(items),
+        created_at: now,
+        expires_at,
+    };
+    for _ in 0..ID_TRIES {
+        let id = SessionId::generate();
+        if store.create(&id, &record).await? {
+            return Ok(Some(CookieAction::Set { id, expires_at }));
+        }
+    }
+    Err(no_free_id())
+}
+
+fn no_free_id() -> StoreError {
+    StoreError::other(format!(
+        "no free session id after {ID_TRIES} tries: the store reports every new id as taken"
+    ))
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The response for a store failure: 503 or 500, or for a gRPC request a
+/// trailers-only gRPC status (`UNAVAILABLE` or `INTERNAL`). The error goes
+/// into the response's extensions.
+pub(crate) fn error_response<B: Default>(err: StoreError, grpc: bool) -> Response<B> {
+    let mut res = Response::new(B::default());
+    let status = err.status();
+    if grpc {
+        let code = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "14"
+        } else {
+            "13"
+        };
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static(if code == "14" {
+                "session%20store%20unavailable"
+            } else {
+                "session%20store%20failed"
+            }),
+        );
+    } else {
+        *res.status_mut() = status;
+    }
+    res.extensions_mut().insert(err);
+    res
+}

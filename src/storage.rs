@@ -1,0 +1,538 @@
+//! [`SessionStorage`], the per-request handle, and the [`Storage`] contract.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::error::SessionError;
+use crate::id::SessionId;
+use crate::store::{ChangeSet, Items};
+
+/// The small key/value contract auth SDKs use to keep tokens on the server
+/// (Logto's `Storage`: `GetItem`/`SetItem`, plus a remove).
+///
+/// Object safe: an SDK can take `&dyn Storage`. [`SessionStorage`]
+/// implements it.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::{SessionError, Storage};
+///
+/// // Code written against the contract, not against this crate's handle.
+/// fn save_sign_in_state(storage: &dyn Storage, verifier: &str) -> Result<(), SessionError> {
+///     storage.set_item("code_verifier", verifier)
+/// }
+/// # let _ = save_sign_in_state;
+/// ```
+pub trait Storage {
+    /// The value of `key`, if set.
+    fn get_item(&self, key: &str) -> Option<String>;
+    /// Sets `key` to `value`; an empty `value` removes the item.
+    fn set_item(&self, key: &str, value: &str) -> Result<(), SessionError>;
+    /// Removes `key`, returning the value it had.
+    fn remove_item(&self, key: &str) -> Option<String>;
+}
+
+/// The session of one request: read and write its items.
+///
+/// The layer puts one into the request's extensions
+/// (`req.extensions().get::<SessionStorage>()`; with the `axum` feature it is
+/// also an extractor). It does no I/O: reads and writes are synchronous and
+/// never fail for store reasons. Writes are buffered here (a read sees the
+/// request's own writes) and applied by the layer after the inner service
+/// answers, as one per-key [`ChangeSet`].
+///
+/// A cheap `Clone` (an `Arc`); `Send + Sync`. `Debug` prints neither the id
+/// nor any item.
+///
+/// Once the inner service has answered, the handle is finished: reads still
+/// work, writes are ignored and return [`SessionError::Finished`] (this
+/// happens to a handle moved into a task that outlives the request).
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::{SessionStorage, Storage};
+///
+/// fn visit(session: &SessionStorage) -> u64 {
+///     let n = session.get_item("visits").and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
+///     session.set_item("visits", &n.to_string()).ok();
+///     n
+/// }
+/// # let _ = visit;
+/// ```
+#[derive(Clone)]
+pub struct SessionStorage {
+    inner: Arc<Handle>,
+}
+
+struct Handle {
+    state: Mutex<State>,
+    max_items: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// The id of the loaded session; `None` for a fresh or destroyed one.
+    id: Option<SessionId>,
+    /// The items as loaded (shared with the store, never copied here).
+    base: Option<Arc<Items>>,
+    changes: ChangeSet,
+    /// Item count and byte size of the view (base + changes).
+    count: usize,
+    bytes: usize,
+    cycle: bool,
+    /// The loaded session's id, once `destroy()` was called.
+    destroyed: Option<SessionId>,
+    finished: bool,
+}
+
+/// What the layer takes from the handle when the inner service has answered.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) changes: ChangeSet,
+    pub(crate) cycle: bool,
+    pub(crate) destroyed: Option<SessionId>,
+}
+
+impl State {
+    fn view(&self, key: &str) -> Option<&str> {
+        match self.changes.get(key) {
+            Some(change) => change,
+            None if self.changes.cleared() => None,
+            None => self.base.as_deref().and_then(|b| b.get(key)),
+        }
+    }
+}
+
+impl SessionStorage {
+    pub(crate) fn new(
+        id: Option<SessionId>,
+        base: Option<Arc<Items>>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Self {
+        let (count, bytes) = base.as_deref().map_or((0, 0), |b| (b.len(), b.byte_size()));
+        Self {
+            inner: Arc::new(Handle {
+                state: Mutex::new(State {
+                    id,
+                    base,
+                    count,
+                    bytes,
+                    ..State::default()
+                }),
+                max_items,
+                max_bytes,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The value of `key`, including this request's own writes.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::SessionStorage;
+    /// fn user(session: &SessionStorage) -> Option<String> {
+    ///     session.get_item("user_id")
+    /// }
+    /// # let _ = user;
+    /// ```
+    pub fn get_item(&self, key: &str) -> Option<String> {
+        self.state().view(key).map(str::to_owned)
+    }
+
+    /// Sets `key` to `value`. An empty `value` removes the item (the Logto Go
+    /// SDK deletes that way).
+    ///
+    /// Fails, changing nothing, when the session would pass the layer's caps
+    /// on items or bytes, or when the response is already on its way.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::{SessionError, SessionStorage};
+    /// fn sign_in(session: &SessionStorage, user: &str) -> Result<(), SessionError> {
+    ///     session.set_item("user_id", user)?;
+    ///     session.cycle_id();
+    ///     Ok(())
+    /// }
+    /// # let _ = sign_in;
+    /// ```
+    pub fn set_item(&self, key: &str, value: &str) -> Result<(), SessionError> {
+        if value.is_empty() {
+            return self.remove(key).map(drop);
+        }
+        let mut s = self.state();
+        if s.finished {
+            return Err(SessionError::Finished);
+        }
+        let old = s.view(key).map(str::len);
+        let count = s.count + usize::from(old.is_none());
+        let bytes = s.bytes - old.map_or(0, |v| v + key.len()) + key.len() + value.len();
+        if count > self.inner.max_items {
+            return Err(SessionError::TooManyItems {
+                limit: self.inner.max_items,
+            });
+        }
+        if bytes > self.inner.max_bytes {
+            return Err(SessionError::TooLarge {
+                limit: self.inner.max_bytes,
+                size: bytes,
+            });
+        }
+        s.changes.set(key, value);
+        s.count = count;
+        s.bytes = bytes;
+        Ok(())
+    }
+
+    fn remove(&self, key: &str) -> Result<Option<String>, SessionError> {
+        let mut s = self.state();
+        if s.finished {
+            return Err(SessionError::Finished);
+        }
+        let old = s.view(key).map(str::to_owned);
+        if let Some(v) = &old {
+            s.count -= 1;
+            s.bytes -= key.len() + v.len();
+        }
+        // Recorded even when this request does not see the key: a removal is
+        // a write to that key, and a concurrent request may have set it.
+        s.changes.remove(key);
+        Ok(old)
+    }
+
+    /// Removes `key`, returning the value it had. After the response, it
+    /// removes nothing and returns `None`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::SessionStorage;
+    /// fn take_flash(session: &SessionStorage) -> Option<String> {
+    ///     session.remove_item("flash")
+    /// }
+    /// # let _ = take_flash;
+    /// ```
+    pub fn remove_item(&self, key: &str) -> Option<String> {
+        self.remove(key).ok().flatten()
+    }
+
+    /// Removes every item but keeps the session (and its id) alive for
+    /// further writes in this request. A session left empty is deleted.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::SessionStorage;
+    /// fn reset(session: &SessionStorage) {
+    ///     session.clear();
+    /// }
+    /// # let _ = reset;
+    /// ```
+    pub fn clear(&self) {
+        let mut s = self.state();
+        if s.finished {
+            return;
+        }
+        s.changes.clear();
+        s.count = 0;
+        s.bytes = 0;
+    }
+
+    /// Gives the session a new id at the end of this request; the data is
+    /// kept and the old id stops working at once. Call it on sign-in and on
+    /// any privilege change (it defeats session fixation).
+    ///
+    /// On a session that does not exist yet it does nothing: a new session
+    /// gets a new id anyway.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::{SessionError, SessionStorage};
+    /// fn promote(session: &SessionStorage) -> Result<(), SessionError> {
+    ///     session.set_item("role", "admin")?;
+    ///     session.cycle_id();
+    ///     Ok(())
+    /// }
+    /// # let _ = promote;
+    /// ```
+    pub fn cycle_id(&self) {
+        let mut s = self.state();
+        if !s.finished {
+            s.cycle = true;
+        }
+    }
+
+    /// Deletes the session and expires its cookie at the end of this request.
+    ///
+    /// Changes made by other requests still in flight on this session are
+    /// dropped: a logout is never undone. Writes made after `destroy()` in
+    /// this same request start a brand-new session under a new id.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::SessionStorage;
+    /// fn sign_out(session: &SessionStorage) {
+    ///     session.destroy();
+    /// }
+    /// # let _ = sign_out;
+    /// ```
+    pub fn destroy(&self) {
+        let mut s = self.state();
+        if s.finished {
+            return;
+        }
+        if let Some(id) = s.id.take() {
+            s.destroyed = Some(id);
+        }
+        s.base = None;
+        s.changes = ChangeSet::new();
+        s.count = 0;
+        s.bytes = 0;
+        s.cycle = false;
+    }
+
+    /// The id of the session, or `None` while the session does not exist in
+    /// the store (a fresh session gets its id when the response is produced).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::SessionStorage;
+    /// fn signed_in(session: &SessionStorage) -> bool {
+    ///     session.id().is_some() && session.get_item("user_id").is_some()
+    /// }
+    /// # let _ = signed_in;
+    /// ```
+    pub fn id(&self) -> Option<SessionId> {
+        self.state().id
+    }
+
+    /// Takes what the request changed and finishes the handle: later writes
+    /// are refused.
+    pub(crate) fn finish(&self) -> Outcome {
+        let mut s = self.state();
+        s.finished = true;
+        Outcome {
+            changes: std::mem::take(&mut s.changes),
+            cycle: s.cycle,
+            destroyed: s.destroyed,
+        }
+    }
+
+    /// Records the id the session ended up with, for `id()` after the response.
+    pub(crate) fn set_final_id(&self, id: Option<SessionId>) {
+        self.state().id = id;
+    }
+}
+
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+impl SessionStorage {
+    /// Reads a typed value stored as JSON text by [`insert`](Self::insert).
+    ///
+    /// `Ok(None)` when the item is absent; an error when it is not valid JSON
+    /// for `T`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::{SessionError, SessionStorage};
+    /// fn cart(session: &SessionStorage) -> Result<Vec<u32>, SessionError> {
+    ///     Ok(session.get::<Vec<u32>>("cart")?.unwrap_or_default())
+    /// }
+    /// # let _ = cart;
+    /// ```
+    pub fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, SessionError> {
+        let s = self.state();
+        s.view(key)
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(SessionError::Json)
+    }
+
+    /// Stores a typed value as JSON text under `key`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::{SessionError, SessionStorage};
+    /// fn add(session: &SessionStorage, item: u32) -> Result<(), SessionError> {
+    ///     let mut cart = session.get::<Vec<u32>>("cart")?.unwrap_or_default();
+    ///     cart.push(item);
+    ///     session.insert("cart", &cart)
+    /// }
+    /// # let _ = add;
+    /// ```
+    pub fn insert<T: serde::Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+    ) -> Result<(), SessionError> {
+        let json = serde_json::to_string(value).map_err(SessionError::Json)?;
+        self.set_item(key, &json)
+    }
+}
+
+impl Storage for SessionStorage {
+    fn get_item(&self, key: &str) -> Option<String> {
+        SessionStorage::get_item(self, key)
+    }
+
+    fn set_item(&self, key: &str, value: &str) -> Result<(), SessionError> {
+        SessionStorage::set_item(self, key, value)
+    }
+
+    fn remove_item(&self, key: &str) -> Option<String> {
+        SessionStorage::remove_item(self, key)
+    }
+}
+
+impl fmt::Debug for SessionStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state();
+        f.debug_struct("SessionStorage")
+            .field("exists", &s.id.is_some())
+            .field("items", &s.count)
+            .field("changed", &!s.changes.is_empty())
+            .field("finished", &s.finished)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(items: &[(&str, &str)]) -> SessionStorage {
+        SessionStorage::new(
+            Some(SessionId::generate()),
+            Some(Arc::new(items.iter().copied().collect())),
+            100,
+            1000,
+        )
+    }
+
+    #[test]
+    fn reads_see_own_writes_over_the_snapshot() {
+        let s = loaded(&[("a", "1"), ("b", "2")]);
+        s.set_item("a", "x").unwrap();
+        assert_eq!(s.get_item("a").as_deref(), Some("x"));
+        assert_eq!(s.remove_item("b").as_deref(), Some("2"));
+        assert_eq!(s.get_item("b"), None);
+        s.clear();
+        assert_eq!(s.get_item("a"), None);
+        s.set_item("c", "3").unwrap();
+        let out = s.finish();
+        assert!(out.changes.cleared());
+        assert_eq!(out.changes.iter().collect::<Vec<_>>(), [("c", Some("3"))]);
+    }
+
+    #[test]
+    fn empty_value_removes() {
+        let s = loaded(&[("a", "1")]);
+        s.set_item("a", "").unwrap();
+        assert_eq!(s.get_item("a"), None);
+        assert_eq!(s.finish().changes.get("a"), Some(None));
+    }
+
+    #[test]
+    fn caps_refuse_and_change_nothing() {
+        let s = SessionStorage::new(None, None, 2, 10);
+        s.set_item("a", "1").unwrap();
+        s.set_item("b", "2").unwrap();
+        assert!(matches!(
+            s.set_item("c", "3"),
+            Err(SessionError::TooManyItems { limit: 2 })
+        ));
+        // Overwriting an existing key does not add an item.
+        s.set_item("a", "1234").unwrap();
+        assert!(matches!(
+            s.set_item("a", "12345678"),
+            Err(SessionError::TooLarge {
+                limit: 10,
+                size: 11
+            })
+        ));
+        assert_eq!(s.get_item("a").as_deref(), Some("1234"));
+        assert_eq!(s.get_item("c"), None);
+        // Removing frees room.
+        s.remove_item("b");
+        s.set_item("c", "3").unwrap();
+    }
+
+    #[test]
+    fn writes_after_finish_are_refused() {
+        let s = loaded(&[("a", "1")]);
+        let out = s.finish();
+        assert!(out.changes.is_empty());
+        assert!(matches!(s.set_item("a", "2"), Err(SessionError::Finished)));
+        assert_eq!(s.remove_item("a"), None);
+        s.clear();
+        s.destroy();
+        assert_eq!(s.get_item("a").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn destroy_forgets_everything_and_later_writes_start_afresh() {
+        let s = loaded(&[("a", "1")]);
+        let id = s.id();
+        s.set_item("b", "2").unwrap();
+        s.cycle_id();
+        s.destroy();
+        assert_eq!(s.get_item("a"), None);
+        assert_eq!(s.id(), None);
+        s.set_item("flash", "bye").unwrap();
+        let out = s.finish();
+        assert_eq!(out.destroyed, id);
+        assert!(!out.cycle);
+        assert_eq!(
+            out.changes.iter().collect::<Vec<_>>(),
+            [("flash", Some("bye"))]
+        );
+    }
+
+    #[test]
+    fn debug_prints_no_id_and_no_item() {
+        let s = loaded(&[("token", "secret-value")]);
+        let id = s.id().unwrap().to_string();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains(&id) && !dbg.contains("secret") && !dbg.contains("token"));
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn typed_values_round_trip_as_json() {
+        let s = SessionStorage::new(None, None, 10, 1000);
+        s.insert("cart", &vec![1u32, 2]).unwrap();
+        assert_eq!(s.get_item("cart").as_deref(), Some("[1,2]"));
+        assert_eq!(s.get::<Vec<u32>>("cart").unwrap(), Some(vec![1, 2]));
+        assert!(matches!(s.get::<u32>("cart"), Err(SessionError::Json(_))));
+        assert_eq!(s.get::<u32>("none").unwrap(), None);
+    }
+
+    #[test]
+    fn storage_is_object_safe() {
+        let s = SessionStorage::new(None, None, 10, 1000);
+        let dyn_storage: &dyn Storage = &s;
+        dyn_storage.set_item("k", "v").unwrap();
+        assert_eq!(dyn_storage.get_item("k").as_deref(), Some("v"));
+        assert_eq!(dyn_storage.remove_item("k").as_deref(), Some("v"));
+    }
+}

@@ -1,0 +1,594 @@
+//! [`MemoryStore`]: the default store, a sharded in-process map.
+
+use std::collections::BTreeMap;
+use std::future::{ready, Future};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
+use crate::error::{StoreError, StoreErrorKind};
+use crate::id::SessionId;
+
+/// The default cap on the number of sessions in a [`MemoryStore`].
+pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
+
+/// How many due sessions one operation examines for reclamation.
+const SWEEP_BUDGET: usize = 64;
+/// How many due sessions a create into a full store may examine before it
+/// gives up and reports the store full (bounds that request's pause).
+const FULL_SWEEP_BUDGET: usize = 4096;
+
+/// An in-memory store on a [`DashMap`] keyed by [`SessionId`]: the default.
+///
+/// - **Shared snapshots.** A load hands out the session's items as an `Arc`,
+///   not a deep copy; a save applies the request's [`ChangeSet`] in place
+///   under that entry's shard lock. No lock is ever held across an `.await`
+///   (every operation is synchronous inside).
+/// - **Bounded.** At most [`with_max_sessions`](Self::with_max_sessions)
+///   sessions ([`DEFAULT_MAX_SESSIONS`] by default). When full, expired
+///   sessions are reclaimed first; if it is still full, creating a session
+///   fails with [`StoreErrorKind::Full`], which the layer answers with `503`.
+///   Live sessions are never evicted to make room.
+/// - **Reclamation without a task or a pause.** Each session is filed in an
+///   expiry index by the second it expires. Operations that find the oldest
+///   second due reclaim up to 64 sessions from it (a session refreshed
+///   meanwhile is filed again under its new expiry). There is no background
+///   task and no pass over the whole map, so no request waits on a
+///   stop-the-world cleanup, and nothing needs to be started or stopped.
+///
+/// Clones share the same sessions.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::{MemoryStore, SessionLayer};
+///
+/// let store = MemoryStore::new().with_max_sessions(100_000);
+/// let layer = SessionLayer::new(store.clone());
+/// assert_eq!(store.len(), 0);
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: DashMap<SessionId, Record>,
+    max_sessions: AtomicUsize,
+    /// Sessions filed by the second they expire (`ceil(expires_at / 1000)`).
+    wheel: Mutex<BTreeMap<u64, Vec<SessionId>>>,
+    /// The ms at which the first filed second is due; `u64::MAX` when empty.
+    next_due: AtomicU64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("sessions", &self.len())
+            .field(
+                "max_sessions",
+                &self.inner.max_sessions.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+fn bucket_of(expires_at: u64) -> u64 {
+    expires_at.div_ceil(1000)
+}
+
+impl MemoryStore {
+    /// An empty store holding at most [`DEFAULT_MAX_SESSIONS`] sessions.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                map: DashMap::new(),
+                max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
+                wheel: Mutex::new(BTreeMap::new()),
+                next_due: AtomicU64::new(u64::MAX),
+            }),
+        }
+    }
+
+    /// Caps the number of sessions held at once.
+    ///
+    /// When the cap is reached, expired sessions are reclaimed first; if none
+    /// can be, creating a new session fails with `503 Service Unavailable`
+    /// while existing sessions keep working. The default is
+    /// [`DEFAULT_MAX_SESSIONS`] (1,000,000). The setting is shared by clones.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_session_storage::MemoryStore;
+    ///
+    /// let store = MemoryStore::new().with_max_sessions(10_000);
+    /// # let _ = store;
+    /// ```
+    pub fn with_max_sessions(self, max: usize) -> Self {
+        self.inner.max_sessions.store(max, Ordering::Relaxed);
+        self
+    }
+
+    /// How many sessions are held, including expired ones not yet reclaimed.
+    pub fn len(&self) -> usize {
+        self.inner.map.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.inner.map.is_empty()
+    }
+}
+
+impl Inner {
+    fn wheel(&self) -> MutexGuard<'_, BTreeMap<u64, Vec<SessionId>>> {
+        self.wheel.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_next_due(&self, wheel: &BTreeMap<u64, Vec<SessionId>>) {
+        let due = wheel
+            .first_key_value()
+            .map_or(u64::MAX, |(b, _)| b.saturating_mul(1000));
+        self.next_due.store(due, Ordering::Relaxed);
+    }
+
+    fn file(&self, entries: impl IntoIterator<Item = (u64, SessionId)>) {
+        let mut wheel = self.wheel();
+        for (expires_at, id) in entries {
+            wheel.entry(bucket_of(expires_at)).or_default().push(id);
+        }
+        self.set_next_due(&wheel);
+    }
+
+    /// Reclaims some due sessions if any are due and nobody else is at it.
+    /// One atomic load when nothing is due.
+    fn maybe_sweep(&self, now: u64) {
+        if now >= self.next_due.load(Ordering::Relaxed) {
+            self.sweep(now, SWEEP_BUDGET, false);
+        }
+    }
+
+    /// Examines up to `budget` sessions filed under due seconds: removes the
+    /// expired ones, files the refreshed ones again. Returns how many it
+    /// examined. With `wait == false` it gives way to a sweep already running.
+    fn sweep(&self, now: u64, budget: usize, wait: bool) -> usize {
+        let mut batch = Vec::new();
+        {
+            let mut wheel = if wait {
+                self.wheel()
+            } else {
+                match self.wheel.try_lock() {
+                    Ok(w) => w,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return 0,
+                }
+            };
+            while batch.len() < budget {
+                let Some(mut first) = wheel.first_entry() else {
+                    break;
+                };
+                if first.key().saturating_mul(1000) > now {
+                    break;
+                }
+                let ids = first.get_mut();
+                let take = (budget - batch.len()).min(ids.len());
+                batch.extend(ids.drain(ids.len() - take..));
+                if ids.is_empty() {
+                    first.remove();
+                }
+            }
+            self.set_next_due(&wheel);
+        }
+        let examined = batch.len();
+        let mut refile = Vec::new();
+        for id in batch {
+            if let Entry::Occupied(e) = self.map.entry(id) {
+                if e.get().expires_at <= now {
+                    e.remove();
+                } else {
+                    refile.push((e.get().expires_at, id));
+                }
+            }
+        }
+        if !refile.is_empty() {
+            self.file(refile);
+        }
+        examined
+    }
+
+    fn load(&self, id: &SessionId) -> Option<Record> {
+        let now = now_millis();
+        self.maybe_sweep(now);
+        let record = self.map.get(id)?;
+        if record.expires_at <= now {
+            drop(record);
+            self.map.remove_if(id, |_, r| r.expires_at <= now);
+            return None;
+        }
+        Some(record.clone())
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let now = now_millis();
+        self.maybe_sweep(now);
+        let max = self.max_sessions.load(Ordering::Relaxed);
+        if self.map.len() >= max {
+            let mut examined = 0;
+            while examined < FULL_SWEEP_BUDGET && self.map.len() >= max {
+                let n = self.sweep(now, 256, true);
+                if n == 0 {
+                    break;
+                }
+                examined += n;
+            }
+            if self.map.len() >= max {
+                return Err(StoreError::new(
+                    StoreErrorKind::Full,
+                    format!(
+                        "memory store holds its maximum of {max} live sessions; \
+                         raise MemoryStore::with_max_sessions or shorten the idle timeout"
+                    ),
+                ));
+            }
+        }
+        match self.map.entry(*id) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(v) => {
+                v.insert(record.clone());
+                self.file([(record.expires_at, *id)]);
+                Ok(true)
+            }
+        }
+    }
+
+    fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: u64) -> SaveOutcome {
+        let now = now_millis();
+        self.maybe_sweep(now);
+        match self.map.entry(*id) {
+            Entry::Vacant(_) => SaveOutcome::Gone,
+            Entry::Occupied(e) if e.get().expires_at <= now => {
+                e.remove();
+                SaveOutcome::Gone
+            }
+            Entry::Occupied(mut e) => {
+                let record = e.get_mut();
+                Arc::make_mut(&mut record.items).apply(changes);
+                if record.items.is_empty() {
+                    e.remove();
+                    return SaveOutcome::Deleted;
+                }
+                record.expires_at = record.expires_at.max(expires_at);
+                SaveOutcome::Saved
+            }
+        }
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> CycleOutcome {
+        let now = now_millis();
+        if self.map.contains_key(new) {
+            return CycleOutcome::Collision;
+        }
+        let Some((_, mut record)) = self.map.remove(old) else {
+            return CycleOutcome::Gone;
+        };
+        if record.expires_at <= now {
+            return CycleOutcome::Gone;
+        }
+        Arc::make_mut(&mut record.items).apply(changes);
+        if record.items.is_empty() {
+            return CycleOutcome::Deleted;
+        }
+        record.expires_at = record.expires_at.max(expires_at);
+        let filed_at = record.expires_at;
+        match self.map.entry(*new) {
+            Entry::Vacant(v) => {
+                v.insert(record);
+            }
+            Entry::Occupied(_) => {
+                // Taken between the check and now: put the session back where
+                // it was (nobody else can create under `old`) and let the
+                // layer retry with another id.
+                self.map.insert(*old, record);
+                return CycleOutcome::Collision;
+            }
+        }
+        self.file([(filed_at, *new)]);
+        CycleOutcome::Moved
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: u64) -> bool {
+        let now = now_millis();
+        self.maybe_sweep(now);
+        match self.map.get_mut(id) {
+            Some(mut r) if r.expires_at > now => {
+                r.expires_at = r.expires_at.max(expires_at);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn load(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
+        ready(Ok(self.inner.load(id)))
+    }
+
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &Record,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(self.inner.create(id, record))
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send {
+        ready(Ok(self.inner.save(id, changes, expires_at)))
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<CycleOutcome, StoreError>> + Send {
+        ready(Ok(self.inner.cycle(old, new, changes, expires_at)))
+    }
+
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.map.remove(id);
+        ready(Ok(()))
+    }
+
+    fn touch(
+        &self,
+        id: &SessionId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.inner.touch(id, expires_at)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Items;
+    use std::time::Duration;
+
+    fn record(now: u64, ttl_ms: u64, items: &[(&str, &str)]) -> Record {
+        Record {
+            items: Arc::new(items.iter().copied().collect::<Items>()),
+            created_at: now,
+            expires_at: now + ttl_ms,
+        }
+    }
+
+    fn set(k: &str, v: &str) -> ChangeSet {
+        let mut c = ChangeSet::new();
+        c.set(k, v);
+        c
+    }
+
+    #[tokio::test]
+    async fn loads_share_the_snapshot_instead_of_copying() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        assert!(store
+            .create(&id, &record(now_millis(), 60_000, &[("a", "1")]))
+            .await
+            .unwrap());
+        let a = store.load(&id).await.unwrap().unwrap();
+        let b = store.load(&id).await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a.items, &b.items));
+    }
+
+    #[tokio::test]
+    async fn create_never_overwrites() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        let now = now_millis();
+        assert!(store
+            .create(&id, &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap());
+        assert!(!store
+            .create(&id, &record(now, 60_000, &[("a", "2")]))
+            .await
+            .unwrap());
+        let r = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(r.items.get("a"), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn save_to_a_deleted_session_does_not_recreate_it() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        let now = now_millis();
+        store
+            .create(&id, &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        store.delete(&id).await.unwrap();
+        let out = store.save(&id, &set("b", "2"), now + 60_000).await.unwrap();
+        assert_eq!(out, SaveOutcome::Gone);
+        assert!(store.load(&id).await.unwrap().is_none());
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn save_that_empties_the_session_deletes_it() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        let now = now_millis();
+        store
+            .create(&id, &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        let mut c = ChangeSet::new();
+        c.remove("a");
+        assert_eq!(
+            store.save(&id, &c, now).await.unwrap(),
+            SaveOutcome::Deleted
+        );
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cycle_moves_data_and_kills_the_old_id() {
+        let store = MemoryStore::new();
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let now = now_millis();
+        store
+            .create(&old, &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        let out = store
+            .cycle(&old, &new, &set("b", "2"), now + 1)
+            .await
+            .unwrap();
+        assert_eq!(out, CycleOutcome::Moved);
+        assert!(store.load(&old).await.unwrap().is_none());
+        let r = store.load(&new).await.unwrap().unwrap();
+        assert_eq!(r.items.get("a"), Some("1"));
+        assert_eq!(r.items.get("b"), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn cycle_onto_a_taken_id_changes_nothing() {
+        let store = MemoryStore::new();
+        let (old, new) = (SessionId::generate(), SessionId::generate());
+        let now = now_millis();
+        store
+            .create(&old, &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        store
+            .create(&new, &record(now, 60_000, &[("z", "9")]))
+            .await
+            .unwrap();
+        let out = store.cycle(&old, &new, &set("b", "2"), now).await.unwrap();
+        assert_eq!(out, CycleOutcome::Collision);
+        assert_eq!(
+            store.load(&old).await.unwrap().unwrap().items.get("b"),
+            None
+        );
+        assert_eq!(
+            store.load(&new).await.unwrap().unwrap().items.get("a"),
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_sessions_are_not_loaded() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        store
+            .create(&id, &record(now_millis(), 1_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(1_001)).await;
+        assert!(store.load(&id).await.unwrap().is_none());
+        assert!(
+            store.is_empty(),
+            "an expired session found on load is removed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_sessions_are_reclaimed_by_later_operations() {
+        let store = MemoryStore::new();
+        let now = now_millis();
+        for _ in 0..1000 {
+            store
+                .create(&SessionId::generate(), &record(now, 2_000, &[("a", "1")]))
+                .await
+                .unwrap();
+        }
+        let keep = SessionId::generate();
+        store
+            .create(&keep, &record(now, 60_000, &[("k", "v")]))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // Unrelated reads of the live session drive reclamation, 64 at a time.
+        for _ in 0..20 {
+            assert!(store.load(&keep).await.unwrap().is_some());
+        }
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshed_sessions_survive_reclamation() {
+        let store = MemoryStore::new();
+        let id = SessionId::generate();
+        let now = now_millis();
+        store
+            .create(&id, &record(now, 2_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        assert!(store.touch(&id, now + 10_000).await.unwrap());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        store.inner.sweep(now_millis(), 1000, true);
+        assert!(store.load(&id).await.unwrap().is_some());
+        tokio::time::advance(Duration::from_secs(8)).await;
+        store.inner.sweep(now_millis(), 1000, true);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_store_reclaims_expired_then_refuses() {
+        let store = MemoryStore::new().with_max_sessions(3);
+        let now = now_millis();
+        let short = SessionId::generate();
+        store
+            .create(&short, &record(now, 1_000, &[("a", "1")]))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            store
+                .create(&SessionId::generate(), &record(now, 60_000, &[("a", "1")]))
+                .await
+                .unwrap();
+        }
+        let err = store
+            .create(&SessionId::generate(), &record(now, 60_000, &[("a", "1")]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Full);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // The expired one makes room; the live ones are untouched.
+        let id = SessionId::generate();
+        assert!(store
+            .create(&id, &record(now_millis(), 60_000, &[("a", "1")]))
+            .await
+            .unwrap());
+        assert_eq!(store.len(), 3);
+        assert!(store.load(&short).await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,494 @@
+//! The [`SessionStore`] trait and the data it moves: [`Record`], [`Items`],
+//! [`ChangeSet`].
+//!
+//! A store is asked for exactly the operations the layer's semantics need:
+//! load a session, create one only if its id is free, apply a change set only
+//! if the session still exists, move a session to a new id, delete one, and
+//! push its expiry forward. Each is one call, so a network store can make each
+//! one round trip.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::StoreError;
+use crate::id::SessionId;
+
+pub mod memory;
+
+/// A storage backend for sessions.
+///
+/// All times are milliseconds since the Unix epoch. `expires_at` is the moment
+/// the session stops being valid; a store should forget the session then (a
+/// TTL), but it need not be exact: the layer checks the times of every record
+/// it loads and deletes one that has expired.
+///
+/// Every method must be atomic with respect to the others on the same id.
+/// That is what keeps concurrent requests from losing each other's writes
+/// ([`save`](Self::save) applies a per-key [`ChangeSet`], never a whole
+/// snapshot) and keeps a logout from being undone (`save` and
+/// [`cycle`](Self::cycle) do nothing to a session that no longer exists).
+///
+/// # Example: a complete custom store
+///
+/// A store on a `Mutex<HashMap>` (the built-in [`MemoryStore`] is the fast
+/// version of this). Methods may be written as `async fn`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+/// use tower_session_storage::{SessionId, SessionLayer, SessionStore, StoreError};
+///
+/// #[derive(Default)]
+/// struct MyStore(Mutex<HashMap<SessionId, Record>>);
+///
+/// impl MyStore {
+///     fn map(&self) -> Result<std::sync::MutexGuard<'_, HashMap<SessionId, Record>>, StoreError> {
+///         self.0.lock().map_err(|_| StoreError::other("lock poisoned"))
+///     }
+/// }
+///
+/// impl SessionStore for MyStore {
+///     async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+///         Ok(self.map()?.get(id).cloned())
+///     }
+///
+///     async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+///         let mut map = self.map()?;
+///         if map.contains_key(id) {
+///             return Ok(false); // taken: the layer retries with a fresh id
+///         }
+///         map.insert(*id, record.clone());
+///         Ok(true)
+///     }
+///
+///     async fn save(
+///         &self,
+///         id: &SessionId,
+///         changes: &ChangeSet,
+///         expires_at: u64,
+///     ) -> Result<SaveOutcome, StoreError> {
+///         let mut map = self.map()?;
+///         let Some(record) = map.get_mut(id) else {
+///             return Ok(SaveOutcome::Gone); // destroyed meanwhile: drop the changes
+///         };
+///         Arc::make_mut(&mut record.items).apply(changes);
+///         record.expires_at = record.expires_at.max(expires_at);
+///         if record.items.is_empty() {
+///             map.remove(id);
+///             return Ok(SaveOutcome::Deleted);
+///         }
+///         Ok(SaveOutcome::Saved)
+///     }
+///
+///     async fn cycle(
+///         &self,
+///         old: &SessionId,
+///         new: &SessionId,
+///         changes: &ChangeSet,
+///         expires_at: u64,
+///     ) -> Result<CycleOutcome, StoreError> {
+///         let mut map = self.map()?;
+///         if map.contains_key(new) {
+///             return Ok(CycleOutcome::Collision);
+///         }
+///         let Some(mut record) = map.remove(old) else {
+///             return Ok(CycleOutcome::Gone);
+///         };
+///         Arc::make_mut(&mut record.items).apply(changes);
+///         if record.items.is_empty() {
+///             return Ok(CycleOutcome::Deleted);
+///         }
+///         record.expires_at = record.expires_at.max(expires_at);
+///         map.insert(*new, record);
+///         Ok(CycleOutcome::Moved)
+///     }
+///
+///     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+///         self.map()?.remove(id);
+///         Ok(())
+///     }
+///
+///     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+///         Ok(match self.map()?.get_mut(id) {
+///             Some(r) => {
+///                 r.expires_at = r.expires_at.max(expires_at);
+///                 true
+///             }
+///             None => false,
+///         })
+///     }
+/// }
+///
+/// let layer = SessionLayer::new(MyStore::default());
+/// # let _ = layer;
+/// ```
+///
+/// [`MemoryStore`]: crate::MemoryStore
+pub trait SessionStore: Send + Sync + 'static {
+    /// Loads a session. `Ok(None)` when the id is unknown (never seen, deleted
+    /// or evicted). A record whose data cannot be read should be deleted,
+    /// logged, and reported as `Ok(None)`.
+    fn load(
+        &self,
+        id: &SessionId,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+
+    /// Stores a new session only if `id` is free. `Ok(false)` when the id is
+    /// taken; the layer then retries with a fresh id. Never overwrites.
+    fn create(
+        &self,
+        id: &SessionId,
+        record: &Record,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Applies `changes` to the session if it still exists, and moves its
+    /// expiry forward to `expires_at` (never backward). A session left with no
+    /// items is deleted ([`SaveOutcome::Deleted`]). A session that no longer
+    /// exists stays gone ([`SaveOutcome::Gone`]).
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send;
+
+    /// Moves the session from `old` to `new`, applying `changes` on the way;
+    /// afterwards `old` is unknown. If `new` is taken, changes nothing and
+    /// returns [`CycleOutcome::Collision`] (the layer retries with another id).
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<CycleOutcome, StoreError>> + Send;
+
+    /// Deletes the session. Deleting an unknown id is not an error.
+    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Moves the session's expiry forward to `expires_at` (never backward).
+    /// `Ok(false)` when the session no longer exists.
+    fn touch(
+        &self,
+        id: &SessionId,
+        expires_at: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// What [`SessionStore::save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SaveOutcome {
+    /// The changes were applied.
+    Saved,
+    /// The changes left no items, so the session was deleted.
+    Deleted,
+    /// The session no longer existed; nothing was written.
+    Gone,
+}
+
+/// What [`SessionStore::cycle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CycleOutcome {
+    /// The session now lives under the new id only.
+    Moved,
+    /// The changes left no items: the old session was deleted, nothing created.
+    Deleted,
+    /// The old session no longer existed; nothing was written.
+    Gone,
+    /// The new id was taken; nothing was changed.
+    Collision,
+}
+
+/// One stored session: its items and its times.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_session_storage::store::{Items, Record};
+///
+/// let items: Items = [("user_id", "12345")].into_iter().collect();
+/// let record = Record { items: Arc::new(items), created_at: 1_000, expires_at: 61_000 };
+/// assert_eq!(record.items.get("user_id"), Some("12345"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// The items, shared: a load hands out this `Arc`, not a deep copy.
+    pub items: Arc<Items>,
+    /// When the session was created (ms since the Unix epoch); the absolute
+    /// timeout counts from here.
+    pub created_at: u64,
+    /// When the session expires unless it is used again (ms since the Unix
+    /// epoch).
+    pub expires_at: u64,
+}
+
+/// The items of one session: string keys to string values, sorted by key.
+///
+/// Compact on purpose (one vector of boxed strings): sessions are many and
+/// usually hold a handful of items. `Debug` prints only the item count.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::store::Items;
+///
+/// let mut items = Items::new();
+/// items.insert("b", "2");
+/// items.insert("a", "1");
+/// assert_eq!(items.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+/// assert_eq!(items.remove("a").as_deref(), Some("1"));
+/// assert_eq!(items.len(), 1);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Items {
+    entries: Vec<(Box<str>, Box<str>)>,
+}
+
+impl Items {
+    /// No items.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).ok().map(|i| &*self.entries[i].1)
+    }
+
+    /// Sets `key` to `value`, returning the previous value.
+    pub fn insert(&mut self, key: &str, value: &str) -> Option<Box<str>> {
+        match self.position(key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value.into())),
+            Err(i) => {
+                self.entries.insert(i, (key.into(), value.into()));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<Box<str>> {
+        self.position(key).ok().map(|i| self.entries.remove(i).1)
+    }
+
+    /// Removes every item.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// How many items there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The items in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The size the session limits count: the bytes of every key and value.
+    pub fn byte_size(&self) -> usize {
+        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Applies a change set: the clear first (if any), then each key's change.
+    pub fn apply(&mut self, changes: &ChangeSet) {
+        if changes.cleared {
+            self.entries.clear();
+        }
+        for (k, v) in changes.iter() {
+            match v {
+                Some(v) => {
+                    self.insert(k, v);
+                }
+                None => {
+                    self.remove(k);
+                }
+            }
+        }
+        self.entries.shrink_to_fit();
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Items {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut items = Items::new();
+        for (k, v) in iter {
+            items.insert(k.as_ref(), v.as_ref());
+        }
+        items
+    }
+}
+
+impl fmt::Debug for Items {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Items").field("len", &self.len()).finish()
+    }
+}
+
+/// What one request changed: per key, the new value or a removal, plus
+/// whether every item was cleared first.
+///
+/// Applying per-key changes (rather than writing back a whole snapshot) is
+/// what keeps two concurrent requests that write different keys from losing
+/// each other's writes. `Debug` prints only counts.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::store::{ChangeSet, Items};
+///
+/// let mut items: Items = [("a", "1"), ("b", "2")].into_iter().collect();
+/// let mut changes = ChangeSet::new();
+/// changes.set("c", "3");
+/// changes.remove("a");
+/// items.apply(&changes);
+/// assert_eq!(items.iter().collect::<Vec<_>>(), [("b", "2"), ("c", "3")]);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    cleared: bool,
+    changes: Vec<(Box<str>, Option<Box<str>>)>,
+}
+
+impl ChangeSet {
+    /// No changes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.changes.binary_search_by(|(k, _)| (**k).cmp(key))
+    }
+
+    fn put(&mut self, key: &str, value: Option<Box<str>>) {
+        match self.position(key) {
+            Ok(i) => self.changes[i].1 = value,
+            Err(i) => self.changes.insert(i, (key.into(), value)),
+        }
+    }
+
+    /// Records `key = value`.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.put(key, Some(value.into()));
+    }
+
+    /// Records the removal of `key`.
+    pub fn remove(&mut self, key: &str) {
+        self.put(key, None);
+    }
+
+    /// Records "remove every item", dropping the changes recorded so far.
+    pub fn clear(&mut self) {
+        self.cleared = true;
+        self.changes.clear();
+    }
+
+    /// Whether every item is removed before the per-key changes apply.
+    pub fn cleared(&self) -> bool {
+        self.cleared
+    }
+
+    /// The change recorded for `key`: `Some(Some(v))` set, `Some(None)`
+    /// removed, `None` untouched.
+    pub fn get(&self, key: &str) -> Option<Option<&str>> {
+        self.position(key)
+            .ok()
+            .map(|i| self.changes[i].1.as_deref())
+    }
+
+    /// The per-key changes in key order: `Some(value)` to set, `None` to remove.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.changes.iter().map(|(k, v)| (&**k, v.as_deref()))
+    }
+
+    /// Whether nothing was changed.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && self.changes.is_empty()
+    }
+
+    /// Whether any key is set (as opposed to only removals or a clear).
+    pub fn sets_any(&self) -> bool {
+        self.changes.iter().any(|(_, v)| v.is_some())
+    }
+}
+
+impl fmt::Debug for ChangeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeSet")
+            .field("cleared", &self.cleared)
+            .field("changes", &self.changes.len())
+            .finish()
+    }
+}
+
+/// The wall clock in ms since the Unix epoch, advanced by tokio's clock.
+///
+/// The Unix time is read once; after that time advances with
+/// `tokio::time::Instant`, which is monotonic and which tests can pause and
+/// advance (`#[tokio::test(start_paused = true)]`).
+pub(crate) fn now_millis() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
+    let (unix, at) = BASE.get_or_init(|| {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        (unix, tokio::time::Instant::now())
+    });
+    let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
+    unix + elapsed.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_stay_sorted_and_unique() {
+        let mut items = Items::new();
+        for k in ["m", "c", "x", "a", "c"] {
+            items.insert(k, k);
+        }
+        let keys: Vec<_> = items.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["a", "c", "m", "x"]);
+        assert_eq!(items.byte_size(), 8);
+    }
+
+    #[test]
+    fn clear_then_set_applies_in_that_order() {
+        let mut items: Items = [("a", "1"), ("b", "2")].into_iter().collect();
+        let mut c = ChangeSet::new();
+        c.set("a", "x");
+        c.clear();
+        c.set("z", "9");
+        items.apply(&c);
+        assert_eq!(items.iter().collect::<Vec<_>>(), [("z", "9")]);
+    }
+
+    #[test]
+    fn debug_hides_keys_and_values() {
+        let items: Items = [("secret_key", "secret_value")].into_iter().collect();
+        let mut c = ChangeSet::new();
+        c.set("secret_key", "secret_value");
+        for s in [format!("{items:?}"), format!("{c:?}")] {
+            assert!(!s.contains("secret"), "{s}");
+        }
+    }
+}
