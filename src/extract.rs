@@ -16,7 +16,7 @@ use crate::storage::SessionStorage;
 /// ```
 /// use tower_session_storage::extract::SessionStorageMissing;
 ///
-/// let r = SessionStorageMissing;
+/// let r = SessionStorageMissing::default();
 /// assert_eq!(r.status(), 500);
 /// assert!(r.body_text().contains("is SessionLayer installed?"));
 /// ```

@@ -1,4 +1,180 @@
-//! Server-side sessions for any tower stack.
+//! Server-side sessions for any tower stack: axum, hyper, tonic.
+//!
+//! A [`SessionLayer`] finds the session id in a cookie, loads the session
+//! from a [`SessionStore`], and puts a [`SessionStorage`] handle into the
+//! request's extensions. Handlers read and write string items through it
+//! (`get_item` / `set_item` / `remove_item`, the [`Storage`] contract auth
+//! SDKs use to keep tokens on the server). After the inner service answers,
+//! the layer writes what changed back to the store and sets the cookie when
+//! the id is new, changed or gone.
+//!
+//! # Quick start (axum)
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # mod demo {
+//! use axum::{routing::get, Router};
+//! use tower_session_storage::{MemoryStore, SessionLayer, SessionStorage};
+//!
+//! async fn counter(session: SessionStorage) -> String {
+//!     let n: u64 = session.get_item("n").and_then(|v| v.parse().ok()).unwrap_or(0) + 1;
+//!     session.set_item("n", &n.to_string()).expect("a small item fits");
+//!     format!("visit {n}")
+//! }
+//!
+//! pub async fn main() {
+//!     let app = Router::new()
+//!         .route("/", get(counter))
+//!         .layer(SessionLayer::new(MemoryStore::new()));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//!     axum::serve(listener, app).await.unwrap();
+//! }
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! With the `axum` feature, `SessionStorage` is an extractor; without it, use
+//! `axum::Extension<SessionStorage>`. Any other tower stack reads the handle
+//! from the request's extensions:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_session_storage::{MemoryStore, SessionLayer, SessionStorage};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let svc = ServiceBuilder::new()
+//!     .layer(SessionLayer::new(MemoryStore::new()))
+//!     .service_fn(|req: Request<String>| async move {
+//!         let session = req.extensions().get::<SessionStorage>().expect("layer installed");
+//!         session.set_item("user_id", "12345").expect("fits");
+//!         Ok::<_, Infallible>(Response::new(String::new()))
+//!     });
+//! let res = svc.oneshot(Request::new(String::new())).await.unwrap();
+//! let cookie = res.headers()["set-cookie"].to_str().unwrap();
+//! assert!(cookie.starts_with("id="));
+//! assert!(cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax"));
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! - **Load.** When the request carries a well-formed id, the layer loads
+//!   that session before calling the inner service. With no id, nothing
+//!   touches the store.
+//! - **Lazy creation.** A session reaches the store only when an item is
+//!   written. A flood of requests without a cookie, or with made-up ids,
+//!   writes nothing.
+//! - **Strict ids.** The server makes every id (UUID v4, 122 random bits). An
+//!   id the store does not know, or one that has expired or been destroyed,
+//!   is never adopted: the request starts with an empty session, and a write
+//!   gets a new id.
+//! - **Change sets.** Writes are buffered in the handle (a read sees the
+//!   request's own writes) and applied at the end as one change set: the keys
+//!   set and the keys removed. One store round trip and at most one
+//!   `Set-Cookie` per request, however many `set_item` calls.
+//! - **Failures persist nothing.** A response with a 5xx status, or an error
+//!   from the inner service, persists nothing, a `destroy()` included.
+//!
+//! # Concurrency
+//!
+//! Requests on one session may run at the same time (a page firing several
+//! API calls). Each applies only what it changed:
+//!
+//! - requests writing **different keys** all keep their writes;
+//! - for **one key**, the last request to finish wins;
+//! - a change set for a session that was **destroyed or expired meanwhile is
+//!   dropped**: a logout is never undone by a request already in flight, and
+//!   that request sends no cookie;
+//! - [`SessionStorage::cycle_id`] moves the data to a fresh id atomically; the
+//!   old id stops working at once, so changes from requests still in flight
+//!   on the old id are dropped as well.
+//!
+//! # Expiry
+//!
+//! An idle timeout (sliding, [`SessionLayer::with_idle_timeout`], 24 hours by
+//! default) and an optional absolute timeout since creation
+//! ([`SessionLayer::with_absolute_timeout`]) are both checked on load,
+//! server-side, even if the store has not evicted the session yet. Use is
+//! recorded with a resolution of 1/16 of the idle timeout (at most a minute),
+//! so a session that is only read costs a store write at most once per that
+//! span, not on every request.
+//!
+//! The cookie is a browser-session cookie by default;
+//! [`SessionLayer::with_persistent_cookie`] gives it a `Max-Age` equal to the
+//! session's remaining lifetime (capped at 400 days), refreshed along with it.
+//!
+//! # Layer order
+//!
+//! Put `SessionLayer` outside every route that uses the session (in axum,
+//! `Router::layer` after the routes). Layers that must see the final
+//! response, `Set-Cookie` included (compression, tracing), go outside it.
+//! Layers that answer on their own (authentication checks that read the
+//! session) go inside it. A handle moved into a task that outlives the
+//! request is finished: its writes are ignored and return
+//! [`SessionError::Finished`].
+//!
+//! # Store failures
+//!
+//! A store failure never panics and never looks like a logout. A failed load
+//! answers `503 Service Unavailable` ([`StoreErrorKind::Unavailable`],
+//! [`StoreErrorKind::Full`]) or `500` without calling the inner service; a
+//! failed save replaces the response with one of those. A gRPC request
+//! (`content-type: application/grpc…`) gets a trailers-only gRPC status
+//! instead (`UNAVAILABLE` or `INTERNAL`). The [`StoreError`] goes into the
+//! response's extensions and into a `tracing` event at `ERROR` level.
+//!
+//! # Security notes
+//!
+//! - Cookie defaults: name `id`, `HttpOnly`, `Secure`, `SameSite=Lax` (not
+//!   `Strict`: an OpenID Connect callback is a cross-site top-level GET and
+//!   must carry the cookie), `Path=/`, no `Domain`. A `__Host-` name is
+//!   supported and checked.
+//! - `Secure` comes from the config only, never from the request, so an app
+//!   behind a TLS-terminating proxy keeps it.
+//! - Settings that cannot work are refused when the layer wraps a service,
+//!   with a message naming the fix.
+//! - The cookie parser reads every `Cookie` header field, matches the name
+//!   exactly and case-sensitively (no percent-decoding), skips nameless and
+//!   malformed pairs, checks the id's format before any store look-up, and
+//!   takes the **first well-formed** id under our name when there are several.
+//!   It never panics on any input and allocates nothing.
+//! - The layer owns its cookie: a `Set-Cookie` for the same name from the
+//!   inner service is dropped (and logged), so there is never more than one.
+//! - Call [`SessionStorage::cycle_id`] on sign-in and on any privilege change.
+//! - `Debug` never prints an id in full, nor any item.
+//!
+//! # Limits
+//!
+//! One session holds at most [`DEFAULT_MAX_ITEMS`] items and
+//! [`DEFAULT_MAX_SESSION_BYTES`] bytes unless configured otherwise
+//! ([`SessionLayer::with_max_items`], [`SessionLayer::with_max_session_bytes`]);
+//! `set_item` past a cap returns an error and changes nothing. The
+//! [`MemoryStore`] holds at most a configurable number of sessions.
+//!
+//! # Stores
+//!
+//! - [`MemoryStore`] (default): a sharded `DashMap`, bounded, reclaiming
+//!   expired sessions a few at a time without a background task.
+//! - Your own: implement [`SessionStore`]; its docs carry a complete example.
+//!
+//! # Feature flags
+//!
+//! | Name | Description | Default? |
+//! |---|---|---|
+//! | `serde` | Typed values as JSON text: [`SessionStorage::get`], [`SessionStorage::insert`] | Yes |
+//! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | No |
+//!
+//! # Dependencies, and why
+//!
+//! `tower-layer`/`tower-service` and `http` (the middleware contract),
+//! `tokio` (its clock only, so tests can pause time), `dashmap` (a sharded
+//! map: concurrent sessions do not contend on one lock), `uuid` (v4 ids from a
+//! CSPRNG), `cookie` (correct `Set-Cookie` serialization), `tracing` (store
+//! failures are logged, not swallowed). `serde_json` and `axum-core` only
+//! behind their features.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cookie;

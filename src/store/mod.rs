@@ -438,22 +438,27 @@ impl fmt::Debug for ChangeSet {
 
 /// The wall clock in ms since the Unix epoch, advanced by tokio's clock.
 ///
-/// The Unix time is read once; after that time advances with
-/// `tokio::time::Instant`, which is monotonic and which tests can pause and
-/// advance (`#[tokio::test(start_paused = true)]`).
+/// The Unix time is read once, against a `std::time::Instant`; after that,
+/// time is that Unix time plus (or minus) the distance from that instant to
+/// `tokio::time::Instant::now()`. So it is monotonic, and tests can pause and
+/// advance it (`#[tokio::test(start_paused = true)]`), whatever runtime read
+/// the base first.
 pub(crate) fn now_millis() -> u64 {
     use std::sync::OnceLock;
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static BASE: OnceLock<(u64, tokio::time::Instant)> = OnceLock::new();
-    let (unix, at) = BASE.get_or_init(|| {
+    use std::time::{Instant, SystemTime, UNIX_EPOCH};
+    static BASE: OnceLock<(u64, Instant)> = OnceLock::new();
+    let (unix, at) = *BASE.get_or_init(|| {
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        (unix, tokio::time::Instant::now())
+        (unix, Instant::now())
     });
-    let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
-    unix + elapsed.as_millis() as u64
+    let now = tokio::time::Instant::now().into_std();
+    match now.checked_duration_since(at) {
+        Some(ahead) => unix.saturating_add(ahead.as_millis() as u64),
+        None => unix.saturating_sub(at.duration_since(now).as_millis() as u64),
+    }
 }
 
 #[cfg(test)]
