@@ -45,9 +45,11 @@ pub trait Storage {
 /// A cheap `Clone` (an `Arc`); `Send + Sync`. `Debug` prints neither the id
 /// nor any item.
 ///
-/// Once the inner service has answered, the handle is finished: reads still
-/// work, writes are ignored and return [`SessionError::Finished`] (this
-/// happens to a handle moved into a task that outlives the request).
+/// Once the inner service has answered, the handle is finished (this happens
+/// to a handle moved into a task that outlives the request): it lets go of
+/// the loaded items so the store can apply the change set in place, reads
+/// return `None`, writes are ignored and return [`SessionError::Finished`],
+/// and [`id`](Self::id) reports the id the session ended up with.
 ///
 /// # Example
 ///
@@ -98,6 +100,9 @@ pub(crate) struct Outcome {
 
 impl State {
     fn view(&self, key: &str) -> Option<&str> {
+        if self.finished {
+            return None;
+        }
         match self.changes.get(key) {
             Some(change) => change,
             None if self.changes.cleared() => None,
@@ -326,6 +331,11 @@ impl SessionStorage {
     pub(crate) fn finish(&self) -> Outcome {
         let mut s = self.state();
         s.finished = true;
+        // Release the snapshot: the store may then change it in place
+        // instead of copying it.
+        s.base = None;
+        s.count = 0;
+        s.bytes = 0;
         Outcome {
             changes: std::mem::take(&mut s.changes),
             cycle: s.cycle,
@@ -486,7 +496,8 @@ mod tests {
         assert_eq!(s.remove_item("a"), None);
         s.clear();
         s.destroy();
-        assert_eq!(s.get_item("a").as_deref(), Some("1"));
+        assert_eq!(s.get_item("a"), None);
+        assert!(s.id().is_some(), "the id stays readable");
     }
 
     #[test]
