@@ -139,9 +139,13 @@ fn ops(c: &mut Criterion) {
             black_box(rt.block_on(store.save(&ids[i], &changes, unix_ms() + 3_600_000)).unwrap())
         })
     });
-    g.bench_function("create", |b| {
+    g.bench_function("create_then_delete", |b| {
         let r = record(Duration::from_secs(3600));
-        b.iter(|| black_box(rt.block_on(store.create(&new_id(), &r)).unwrap()))
+        b.iter(|| {
+            let id = new_id();
+            black_box(rt.block_on(store.create(&id, &r)).unwrap());
+            rt.block_on(store.delete(&id)).unwrap();
+        })
     });
     g.finish();
 }

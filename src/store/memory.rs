@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
 const SWEEP_BUDGET: usize = 64;
 /// How many due sessions a create into a full store may examine before it
 /// gives up and reports the store full (bounds that request's pause).
-const FULL_SWEEP_BUDGET: usize = 4096;
+const FULL_SWEEP_BUDGET: usize = 1024;
 
 /// An in-memory store on a [`DashMap`] keyed by [`SessionId`]: the default.
 ///
@@ -59,8 +59,10 @@ pub struct MemoryStore {
 struct Inner {
     map: DashMap<SessionId, Record>,
     max_sessions: AtomicUsize,
-    /// Sessions filed by the second they expire (`ceil(expires_at / 1000)`).
-    wheel: Mutex<BTreeMap<u64, Vec<SessionId>>>,
+    /// Sessions filed by the second they expire (`ceil(expires_at / 1000)`),
+    /// in chunks of at most [`CHUNK`] ids, so no push ever moves a large
+    /// vector: the key is (second, chunk number).
+    wheel: Mutex<Wheel>,
     /// The ms at which the first filed second is due; `u64::MAX` when empty.
     next_due: AtomicU64,
 }
@@ -82,6 +84,11 @@ impl std::fmt::Debug for MemoryStore {
             .finish()
     }
 }
+
+type Wheel = BTreeMap<(u64, u32), Vec<SessionId>>;
+
+/// The most ids one chunk of the expiry index holds.
+const CHUNK: usize = 1024;
 
 fn bucket_of(expires_at: u64) -> u64 {
     expires_at.div_ceil(1000)
@@ -132,21 +139,31 @@ impl MemoryStore {
 }
 
 impl Inner {
-    fn wheel(&self) -> MutexGuard<'_, BTreeMap<u64, Vec<SessionId>>> {
+    fn wheel(&self) -> MutexGuard<'_, Wheel> {
         self.wheel.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_next_due(&self, wheel: &BTreeMap<u64, Vec<SessionId>>) {
+    fn set_next_due(&self, wheel: &Wheel) {
         let due = wheel
             .first_key_value()
-            .map_or(u64::MAX, |(b, _)| b.saturating_mul(1000));
+            .map_or(u64::MAX, |((b, _), _)| b.saturating_mul(1000));
         self.next_due.store(due, Ordering::Relaxed);
     }
 
     fn file(&self, entries: impl IntoIterator<Item = (u64, SessionId)>) {
         let mut wheel = self.wheel();
         for (expires_at, id) in entries {
-            wheel.entry(bucket_of(expires_at)).or_default().push(id);
+            let b = bucket_of(expires_at);
+            let last = wheel.range_mut((b, 0)..=(b, u32::MAX)).next_back();
+            let seq = match last {
+                Some((_, ids)) if ids.len() < CHUNK => {
+                    ids.push(id);
+                    continue;
+                }
+                Some(((_, seq), _)) => seq.wrapping_add(1),
+                None => 0,
+            };
+            wheel.insert((b, seq), vec![id]);
         }
         self.set_next_due(&wheel);
     }
@@ -178,7 +195,7 @@ impl Inner {
                 let Some(mut first) = wheel.first_entry() else {
                     break;
                 };
-                if first.key().saturating_mul(1000) > now {
+                if first.key().0.saturating_mul(1000) > now {
                     break;
                 }
                 let ids = first.get_mut();
@@ -524,7 +541,8 @@ mod tests {
     async fn expired_sessions_are_reclaimed_by_later_operations() {
         let store = MemoryStore::new();
         let now = now_millis();
-        for _ in 0..1000 {
+        // More than two chunks of the expiry index, all due in one second.
+        for _ in 0..2500 {
             store
                 .create(&SessionId::generate(), &record(now, 2_000, &[("a", "1")]))
                 .await
@@ -537,9 +555,10 @@ mod tests {
             .unwrap();
         tokio::time::advance(Duration::from_secs(3)).await;
         // Unrelated reads of the live session drive reclamation, 64 at a time.
-        for _ in 0..20 {
+        for _ in 0..40 {
             assert!(store.load(&keep).await.unwrap().is_some());
         }
+        assert!(store.inner.wheel().len() <= 1, "drained chunks are dropped");
         assert_eq!(store.len(), 1);
     }
 
