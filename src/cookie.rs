@@ -75,6 +75,15 @@ pub(crate) fn find_id(headers: &HeaderMap, name: &[u8]) -> Option<SessionId> {
         .find_map(|field| find_in_field(field.as_bytes(), name))
 }
 
+/// The first well-formed session id in the request headers named `name`
+/// (header transport); surrounding spaces and tabs are ignored.
+pub(crate) fn find_in_header(headers: &HeaderMap, name: &http::HeaderName) -> Option<SessionId> {
+    headers
+        .get_all(name)
+        .iter()
+        .find_map(|v| SessionId::parse_bytes(trim(v.as_bytes())))
+}
+
 /// The first well-formed session id under `name` in one `Cookie` field.
 pub(crate) fn find_in_field(field: &[u8], name: &[u8]) -> Option<SessionId> {
     field.split(|&b| b == b';').find_map(|pair| {

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use tower_layer::Layer;
 
 use crate::cookie::{CookieConfig, SameSite};
@@ -56,6 +57,8 @@ pub(crate) struct Shared<Store> {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) cookie: CookieConfig,
+    /// `Some`: the id travels in this header instead of the cookie.
+    pub(crate) header: Option<HeaderName>,
     pub(crate) idle_timeout: Duration,
     pub(crate) absolute_timeout: Option<Duration>,
     pub(crate) persistent: bool,
@@ -143,6 +146,7 @@ impl<Store: SessionStore> SessionLayer<Store> {
                 store: Arc::new(store),
                 config: Config {
                     cookie: CookieConfig::default(),
+                    header: None,
                     idle_timeout: DEFAULT_IDLE_TIMEOUT,
                     absolute_timeout: None,
                     persistent: false,
@@ -319,6 +323,33 @@ impl<Store> SessionLayer<Store> {
     /// ```
     pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
         self.config_mut().persistent = persistent;
+        self
+    }
+
+    /// Carries the session id in a request and response header instead of a
+    /// cookie: for API, mobile and gRPC clients (gRPC metadata are headers).
+    ///
+    /// The id is read from the request header `name` under the same strict
+    /// rules as the cookie (format checked first, the first well-formed value
+    /// wins, unknown ids never adopted). When a session is created or its id
+    /// cycled, the response carries the new id in the same header; when the
+    /// session is destroyed (or emptied and so deleted), the response carries
+    /// the header with an **empty value**: the client should forget its id.
+    /// Otherwise the header is absent from the response. The layer owns the
+    /// header: a value the inner service set under that name is removed.
+    /// Cookie settings are then unused. The default is the cookie.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use http::HeaderName;
+    /// # use tower_session_storage::{MemoryStore, SessionLayer};
+    /// let layer = SessionLayer::new(MemoryStore::new())
+    ///     .with_header_transport(HeaderName::from_static("x-session-id"));
+    /// # let _ = layer;
+    /// ```
+    pub fn with_header_transport(mut self, name: HeaderName) -> Self {
+        self.config_mut().header = Some(name);
         self
     }
 

@@ -86,7 +86,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        let id = cookie::find_id(req.headers(), shared.config.cookie.name.as_bytes());
+        let id = match &shared.config.header {
+            Some(h) => cookie::find_in_header(req.headers(), h),
+            None => cookie::find_id(req.headers(), shared.config.cookie.name.as_bytes()),
+        };
         let grpc = is_grpc(&req);
 
         ResponseFuture::new(async move {
@@ -135,10 +138,15 @@ where
             let outcome = session.finish();
             let mut res = result?;
 
-            let name = config.cookie.name.as_bytes();
-            if cookie::strip_set_cookie(res.headers_mut(), name) > 0 {
+            let stripped = match &config.header {
+                Some(h) => res.headers_mut().remove(h).is_some(),
+                None => {
+                    cookie::strip_set_cookie(res.headers_mut(), config.cookie.name.as_bytes()) > 0
+                }
+            };
+            if stripped {
                 tracing::warn!(
-                    "the inner service set the session cookie; the session layer owns it and dropped that Set-Cookie"
+                    "the inner service set the session cookie or header; the session layer owns it and dropped that value"
                 );
             }
             if res.status().is_server_error() {
@@ -148,21 +156,12 @@ where
 
             match persist(store, config, loaded, outcome).await {
                 Ok(action) => {
-                    let now = now_millis();
-                    let header = match action {
-                        CookieAction::Nothing => None,
-                        CookieAction::Set { id, expires_at } => {
-                            session.set_final_id(Some(id));
-                            config.cookie.set(&id, config.max_age(expires_at, now))
-                        }
-                        CookieAction::Expire => {
-                            session.set_final_id(None);
-                            config.cookie.expire()
-                        }
-                    };
-                    if let Some(h) = header {
-                        res.headers_mut().append(SET_COOKIE, h);
+                    match action {
+                        CookieAction::Nothing => {}
+                        CookieAction::Set { id, .. } => session.set_final_id(Some(id)),
+                        CookieAction::Expire => session.set_final_id(None),
                     }
+                    tell_client(config, res.headers_mut(), action);
                     Ok(res)
                 }
                 Err(e) => {
@@ -171,6 +170,34 @@ where
                 }
             }
         })
+    }
+}
+
+/// Writes the id (or its end) into the response: `Set-Cookie`, or the
+/// transport header.
+fn tell_client(config: &Config, headers: &mut http::HeaderMap, action: CookieAction) {
+    let value = match (&config.header, &action) {
+        (_, CookieAction::Nothing) => return,
+        (None, CookieAction::Set { id, expires_at }) => config
+            .cookie
+            .set(id, config.max_age(*expires_at, now_millis())),
+        (None, CookieAction::Expire) => config.cookie.expire(),
+        (Some(_), CookieAction::Set { id, .. }) => HeaderValue::from_str(id.encode().as_str())
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            }),
+        (Some(_), CookieAction::Expire) => Some(HeaderValue::from_static("")),
+    };
+    let Some(value) = value else { return };
+    match &config.header {
+        Some(h) => {
+            headers.insert(h.clone(), value);
+        }
+        None => {
+            headers.append(SET_COOKIE, value);
+        }
     }
 }
 
@@ -449,7 +476,11 @@ mod tests {
         for _ in 0..5 {
             tokio::time::advance(Duration::from_secs(40)).await;
             let res = call(&layer, Some(&c), 200, |_| {}).await;
-            assert_eq!(res.body(), "1", "used every 40 s, a 60 s idle session lives on");
+            assert_eq!(
+                res.body(),
+                "1",
+                "used every 40 s, a 60 s idle session lives on"
+            );
         }
         tokio::time::advance(Duration::from_secs(61)).await;
         let res = call(&layer, Some(&c), 200, |_| {}).await;
@@ -510,9 +541,88 @@ mod tests {
         let c = cookie_pair(&set_cookie(&res).unwrap());
         let res = call(&layer, Some(&c), 200, |s| s.destroy()).await;
         let expired = set_cookie(&res).unwrap();
-        assert!(expired.starts_with("id=;") && expired.contains("Max-Age=0"), "{expired}");
+        assert!(
+            expired.starts_with("id=;") && expired.contains("Max-Age=0"),
+            "{expired}"
+        );
         assert!(store.is_empty());
         assert_eq!(call(&layer, Some(&c), 200, |_| {}).await.body(), "");
+    }
+
+    const X_SESSION: http::HeaderName = http::HeaderName::from_static("x-session-id");
+
+    async fn call_h(
+        layer: &SessionLayer<MemoryStore>,
+        id: Option<&str>,
+        f: impl Fn(&SessionStorage) + Send + Sync + Clone + 'static,
+    ) -> Response<Body> {
+        let svc = ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(tower::service_fn(move |req: Request<Body>| {
+                let f = f.clone();
+                async move {
+                    let s = req.extensions().get::<SessionStorage>().unwrap();
+                    f(s);
+                    Ok::<_, Infallible>(Response::new(s.get_item("n").unwrap_or_default()))
+                }
+            }));
+        let mut req = Request::new(String::new());
+        if let Some(id) = id {
+            req.headers_mut()
+                .insert(X_SESSION, HeaderValue::from_str(id).unwrap());
+        }
+        svc.oneshot(req).await.unwrap()
+    }
+
+    fn header_id(res: &Response<Body>) -> Option<String> {
+        assert!(res.headers().get_all(&X_SESSION).iter().count() <= 1);
+        assert!(
+            res.headers().get(SET_COOKIE).is_none(),
+            "no cookie in header mode"
+        );
+        res.headers()
+            .get(&X_SESSION)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn header_transport_carries_the_id_both_ways() {
+        let store = MemoryStore::new();
+        let layer = SessionLayer::new(store.clone()).with_header_transport(X_SESSION);
+        let res = call_h(&layer, None, |s| s.set_item("n", "1").unwrap()).await;
+        let id = header_id(&res).unwrap();
+        assert!(id.parse::<SessionId>().is_ok(), "{id}");
+        let res = call_h(&layer, Some(&format!("  {id} ")), |_| {}).await;
+        assert_eq!(res.body(), "1");
+        assert_eq!(
+            header_id(&res),
+            None,
+            "no header when the id did not change"
+        );
+
+        // A made-up id is not adopted.
+        let made_up = "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1";
+        let res = call_h(&layer, Some(made_up), |s| s.set_item("n", "2").unwrap()).await;
+        let other = header_id(&res).unwrap();
+        assert_ne!(other, made_up);
+        assert_ne!(other, id);
+
+        // Cycle: a new id, the old one dead.
+        let res = call_h(&layer, Some(&id), |s| s.cycle_id()).await;
+        let cycled = header_id(&res).unwrap();
+        assert_ne!(cycled, id);
+        assert_eq!(call_h(&layer, Some(&id), |_| {}).await.body(), "");
+        assert_eq!(call_h(&layer, Some(&cycled), |_| {}).await.body(), "1");
+
+        // Destroy: the header comes back empty.
+        let res = call_h(&layer, Some(&cycled), |s| s.destroy()).await;
+        assert_eq!(header_id(&res).as_deref(), Some(""));
+        assert_eq!(call_h(&layer, Some(&cycled), |_| {}).await.body(), "");
+        assert_eq!(
+            store.len(),
+            1,
+            "only the made-up request's new session is left"
+        );
     }
 
     #[tokio::test]
