@@ -29,9 +29,12 @@ fn record(ttl: Duration) -> Record {
     let now = unix_ms();
     Record {
         items: Arc::new(
-            [("user_id", "12345"), ("csrf", "0123456789abcdef0123456789abcdef")]
-                .into_iter()
-                .collect::<Items>(),
+            [
+                ("user_id", "12345"),
+                ("csrf", "0123456789abcdef0123456789abcdef"),
+            ]
+            .into_iter()
+            .collect::<Items>(),
         ),
         created_at: now,
         expires_at: now + ttl.as_millis() as u64,
@@ -61,11 +64,17 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
         const EXPIRING: usize = 1_000_000;
         let store = MemoryStore::new().with_max_sessions(EXPIRING + 20_000);
         for _ in 0..EXPIRING {
-            store.create(&new_id(), &record(Duration::from_secs(2))).await.unwrap();
+            store
+                .create(&new_id(), &record(Duration::from_secs(2)))
+                .await
+                .unwrap();
         }
         let live: Vec<SessionId> = (0..10_000).map(|_| new_id()).collect();
         for id in &live {
-            store.create(id, &record(Duration::from_secs(3600))).await.unwrap();
+            store
+                .create(id, &record(Duration::from_secs(3600)))
+                .await
+                .unwrap();
         }
         std::thread::sleep(Duration::from_millis(3_100));
         let before = store.len();
@@ -78,13 +87,21 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
                 if i % 2 == 0 {
                     black_box(store.load(id).await.unwrap());
                 } else {
-                    black_box(store.save(id, &changes, unix_ms() + 3_600_000).await.unwrap());
+                    black_box(
+                        store
+                            .save(id, &changes, unix_ms() + 3_600_000)
+                            .await
+                            .unwrap(),
+                    );
                 }
                 pauses.0.push(t.elapsed());
             }
             if round % 4 == 0 {
                 let t = Instant::now();
-                store.create(&new_id(), &record(Duration::from_secs(3600))).await.unwrap();
+                store
+                    .create(&new_id(), &record(Duration::from_secs(3600)))
+                    .await
+                    .unwrap();
                 pauses.0.push(t.elapsed());
             }
         }
@@ -101,13 +118,19 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
         const FULL: usize = 1_000_000;
         let store = MemoryStore::new().with_max_sessions(FULL);
         for _ in 0..FULL {
-            store.create(&new_id(), &record(Duration::from_secs(2))).await.unwrap();
+            store
+                .create(&new_id(), &record(Duration::from_secs(2)))
+                .await
+                .unwrap();
         }
         std::thread::sleep(Duration::from_millis(3_100));
         let mut pauses = Pauses(Vec::new());
         for _ in 0..20_000 {
             let t = Instant::now();
-            store.create(&new_id(), &record(Duration::from_secs(3600))).await.unwrap();
+            store
+                .create(&new_id(), &record(Duration::from_secs(3600)))
+                .await
+                .unwrap();
             pauses.0.push(t.elapsed());
         }
         pauses.report("create into a full store of 1M expired sessions");
@@ -115,12 +138,17 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
 }
 
 fn ops(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let store = MemoryStore::new();
     let ids: Vec<SessionId> = (0..100_000).map(|_| new_id()).collect();
     rt.block_on(async {
         for id in &ids {
-            store.create(id, &record(Duration::from_secs(3600))).await.unwrap();
+            store
+                .create(id, &record(Duration::from_secs(3600)))
+                .await
+                .unwrap();
         }
     });
     let mut changes = ChangeSet::new();
@@ -136,7 +164,10 @@ fn ops(c: &mut Criterion) {
     g.bench_function("save_one_key", |b| {
         b.iter(|| {
             i = (i + 1) % ids.len();
-            black_box(rt.block_on(store.save(&ids[i], &changes, unix_ms() + 3_600_000)).unwrap())
+            black_box(
+                rt.block_on(store.save(&ids[i], &changes, unix_ms() + 3_600_000))
+                    .unwrap(),
+            )
         })
     });
     g.bench_function("create_then_delete", |b| {
@@ -153,7 +184,9 @@ fn ops(c: &mut Criterion) {
 criterion_group!(benches, ops);
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     // `cargo bench -- <filter>` passes a filter; skip the long pause run
     // unless it is asked for or no filter is given.
     let args: Vec<String> = std::env::args().collect();
