@@ -91,6 +91,14 @@ where
             None => cookie::find_id(req.headers(), shared.config.cookie.name.as_bytes()),
         };
         let grpc = is_grpc(&req);
+        // The id is a bearer credential: keep it out of header logs.
+        let carrier = match &shared.config.header {
+            Some(h) => h.clone(),
+            None => http::header::COOKIE,
+        };
+        if let http::header::Entry::Occupied(mut e) = req.headers_mut().entry(carrier) {
+            e.iter_mut().for_each(|v| v.set_sensitive(true));
+        }
 
         ResponseFuture::new(async move {
             let config = &shared.config;
@@ -398,6 +406,28 @@ mod tests {
 
     fn cookie_pair(set_cookie: &str) -> String {
         set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_cookie_header_is_marked_sensitive_for_inner_layers() {
+        let svc = ServiceBuilder::new()
+            .layer(SessionLayer::new(MemoryStore::new()))
+            .service(tower::service_fn(|req: Request<Body>| async move {
+                let all: Vec<bool> = req
+                    .headers()
+                    .get_all(http::header::COOKIE)
+                    .iter()
+                    .map(HeaderValue::is_sensitive)
+                    .collect();
+                Ok::<_, Infallible>(Response::new(format!("{all:?}")))
+            }));
+        let mut req = Request::new(String::new());
+        req.headers_mut()
+            .append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+        req.headers_mut()
+            .append(http::header::COOKIE, HeaderValue::from_static("id=x"));
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.body(), "[true, true]");
     }
 
     #[tokio::test]
