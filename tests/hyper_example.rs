@@ -1,0 +1,280 @@
+//! Drives `examples/hyper.rs` over a real socket with a real HTTP client and
+//! cookie jar: the counter, sign-in (`cycle_id`), sign-out (`destroy`), and
+//! ids the server never made.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../examples/hyper.rs"]
+mod hyper_example;
+
+use std::sync::Arc;
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::COOKIE;
+use reqwest::{Client, StatusCode, Url};
+use tokio::net::TcpListener;
+
+/// A well-formed UUID v4 the server never issued.
+const MADE_UP: &str = "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1";
+
+/// The example on `127.0.0.1:0`; returns its base URL.
+async fn start() -> Url {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(hyper_example::serve(listener));
+    Url::parse(&format!("http://{addr}/")).unwrap()
+}
+
+/// A client with its own cookie jar, like one browser.
+fn browser() -> (Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let client = Client::builder()
+        .cookie_provider(jar.clone())
+        .no_proxy()
+        .build()
+        .unwrap();
+    (client, jar)
+}
+
+/// A client without cookie jar: cookies are sent by hand.
+fn bare() -> Client {
+    Client::builder().no_proxy().build().unwrap()
+}
+
+/// One response, reduced to what the tests look at.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    /// The `id` cookie the response sets: (value, max_age in seconds).
+    set_id: Option<(String, Option<u64>)>,
+    body: String,
+}
+
+async fn answer(req: reqwest::RequestBuilder) -> Answer {
+    let res = req.send().await.unwrap();
+    let ours: Vec<_> = res
+        .cookies()
+        .filter(|c| c.name() == "id")
+        .map(|c| {
+            assert!(c.http_only(), "HttpOnly by default");
+            assert!(c.same_site_lax(), "SameSite=Lax by default");
+            assert_eq!(c.path(), Some("/"));
+            assert!(!c.secure(), "the plain-HTTP demo turns Secure off");
+            (c.value().to_owned(), c.max_age().map(|d| d.as_secs()))
+        })
+        .collect();
+    assert!(ours.len() <= 1, "at most one Set-Cookie for id: {ours:?}");
+    Answer {
+        status: res.status(),
+        set_id: ours.into_iter().next(),
+        body: res.text().await.unwrap(),
+    }
+}
+
+async fn get(client: &Client, base: &Url, path: &str) -> Answer {
+    answer(client.get(base.join(path).unwrap())).await
+}
+
+/// A request carrying `id=<id>` by hand.
+async fn get_with_id(base: &Url, path: &str, id: &str) -> Answer {
+    answer(
+        bare()
+            .get(base.join(path).unwrap())
+            .header(COOKIE, format!("id={id}")),
+    )
+    .await
+}
+
+/// The id a response set as a live (browser-session) cookie.
+fn new_id(a: &Answer) -> String {
+    match &a.set_id {
+        Some((id, None)) if id.len() == 36 => id.clone(),
+        other => panic!("expected a new session cookie, got {other:?} ({a:?})"),
+    }
+}
+
+/// The `id` the jar would send, if any.
+fn jar_id(jar: &Jar, base: &Url) -> Option<String> {
+    let header = jar.cookies(base)?;
+    header
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|p| p.strip_prefix("id="))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn counter_advances_across_requests() {
+    let base = start().await;
+    let (client, jar) = browser();
+
+    let first = get(&client, &base, "/").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(
+        first.body.starts_with("visits: 1\nnot signed in\n"),
+        "{first:?}"
+    );
+    let id = new_id(&first);
+    assert_eq!(jar_id(&jar, &base).as_deref(), Some(id.as_str()));
+
+    for n in 2..=4 {
+        let a = get(&client, &base, "/").await;
+        assert!(a.body.starts_with(&format!("visits: {n}\n")), "{a:?}");
+        assert_eq!(a.set_id, None, "a known session needs no new cookie");
+    }
+
+    // Another browser has its own session.
+    let (other, _) = browser();
+    let a = get(&other, &base, "/").await;
+    assert!(a.body.starts_with("visits: 1\n"), "{a:?}");
+    assert_ne!(new_id(&a), id);
+}
+
+#[tokio::test]
+async fn reading_without_a_session_sets_no_cookie() {
+    let base = start().await;
+    let (client, jar) = browser();
+    let a = get(&client, &base, "/me").await;
+    assert_eq!(a.body, "not signed in\n");
+    assert_eq!(a.set_id, None);
+    assert_eq!(jar_id(&jar, &base), None);
+}
+
+#[tokio::test]
+async fn sign_in_moves_the_session_to_a_new_id_and_the_old_id_dies() {
+    let base = start().await;
+    let (client, jar) = browser();
+    let before = new_id(&get(&client, &base, "/").await);
+
+    let a = get(&client, &base, "/sign-in?user=alice").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.starts_with("signed in as: alice\n"), "{a:?}");
+    let after = new_id(&a);
+    assert_ne!(after, before, "sign-in must cycle the id");
+    assert_eq!(jar_id(&jar, &base).as_deref(), Some(after.as_str()));
+
+    // The data moved with the session.
+    assert_eq!(
+        get(&client, &base, "/me").await.body,
+        "signed in as: alice\n"
+    );
+    let a = get(&client, &base, "/").await;
+    assert!(
+        a.body.starts_with("visits: 2\nsigned in as: alice\n"),
+        "{a:?}"
+    );
+    assert_eq!(a.set_id, None);
+
+    // The old id, replayed by hand, is dead: an empty session, and a write
+    // gets a brand-new id, never the old one.
+    assert_eq!(
+        get_with_id(&base, "/me", &before).await.body,
+        "not signed in\n"
+    );
+    let replay = get_with_id(&base, "/", &before).await;
+    assert!(
+        replay.body.starts_with("visits: 1\nnot signed in\n"),
+        "{replay:?}"
+    );
+    let fresh = new_id(&replay);
+    assert!(fresh != before && fresh != after);
+
+    // The browser's session is untouched by the replay.
+    assert_eq!(
+        get(&client, &base, "/me").await.body,
+        "signed in as: alice\n"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_expires_the_cookie_and_the_old_id_dies() {
+    let base = start().await;
+    let (client, jar) = browser();
+    let id = new_id(&get(&client, &base, "/sign-in?user=bob").await);
+    assert_eq!(get(&client, &base, "/me").await.body, "signed in as: bob\n");
+
+    let a = get(&client, &base, "/sign-out").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.set_id,
+        Some((String::new(), Some(0))),
+        "sign-out expires the cookie: {a:?}"
+    );
+    assert_eq!(jar_id(&jar, &base), None, "the jar dropped the cookie");
+
+    let a = get(&client, &base, "/me").await;
+    assert_eq!(a.body, "not signed in\n");
+    assert_eq!(a.set_id, None);
+
+    // Replaying the old id by hand finds nothing, and a write gets a new id.
+    assert_eq!(get_with_id(&base, "/me", &id).await.body, "not signed in\n");
+    let replay = get_with_id(&base, "/", &id).await;
+    assert!(
+        replay.body.starts_with("visits: 1\nnot signed in\n"),
+        "{replay:?}"
+    );
+    assert_ne!(new_id(&replay), id);
+}
+
+#[tokio::test]
+async fn a_made_up_id_is_never_adopted() {
+    let base = start().await;
+    assert_eq!(
+        get_with_id(&base, "/me", MADE_UP).await.body,
+        "not signed in\n"
+    );
+    let a = get_with_id(&base, "/", MADE_UP).await;
+    assert!(a.body.starts_with("visits: 1\n"), "{a:?}");
+    let issued = new_id(&a);
+    assert_ne!(issued, MADE_UP);
+    // Still unknown afterwards; the issued id is the one that works.
+    assert!(get_with_id(&base, "/", MADE_UP)
+        .await
+        .body
+        .starts_with("visits: 1\n"));
+    assert!(get_with_id(&base, "/", &issued)
+        .await
+        .body
+        .starts_with("visits: 2\n"));
+
+    // Signing in with a planted id (session fixation) also gets a fresh id.
+    let a = get_with_id(&base, "/sign-in?user=mallory", MADE_UP).await;
+    let issued = new_id(&a);
+    assert_ne!(issued, MADE_UP);
+    assert_eq!(
+        get_with_id(&base, "/me", MADE_UP).await.body,
+        "not signed in\n"
+    );
+}
+
+#[tokio::test]
+async fn bad_user_names_are_refused_and_store_nothing() {
+    let base = start().await;
+    let (client, jar) = browser();
+    for path in [
+        "/sign-in",
+        "/sign-in?user=",
+        "/sign-in?user=%3Cscript%3E",
+        "/sign-in?user=a%20b",
+        "/sign-in?name=alice",
+        "/sign-in?user=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ] {
+        let a = get(&client, &base, path).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {a:?}");
+        assert_eq!(a.set_id, None, "{path}");
+    }
+    assert_eq!(jar_id(&jar, &base), None);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_refused() {
+    let base = start().await;
+    let (client, jar) = browser();
+    let a = get(&client, &base, "/nope").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = answer(client.post(base.join("/").unwrap())).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(a.set_id, None);
+    assert_eq!(jar_id(&jar, &base), None);
+}
