@@ -81,8 +81,12 @@ impl Config {
     }
 
     /// Whether a stored session is no longer valid at `now`.
+    /// A record whose expiry precedes its creation cannot come from a
+    /// correct store (expiry only moves forward from creation): it is treated
+    /// as expired too.
     pub(crate) fn is_expired(&self, created_at: u64, expires_at: u64, now: u64) -> bool {
         expires_at <= now
+            || created_at > expires_at
             || self
                 .absolute_timeout
                 .is_some_and(|a| created_at.saturating_add(ms(a)) <= now)

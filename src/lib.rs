@@ -75,8 +75,13 @@
 //!   request's own writes) and applied at the end as one change set: the keys
 //!   set and the keys removed. One store round trip and at most one
 //!   `Set-Cookie` per request, however many `set_item` calls.
-//! - **Failures persist nothing.** A response with a 5xx status, or an error
-//!   from the inner service, persists nothing, a `destroy()` included.
+//! - **Failures persist nothing.** A response with a 5xx status, a gRPC
+//!   trailers-only response whose `grpc-status` maps to a 5xx (`UNKNOWN`,
+//!   `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, `UNAVAILABLE`,
+//!   `DATA_LOSS`), or an error from the inner service persists nothing, a
+//!   `destroy()` included. Changes are saved when the response head is
+//!   produced: a gRPC status sent in trailers after a streamed body, and
+//!   writes made while a body streams, come too late and are not seen.
 //!
 //! # Concurrency
 //!
@@ -200,4 +205,6 @@ pub use crate::layer::{
 pub use crate::service::SessionService;
 pub use crate::storage::{SessionStorage, Storage};
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use crate::store::redis::RedisStore;
 pub use crate::store::SessionStore;

@@ -157,19 +157,20 @@ where
                     "the inner service set the session cookie or header; the session layer owns it and dropped that value"
                 );
             }
-            if res.status().is_server_error() {
+            if res.status().is_server_error() || (grpc && grpc_failed(res.headers())) {
                 // Persist nothing: the handler failed part-way.
                 return Ok(res);
             }
 
-            match persist(store, config, loaded, outcome).await {
+            let now = now_millis();
+            match persist(store, config, loaded, outcome, now).await {
                 Ok(action) => {
                     match action {
                         CookieAction::Nothing => {}
                         CookieAction::Set { id, .. } => session.set_final_id(Some(id)),
                         CookieAction::Expire => session.set_final_id(None),
                     }
-                    tell_client(config, res.headers_mut(), action);
+                    tell_client(config, res.headers_mut(), action, now);
                     Ok(res)
                 }
                 Err(e) => {
@@ -183,12 +184,12 @@ where
 
 /// Writes the id (or its end) into the response: `Set-Cookie`, or the
 /// transport header.
-fn tell_client(config: &Config, headers: &mut http::HeaderMap, action: CookieAction) {
+fn tell_client(config: &Config, headers: &mut http::HeaderMap, action: CookieAction, now: u64) {
     let value = match (&config.header, &action) {
         (_, CookieAction::Nothing) => return,
-        (None, CookieAction::Set { id, expires_at }) => config
-            .cookie
-            .set(id, config.max_age(*expires_at, now_millis())),
+        (None, CookieAction::Set { id, expires_at }) => {
+            config.cookie.set(id, config.max_age(*expires_at, now))
+        }
         (None, CookieAction::Expire) => config.cookie.expire(),
         (Some(_), CookieAction::Set { id, .. }) => HeaderValue::from_str(id.encode().as_str())
             .ok()
@@ -216,8 +217,8 @@ async fn persist<Store: SessionStore>(
     config: &Config,
     loaded: Option<Loaded>,
     out: Outcome,
+    now: u64,
 ) -> Result<CookieAction, StoreError> {
-    let now = now_millis();
     if let Some(old) = out.destroyed {
         store.delete(&old).await?;
         return Ok(match create(store, config, &out.changes, now).await? {
@@ -306,6 +307,17 @@ fn no_free_id() -> StoreError {
     StoreError::other(format!(
         "no free session id after {ID_TRIES} tries: the store reports every new id as taken"
     ))
+}
+
+/// Whether a gRPC response is a trailers-only failure whose status maps to a
+/// 5xx (gRPC's HTTP mapping: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+/// INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in trailers after a body
+/// comes too late to be seen here.
+fn grpc_failed(headers: &http::HeaderMap) -> bool {
+    matches!(
+        headers.get("grpc-status").map(HeaderValue::as_bytes),
+        Some(b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
+    )
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {

@@ -1,0 +1,1291 @@
+//! Shared test helpers: a test server on a real socket, HTTP helpers, test
+//! stores, and the store-agnostic suite.
+//!
+//! The suite (module [`suite`], instantiated with [`session_store_suite!`])
+//! and the concurrency checks (module [`concurrency`]) are generic over
+//! `S: SessionStore` and reach the store only through the trait, so every
+//! backend runs the same checks: `tests/memory_store.rs` does it for
+//! `MemoryStore`; a `tests/redis_store.rs` does the same for `RedisStore`.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Extension;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::routing::any;
+use axum::Router;
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::{
+    SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
+};
+
+/// The default cookie name.
+pub(crate) const NAME: &str = "id";
+
+// ---------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------
+
+/// An axum server on `127.0.0.1:<random port>`, stopped when dropped.
+pub(crate) struct TestServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub(crate) async fn start(router: Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self { addr, task }
+    }
+
+    pub(crate) fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    /// A browser-like client: a cookie jar, bound to this server.
+    pub(crate) fn browser(&self) -> Browser<'_> {
+        Browser {
+            server: self,
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// `GET /s?<script>` with exactly the given `Cookie` header (or none).
+    pub(crate) async fn raw(&self, script: &str, cookie: Option<&str>) -> Reply {
+        let mut req = raw_client().get(self.url(&format!("/s?{script}")));
+        if let Some(c) = cookie {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        send(req).await
+    }
+
+    /// `GET /s?<script>` with one `Cookie` header field per entry, raw bytes.
+    pub(crate) async fn raw_fields(&self, script: &str, fields: &[&[u8]]) -> Reply {
+        let mut req = raw_client().get(self.url(&format!("/s?{script}")));
+        for f in fields {
+            req = req.header(reqwest::header::COOKIE, HeaderValue::from_bytes(f).unwrap());
+        }
+        send(req).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A client without a cookie jar: the test sets `Cookie` by hand.
+pub(crate) fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// A client with a cookie jar, like a browser.
+pub(crate) struct Browser<'a> {
+    server: &'a TestServer,
+    client: reqwest::Client,
+}
+
+impl Browser<'_> {
+    /// `GET /s?<script>`, cookies handled by the jar.
+    pub(crate) async fn run(&self, script: &str) -> Reply {
+        send(self.client.get(self.server.url(&format!("/s?{script}")))).await
+    }
+}
+
+/// What came back.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+}
+
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> Reply {
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.text().await.unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+impl Reply {
+    /// Every `Set-Cookie` value.
+    pub(crate) fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The one `Set-Cookie` for `name`, if any; fails when there are several.
+    pub(crate) fn set_cookie_named(&self, name: &str) -> Option<String> {
+        let ours: Vec<String> = self
+            .set_cookies()
+            .into_iter()
+            .filter(|c| cookie_name(c) == name)
+            .collect();
+        assert!(
+            ours.len() <= 1,
+            "more than one Set-Cookie for {name:?}: {ours:?}"
+        );
+        ours.into_iter().next()
+    }
+
+    /// The one `Set-Cookie` for the default name.
+    pub(crate) fn set_cookie(&self) -> Option<String> {
+        self.set_cookie_named(NAME)
+    }
+
+    /// The id a `Set-Cookie` for `name` hands out (`None` when there is no
+    /// such `Set-Cookie` or it expires the cookie).
+    pub(crate) fn id_named(&self, name: &str) -> Option<String> {
+        let c = self.set_cookie_named(name)?;
+        let v = cookie_value(&c);
+        (!v.is_empty()).then(|| v.to_owned())
+    }
+
+    /// The id handed out under the default name.
+    pub(crate) fn new_id(&self) -> Option<String> {
+        self.id_named(NAME)
+    }
+
+    /// Whether the response deletes the cookie `name`.
+    pub(crate) fn expires_named(&self, name: &str) -> bool {
+        self.set_cookie_named(name).is_some_and(|c| {
+            cookie_value(&c).is_empty() && c.contains("Max-Age=0") && c.contains("1970")
+        })
+    }
+
+    /// Whether the response deletes the cookie under the default name.
+    pub(crate) fn expires_cookie(&self) -> bool {
+        self.expires_named(NAME)
+    }
+
+    /// Asserts a 200 and returns the body.
+    pub(crate) fn ok(&self) -> &str {
+        assert_eq!(self.status, 200, "{self:?}");
+        &self.body
+    }
+}
+
+/// `GET /s?<script>` through `app` in-process (no socket): for tests on
+/// paused tokio time and for looking at response extensions.
+pub(crate) async fn call(app: &Router, script: &str, cookie: Option<&str>) -> Reply {
+    use tower::ServiceExt;
+    let mut req = http::Request::get(format!("/s?{script}"));
+    if let Some(c) = cookie {
+        req = req.header(http::header::COOKIE, c);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+/// The name of a `Set-Cookie` value.
+pub(crate) fn cookie_name(set_cookie: &str) -> &str {
+    set_cookie.split(['=', ';']).next().unwrap_or("").trim()
+}
+
+/// The value of a `Set-Cookie` value.
+pub(crate) fn cookie_value(set_cookie: &str) -> &str {
+    let pair = set_cookie.split(';').next().unwrap_or("");
+    pair.split_once('=').map_or("", |(_, v)| v.trim())
+}
+
+/// The `Max-Age` of a `Set-Cookie` value.
+pub(crate) fn max_age(set_cookie: &str) -> Option<u64> {
+    set_cookie.split(';').find_map(|attr| {
+        let (k, v) = attr.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("max-age")
+            .then(|| v.parse().unwrap())
+    })
+}
+
+/// `id=<id>` for a `Cookie` header.
+pub(crate) fn cookie(id: &str) -> String {
+    format!("{NAME}={id}")
+}
+
+pub(crate) fn parse_id(id: &str) -> SessionId {
+    id.parse().unwrap()
+}
+
+/// A well-formed id the server never made (a UUID v4 from the test).
+pub(crate) fn made_up_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+// ---------------------------------------------------------------------------
+// The scripted app
+// ---------------------------------------------------------------------------
+
+/// A layer for plain-HTTP tests: the defaults with `Secure` off, so that
+/// reqwest's cookie jar sends the cookie over `http://`.
+pub(crate) fn dev_layer<S: SessionStore>(store: S) -> SessionLayer<S> {
+    SessionLayer::new(store).with_secure(false)
+}
+
+/// The router with the script route `/s`; add routes, then `.layer(..)`.
+pub(crate) fn script_routes() -> Router {
+    Router::new().route("/s", any(script))
+}
+
+/// The script app behind `layer`, served on a real socket.
+pub(crate) async fn serve_script<S: SessionStore>(layer: SessionLayer<S>) -> TestServer {
+    TestServer::start(script_routes().layer(layer)).await
+}
+
+/// A handler driven by its query string, so one app serves every test.
+///
+/// Operations run in order, separated by `&`:
+/// `get=k` (outputs the value or `-`), `set=k:v` (`set=k:` sets ""),
+/// `big=k:N` (sets `N` bytes of `x`), `incr=k` (outputs the new number),
+/// `remove=k` (outputs the removed value or `-`), `clear`, `cycle`,
+/// `destroy`, `id` (outputs the id or `-`), `status=N` (the response status).
+/// A refused write outputs `err:<kind>`. The body is the outputs joined by `,`.
+async fn script(Extension(session): Extension<SessionStorage>, uri: Uri) -> (StatusCode, String) {
+    let mut out = Vec::new();
+    let mut status = StatusCode::OK;
+    for op in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|s| !s.is_empty())
+    {
+        let (cmd, arg) = op.split_once('=').unwrap_or((op, ""));
+        match cmd {
+            "get" => out.push(session.get_item(arg).unwrap_or_else(|| "-".into())),
+            "set" => {
+                let (k, v) = arg.split_once(':').unwrap_or((arg, ""));
+                if let Err(e) = session.set_item(k, v) {
+                    out.push(err_kind(&e).into());
+                }
+            }
+            "big" => {
+                let (k, n) = arg.split_once(':').unwrap();
+                if let Err(e) = session.set_item(k, &"x".repeat(n.parse().unwrap())) {
+                    out.push(err_kind(&e).into());
+                }
+            }
+            "incr" => {
+                let n: u64 = session.get_item(arg).map_or(0, |v| v.parse().unwrap()) + 1;
+                match session.set_item(arg, &n.to_string()) {
+                    Ok(()) => out.push(n.to_string()),
+                    Err(e) => out.push(err_kind(&e).into()),
+                }
+            }
+            "remove" => out.push(session.remove_item(arg).unwrap_or_else(|| "-".into())),
+            "clear" => session.clear(),
+            "cycle" => session.cycle_id(),
+            "destroy" => session.destroy(),
+            "id" => out.push(session.id().map_or_else(|| "-".into(), |i| i.to_string())),
+            "status" => status = StatusCode::from_u16(arg.parse().unwrap()).unwrap(),
+            other => panic!("unknown script op {other:?}"),
+        }
+    }
+    (status, out.join(","))
+}
+
+pub(crate) fn err_kind(e: &SessionError) -> &'static str {
+    match e {
+        SessionError::TooManyItems { .. } => "err:too_many_items",
+        SessionError::TooLarge { .. } => "err:too_large",
+        SessionError::Finished => "err:finished",
+        _ => "err:other",
+    }
+}
+
+/// Runs `fut`, failing the test instead of hanging when a barrier or a
+/// signal never comes (a guard, not a timing assertion).
+pub(crate) async fn guard<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), fut)
+        .await
+        .expect("the test hung: a request never arrived")
+}
+
+// ---------------------------------------------------------------------------
+// Test stores
+// ---------------------------------------------------------------------------
+
+/// How often each store method was called.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) load: usize,
+    pub(crate) create: usize,
+    pub(crate) save: usize,
+    pub(crate) cycle: usize,
+    pub(crate) delete: usize,
+    pub(crate) touch: usize,
+}
+
+impl Counts {
+    /// Every call that may write.
+    pub(crate) fn writes(&self) -> usize {
+        self.create + self.save + self.cycle + self.delete + self.touch
+    }
+
+    /// Every call.
+    pub(crate) fn all(&self) -> usize {
+        self.load + self.writes()
+    }
+}
+
+#[derive(Debug, Default)]
+struct AtomicCounts {
+    load: AtomicUsize,
+    create: AtomicUsize,
+    save: AtomicUsize,
+    cycle: AtomicUsize,
+    delete: AtomicUsize,
+    touch: AtomicUsize,
+}
+
+/// Wraps any store and counts the calls per method, delegating each.
+/// Clones share the store and the counts.
+pub(crate) struct CountingStore<S> {
+    inner: Arc<S>,
+    counts: Arc<AtomicCounts>,
+}
+
+impl<S> Clone for CountingStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+impl<S> CountingStore<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            counts: Arc::default(),
+        }
+    }
+
+    /// The wrapped store, to inspect it without counting.
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let c = &*self.counts;
+        Counts {
+            load: c.load.load(Ordering::SeqCst),
+            create: c.create.load(Ordering::SeqCst),
+            save: c.save.load(Ordering::SeqCst),
+            cycle: c.cycle.load(Ordering::SeqCst),
+            delete: c.delete.load(Ordering::SeqCst),
+            touch: c.touch.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl<S: SessionStore> SessionStore for CountingStore<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        self.counts.load.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        self.counts.create.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(id, record).await
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::SeqCst);
+        self.inner.save(id, changes, expires_at).await
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<CycleOutcome, StoreError> {
+        self.counts.cycle.fetch_add(1, Ordering::SeqCst);
+        self.inner.cycle(old, new, changes, expires_at).await
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.counts.delete.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(id).await
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+        self.counts.touch.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch(id, expires_at).await
+    }
+}
+
+/// A correct store that never expires anything by itself (no TTL, no
+/// reclamation): whatever expires, the layer's own checks must catch.
+#[derive(Clone, Default)]
+pub(crate) struct NoTtlStore {
+    map: Arc<Mutex<HashMap<SessionId, Record>>>,
+}
+
+impl NoTtlStore {
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+}
+
+impl SessionStore for NoTtlStore {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        Ok(self.map.lock().unwrap().get(id).cloned())
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let mut map = self.map.lock().unwrap();
+        if map.contains_key(id) {
+            return Ok(false);
+        }
+        map.insert(*id, record.clone());
+        Ok(true)
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let mut map = self.map.lock().unwrap();
+        let Some(record) = map.get_mut(id) else {
+            return Ok(SaveOutcome::Gone);
+        };
+        Arc::make_mut(&mut record.items).apply(changes);
+        record.expires_at = record.expires_at.max(expires_at);
+        if record.items.is_empty() {
+            map.remove(id);
+            return Ok(SaveOutcome::Deleted);
+        }
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<CycleOutcome, StoreError> {
+        let mut map = self.map.lock().unwrap();
+        if map.contains_key(new) {
+            return Ok(CycleOutcome::Collision);
+        }
+        let Some(mut record) = map.remove(old) else {
+            return Ok(CycleOutcome::Gone);
+        };
+        Arc::make_mut(&mut record.items).apply(changes);
+        if record.items.is_empty() {
+            return Ok(CycleOutcome::Deleted);
+        }
+        record.expires_at = record.expires_at.max(expires_at);
+        map.insert(*new, record);
+        Ok(CycleOutcome::Moved)
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.map.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+        Ok(match self.map.lock().unwrap().get_mut(id) {
+            Some(r) => {
+                r.expires_at = r.expires_at.max(expires_at);
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+/// Whether the store holds a session under `id` (through the trait only).
+pub(crate) async fn exists<S: SessionStore>(store: &S, id: &str) -> bool {
+    store.load(&parse_id(id)).await.unwrap().is_some()
+}
+
+/// The item `key` of the stored session `id`, read through the trait.
+pub(crate) async fn stored_item<S: SessionStore>(store: &S, id: &str, key: &str) -> Option<String> {
+    let record = store.load(&parse_id(id)).await.unwrap()?;
+    record.items.get(key).map(str::to_owned)
+}
+
+// ---------------------------------------------------------------------------
+// The store-agnostic suite
+// ---------------------------------------------------------------------------
+
+/// Instantiates the suite: one `#[tokio::test]` per rule, each given a fresh
+/// store from `$make` (an expression; it may `.await`).
+macro_rules! session_store_suite {
+    ($make:expr) => {
+        session_store_suite!(@tests $make;
+            lazy_creation_writes_nothing_until_an_item_is_set,
+            browser_counter_survives_across_requests,
+            made_up_id_is_not_adopted,
+            reads_see_the_requests_own_writes,
+            change_sets_are_per_key,
+            clear_empties_the_session_and_keeps_its_id,
+            clear_alone_deletes_the_session,
+            empty_value_removes_the_item_and_an_emptied_session_is_deleted,
+            cycle_id_moves_the_data_to_a_new_id_and_kills_the_old_one,
+            destroy_deletes_the_session_and_expires_the_cookie,
+            writes_after_destroy_start_a_new_session,
+            idle_timeout_ends_an_unused_session_and_use_extends_it,
+            absolute_timeout_ends_even_a_busy_session,
+            reads_do_not_write_on_every_request,
+            server_error_response_persists_nothing,
+            inner_service_error_persists_nothing,
+            persistent_cookie_carries_max_age,
+            exactly_one_set_cookie_for_our_name,
+            cookie_name_is_configurable,
+        );
+    };
+    (@tests $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crate::common::suite::$name($make).await;
+            }
+        )*
+    };
+}
+
+/// The suite: every store-visible rule of DESIGN.md "Semantics".
+pub(crate) mod suite {
+    use super::*;
+
+    /// Lazy creation: reading a fresh session writes nothing and sets no
+    /// cookie; the first write creates it with one store call and one cookie.
+    pub(crate) async fn lazy_creation_writes_nothing_until_an_item_is_set<S: SessionStore>(
+        store: S,
+    ) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+
+        let r = srv.raw("get=a&id", None).await;
+        assert_eq!(r.ok(), "-,-");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(store.counts(), Counts::default(), "no store access at all");
+
+        // Removing or clearing on a fresh session is not a write either.
+        let r = srv.raw("remove=a&clear", None).await;
+        assert_eq!(r.ok(), "-");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(store.counts(), Counts::default());
+
+        let r = srv.raw("set=a:1&id", None).await;
+        assert_eq!(r.ok(), "-", "no id until the session exists in the store");
+        let id = r.new_id().expect("a write sets the cookie");
+        assert_eq!(store.counts().create, 1);
+        assert_eq!(store.counts().writes(), 1);
+        assert_eq!(
+            stored_item(store.inner(), &id, "a").await.as_deref(),
+            Some("1")
+        );
+    }
+
+    /// A browser (cookie jar) keeps one session across requests; the cookie
+    /// is set once, when the session is created.
+    pub(crate) async fn browser_counter_survives_across_requests<S: SessionStore>(store: S) {
+        let srv = serve_script(dev_layer(store)).await;
+        let browser = srv.browser();
+        let first = browser.run("incr=n").await;
+        assert_eq!(first.ok(), "1");
+        let id = first.new_id().expect("the first write sets the cookie");
+        for n in 2..=5 {
+            let r = browser.run("incr=n&id").await;
+            assert_eq!(r.ok(), format!("{n},{id}"));
+            assert_eq!(r.set_cookie(), None, "the id did not change: no Set-Cookie");
+        }
+    }
+
+    /// Strict ids: a well-formed id the store does not know gives a fresh
+    /// session, and a write gets a different, server-made id.
+    pub(crate) async fn made_up_id_is_not_adopted<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let made_up = made_up_id();
+        let r = srv.raw("get=a&id", Some(&cookie(&made_up))).await;
+        assert_eq!(r.ok(), "-,-");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(store.counts().writes(), 0);
+
+        let r = srv.raw("set=a:1", Some(&cookie(&made_up))).await;
+        let id = r.new_id().expect("a write creates a session");
+        assert_ne!(id, made_up, "the client's id was adopted");
+        assert!(!exists(store.inner(), &made_up).await);
+        assert!(exists(store.inner(), &id).await);
+    }
+
+    /// Reads see the request's own writes, over the loaded snapshot.
+    pub(crate) async fn reads_see_the_requests_own_writes<S: SessionStore>(store: S) {
+        let srv = serve_script(dev_layer(store)).await;
+        let r = srv.raw("set=a:1&get=a&set=a:2&get=a", None).await;
+        assert_eq!(r.ok(), "1,2");
+        let c = cookie(&r.new_id().unwrap());
+        let r = srv
+            .raw("get=a&set=a:3&get=a&remove=a&get=a&set=b:1", Some(&c))
+            .await;
+        assert_eq!(r.ok(), "2,3,3,-");
+        assert_eq!(srv.raw("get=a&get=b", Some(&c)).await.ok(), "-,1");
+    }
+
+    /// A request writes only the keys it changed: a key it did not touch is
+    /// never written back from its snapshot.
+    pub(crate) async fn change_sets_are_per_key<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let r = srv.raw("set=a:1&set=b:1&set=c:1", None).await;
+        let id = r.new_id().unwrap();
+        let c = cookie(&id);
+
+        // Change the stored session behind the layer's back, the way a
+        // concurrent request would have: b is now 2.
+        let mut change = ChangeSet::new();
+        change.set("b", "2");
+        store
+            .inner()
+            .save(&parse_id(&id), &change, u64::MAX / 2)
+            .await
+            .unwrap();
+
+        // This request saw b=2 on load; it sets a and removes c only.
+        let r = srv.raw("set=a:9&remove=c", Some(&c)).await;
+        assert_eq!(r.ok(), "1");
+        assert_eq!(srv.raw("get=a&get=b&get=c", Some(&c)).await.ok(), "9,2,-");
+        assert_eq!(
+            stored_item(store.inner(), &id, "b").await.as_deref(),
+            Some("2")
+        );
+    }
+
+    /// `clear()` then a write: the old items are gone, the session and its id
+    /// stay.
+    pub(crate) async fn clear_empties_the_session_and_keeps_its_id<S: SessionStore>(store: S) {
+        let srv = serve_script(dev_layer(store)).await;
+        let id = srv.raw("set=a:1&set=b:1", None).await.new_id().unwrap();
+        let c = cookie(&id);
+        let r = srv.raw("clear&get=a&set=z:1&id", Some(&c)).await;
+        assert_eq!(r.ok(), format!("-,{id}"));
+        assert_eq!(r.set_cookie(), None, "same session, same id");
+        assert_eq!(srv.raw("get=a&get=b&get=z", Some(&c)).await.ok(), "-,-,1");
+    }
+
+    /// `clear()` alone leaves the session empty: it is deleted and its cookie
+    /// expired.
+    pub(crate) async fn clear_alone_deletes_the_session<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let r = srv.raw("clear", Some(&cookie(&id))).await;
+        assert_eq!(r.status, 200);
+        assert!(r.expires_cookie(), "{r:?}");
+        assert!(!exists(store.inner(), &id).await);
+    }
+
+    /// `set_item(k, "")` removes `k`; a session left empty is deleted and its
+    /// cookie expired.
+    pub(crate) async fn empty_value_removes_the_item_and_an_emptied_session_is_deleted<
+        S: SessionStore,
+    >(
+        store: S,
+    ) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let id = srv.raw("set=a:1&set=b:1", None).await.new_id().unwrap();
+        let c = cookie(&id);
+
+        let r = srv.raw("set=a:&get=a", Some(&c)).await;
+        assert_eq!(r.ok(), "-");
+        assert_eq!(r.set_cookie(), None, "b is left: the session lives on");
+        assert_eq!(stored_item(store.inner(), &id, "a").await, None);
+        assert_eq!(srv.raw("get=a&get=b", Some(&c)).await.ok(), "-,1");
+
+        let r = srv.raw("set=b:", Some(&c)).await;
+        assert_eq!(r.status, 200);
+        assert!(r.expires_cookie(), "the emptied session's cookie: {r:?}");
+        assert!(
+            !exists(store.inner(), &id).await,
+            "the emptied session is deleted"
+        );
+
+        // A fresh session with only an empty write creates nothing.
+        let before = store.counts();
+        let r = srv.raw("set=a:", None).await;
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(store.counts().writes(), before.writes());
+    }
+
+    /// `cycle_id()`: a new id, the data kept, the old id dead at once.
+    pub(crate) async fn cycle_id_moves_the_data_to_a_new_id_and_kills_the_old_one<
+        S: SessionStore,
+    >(
+        store: S,
+    ) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
+
+        let r = srv.raw("set=role:admin&cycle", Some(&cookie(&old))).await;
+        assert_eq!(r.status, 200);
+        let new = r.new_id().expect("cycle_id sets the new id");
+        assert_ne!(new, old);
+        assert!(!exists(store.inner(), &old).await, "the old id is dead");
+
+        let r = srv.raw("get=user&get=role&id", Some(&cookie(&new))).await;
+        assert_eq!(r.ok(), format!("alice,admin,{new}"));
+
+        let r = srv.raw("get=user&get=role", Some(&cookie(&old))).await;
+        assert_eq!(r.ok(), "-,-", "the old id loads a fresh session");
+        let r = srv.raw("set=x:1", Some(&cookie(&old))).await;
+        let third = r.new_id().unwrap();
+        assert!(third != old && third != new, "the old id is never reused");
+
+        // cycle_id on a session that does not exist yet: just a new session.
+        let r = srv.raw("cycle&set=a:1", None).await;
+        assert!(r.new_id().is_some());
+        let r = srv.raw("cycle", None).await;
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+    }
+
+    /// `destroy()`: the session is gone, the cookie expired, and the old
+    /// cookie no longer works.
+    pub(crate) async fn destroy_deletes_the_session_and_expires_the_cookie<S: SessionStore>(
+        store: S,
+    ) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let browser = srv.browser();
+        let id = browser.run("set=user:alice").await.new_id().unwrap();
+
+        let r = browser.run("destroy&get=user&id").await;
+        assert_eq!(r.ok(), "-,-");
+        assert!(r.expires_cookie(), "{r:?}");
+        assert!(!exists(store.inner(), &id).await);
+        assert_eq!(
+            browser.run("get=user").await.ok(),
+            "-",
+            "the jar dropped it"
+        );
+
+        // A client that kept the old cookie gets a fresh session.
+        let r = srv.raw("get=user", Some(&cookie(&id))).await;
+        assert_eq!(r.ok(), "-");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        let r = srv.raw("set=user:mallory", Some(&cookie(&id))).await;
+        assert_ne!(
+            r.new_id().unwrap(),
+            id,
+            "never resurrected under the old id"
+        );
+        assert!(!exists(store.inner(), &id).await);
+
+        // Destroying a session that does not exist: nothing to delete.
+        let r = srv.raw("destroy", None).await;
+        assert_eq!(r.status, 200);
+    }
+
+    /// Writes after `destroy()` in the same request start a new session under
+    /// a new id (documented on `destroy`).
+    pub(crate) async fn writes_after_destroy_start_a_new_session<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+        let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
+        let r = srv
+            .raw("destroy&set=flash:bye&get=user", Some(&cookie(&old)))
+            .await;
+        assert_eq!(r.ok(), "-");
+        let new = r.new_id().expect("the new session's cookie");
+        assert_ne!(new, old);
+        assert!(!exists(store.inner(), &old).await);
+        assert_eq!(
+            srv.raw("get=flash&get=user", Some(&cookie(&new)))
+                .await
+                .ok(),
+            "bye,-"
+        );
+    }
+
+    /// Idle timeout (sliding): an unused session ends; use extends it; the
+    /// expired id is not resurrected. Real time: 2 s idle timeout.
+    pub(crate) async fn idle_timeout_ends_an_unused_session_and_use_extends_it<S: SessionStore>(
+        store: S,
+    ) {
+        let store = CountingStore::new(store);
+        let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2));
+        let srv = serve_script(layer).await;
+        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let c = cookie(&id);
+
+        // Used at 1.2 s and again at 2.4 s (past the first expiry): alive.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1", "use extends it");
+
+        // Unused for longer than the idle timeout: gone.
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        let r = srv.raw("get=a", Some(&c)).await;
+        assert_eq!(r.ok(), "-", "an idle session is over");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        let r = srv.raw("set=a:2", Some(&c)).await;
+        assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
+        assert!(!exists(store.inner(), &id).await);
+    }
+
+    /// Absolute timeout: a session ends that long after creation however
+    /// busy it is. Real time: 1.5 s absolute timeout.
+    pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let layer = dev_layer(store.clone())
+            .with_idle_timeout(Duration::from_secs(600))
+            .with_absolute_timeout(Duration::from_millis(1500));
+        let srv = serve_script(layer).await;
+        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let c = cookie(&id);
+        assert_eq!(srv.raw("incr=n", Some(&c)).await.ok(), "1");
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        let r = srv.raw("get=a&get=n", Some(&c)).await;
+        assert_eq!(r.ok(), "-,-");
+        let r = srv.raw("set=a:2", Some(&c)).await;
+        assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
+        assert!(!exists(store.inner(), &id).await);
+    }
+
+    /// Refreshing the idle timeout does not cost a store write per request:
+    /// with a 1-hour idle timeout (activity recorded once a minute), twenty
+    /// reads write nothing.
+    pub(crate) async fn reads_do_not_write_on_every_request<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(3600));
+        let srv = serve_script(layer).await;
+        let c = cookie(&srv.raw("set=a:1", None).await.new_id().unwrap());
+        let before = store.counts();
+        for _ in 0..20 {
+            let r = srv.raw("get=a", Some(&c)).await;
+            assert_eq!(r.ok(), "1");
+            assert!(r.set_cookies().is_empty(), "{r:?}");
+        }
+        let after = store.counts();
+        assert_eq!(after.load, before.load + 20);
+        assert_eq!(after.writes(), before.writes(), "{before:?} -> {after:?}");
+    }
+
+    /// A 5xx response persists nothing: no new session, no change to an
+    /// existing one, no cookie.
+    pub(crate) async fn server_error_response_persists_nothing<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let srv = serve_script(dev_layer(store.clone())).await;
+
+        let r = srv.raw("set=a:1&status=500", None).await;
+        assert_eq!(r.status, 500);
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(store.counts().writes(), 0);
+
+        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let c = cookie(&id);
+        let before = store.counts();
+        for script in [
+            "set=a:2&status=503",
+            "destroy&status=500",
+            "cycle&status=502",
+        ] {
+            let r = srv.raw(script, Some(&c)).await;
+            assert!(r.status >= 500, "{r:?}");
+            assert!(r.set_cookies().is_empty(), "{r:?}");
+        }
+        assert_eq!(store.counts().writes(), before.writes());
+        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1");
+
+        // 4xx is not a failure of the handler: its writes are kept.
+        let r = srv.raw("set=a:4&status=404", Some(&c)).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "4");
+    }
+
+    /// An inner service that fails (rather than answering 5xx) persists
+    /// nothing either. In-process: an HTTP server would only drop the
+    /// connection.
+    pub(crate) async fn inner_service_error_persists_nothing<S: SessionStore>(store: S) {
+        use tower::{ServiceBuilder, ServiceExt};
+
+        let store = CountingStore::new(store);
+        let layer = dev_layer(store.clone());
+        let srv = serve_script(layer.clone()).await;
+        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let before = store.counts();
+
+        let failing = ServiceBuilder::new()
+            .layer(layer)
+            .service(tower::service_fn(|req: http::Request<String>| async move {
+                let s = req.extensions().get::<SessionStorage>().unwrap();
+                s.set_item("a", "2").unwrap();
+                s.set_item("b", "2").unwrap();
+                Err::<http::Response<String>, _>("inner failed")
+            }));
+        for c in [None, Some(cookie(&id))] {
+            let mut req = http::Request::new(String::new());
+            if let Some(c) = c {
+                req.headers_mut()
+                    .insert(http::header::COOKIE, c.parse().unwrap());
+            }
+            let err = failing.clone().oneshot(req).await.unwrap_err();
+            assert_eq!(err, "inner failed", "the inner error is passed through");
+        }
+        assert_eq!(store.counts().writes(), before.writes());
+        assert_eq!(srv.raw("get=a&get=b", Some(&cookie(&id))).await.ok(), "1,-");
+    }
+
+    /// A persistent cookie carries `Max-Age` = the idle timeout; the default
+    /// browser-session cookie carries none.
+    pub(crate) async fn persistent_cookie_carries_max_age<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let session = serve_script(dev_layer(store.clone())).await;
+        let c = session.raw("set=a:1", None).await.set_cookie().unwrap();
+        assert_eq!(max_age(&c), None, "{c}");
+        assert!(!c.to_ascii_lowercase().contains("expires="), "{c}");
+
+        let layer = dev_layer(store.clone())
+            .with_persistent_cookie(true)
+            .with_idle_timeout(Duration::from_secs(3600));
+        let persistent = serve_script(layer).await;
+        let c = persistent.raw("set=a:1", None).await.set_cookie().unwrap();
+        // Whole seconds left, counted after the store call: 3600 or a hair less.
+        let age = max_age(&c).unwrap_or_else(|| panic!("no Max-Age: {c}"));
+        assert!((3595..=3600).contains(&age), "{c}");
+
+        // With an absolute timeout shorter than the idle one, that caps it.
+        let layer = dev_layer(store)
+            .with_persistent_cookie(true)
+            .with_idle_timeout(Duration::from_secs(3600))
+            .with_absolute_timeout(Duration::from_secs(600));
+        let capped = serve_script(layer).await;
+        let c = capped.raw("set=a:1", None).await.set_cookie().unwrap();
+        let age = max_age(&c).unwrap();
+        assert!((595..=600).contains(&age), "{c}");
+    }
+
+    /// Exactly one `Set-Cookie` for our name, even when the handler sets one
+    /// too (ours wins; the handler's other cookies are kept).
+    pub(crate) async fn exactly_one_set_cookie_for_our_name<S: SessionStore>(store: S) {
+        use axum::response::{AppendHeaders, IntoResponse};
+        let store = CountingStore::new(store);
+        let app = script_routes()
+            .route(
+                "/forge",
+                any(
+                    |Extension(s): Extension<SessionStorage>, uri: Uri| async move {
+                        if uri.query() == Some("write") {
+                            s.set_item("a", "1").unwrap();
+                        }
+                        (
+                            AppendHeaders([
+                                ("set-cookie", "id=forged; Path=/"),
+                                ("set-cookie", "theme=dark"),
+                                ("set-cookie", "id=forged-again"),
+                            ]),
+                            "ok",
+                        )
+                            .into_response()
+                    },
+                ),
+            )
+            .layer(dev_layer(store.clone()));
+        let srv = TestServer::start(app).await;
+
+        let r = send(raw_client().get(srv.url("/forge?write"))).await;
+        assert_eq!(r.ok(), "ok");
+        let ours = r.set_cookie().expect("our cookie");
+        let id = cookie_value(&ours).to_owned();
+        assert!(!id.contains("forged"), "{ours}");
+        assert!(exists(store.inner(), &id).await);
+        assert!(r.set_cookies().iter().any(|c| c == "theme=dark"), "{r:?}");
+
+        // No session change: none for our name at all.
+        let r = send(
+            raw_client()
+                .get(srv.url("/forge"))
+                .header("cookie", cookie(&id)),
+        )
+        .await;
+        assert_eq!(r.ok(), "ok");
+        assert_eq!(r.set_cookie(), None, "{r:?}");
+        assert_eq!(r.set_cookies(), ["theme=dark"]);
+
+        // Many writes, a cycle: still one.
+        let r = srv
+            .raw("set=a:1&set=b:2&set=c:3&cycle&set=d:4", Some(&cookie(&id)))
+            .await;
+        assert_eq!(r.set_cookies().len(), 1, "{r:?}");
+    }
+
+    /// The cookie name is configurable, and matched exactly.
+    pub(crate) async fn cookie_name_is_configurable<S: SessionStore>(store: S) {
+        let srv = serve_script(dev_layer(store).with_cookie_name("sid")).await;
+        let r = srv.raw("set=a:1", None).await;
+        assert_eq!(r.set_cookie(), None);
+        let id = r.id_named("sid").expect("a cookie named sid");
+        assert_eq!(srv.raw("get=a", Some(&format!("sid={id}"))).await.ok(), "1");
+        assert_eq!(srv.raw("get=a", Some(&cookie(&id))).await.ok(), "-");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency (generic: every store must keep these)
+// ---------------------------------------------------------------------------
+
+pub(crate) mod concurrency {
+    use super::*;
+    use axum::routing::get;
+    use tokio::sync::{oneshot, Barrier};
+
+    /// `n` requests on one session, all holding the same loaded snapshot
+    /// (a barrier makes every one load before any writes), each write its
+    /// own key: every write survives. Returns the session id.
+    pub(crate) async fn writes_to_different_keys_all_survive<S: SessionStore>(
+        store: S,
+        n: usize,
+    ) -> String {
+        let barrier = Arc::new(Barrier::new(n));
+        let app = script_routes()
+            .route(
+                "/w",
+                get(move |Extension(s): Extension<SessionStorage>, uri: Uri| {
+                    let barrier = barrier.clone();
+                    async move {
+                        assert_eq!(s.get_item("base").as_deref(), Some("1"), "loaded");
+                        barrier.wait().await;
+                        let k = uri.query().unwrap();
+                        s.set_item(k, k).unwrap();
+                        "ok"
+                    }
+                }),
+            )
+            .layer(dev_layer(store));
+        let srv = Arc::new(TestServer::start(app).await);
+        let id = srv.raw("set=base:1", None).await.new_id().unwrap();
+
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let srv = srv.clone();
+            let c = cookie(&id);
+            tasks.push(tokio::spawn(async move {
+                send(
+                    raw_client()
+                        .get(srv.url(&format!("/w?k{i}")))
+                        .header("cookie", c),
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            let r = guard(t).await.unwrap();
+            assert_eq!(r.ok(), "ok");
+            assert!(r.set_cookies().is_empty(), "{r:?}");
+        }
+
+        let script: Vec<String> = (0..n).map(|i| format!("get=k{i}")).collect();
+        let r = srv.raw(&script.join("&"), Some(&cookie(&id))).await;
+        let want: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        assert_eq!(r.ok(), want.join(","), "a concurrent write was lost");
+        assert_eq!(srv.raw("get=base", Some(&cookie(&id))).await.ok(), "1");
+        id
+    }
+
+    /// `n` requests write the same key at once: one value wins, the session
+    /// and its other items are intact. Returns the session id.
+    pub(crate) async fn writes_to_the_same_key_one_wins<S: SessionStore>(
+        store: S,
+        n: usize,
+    ) -> String {
+        let barrier = Arc::new(Barrier::new(n));
+        let app = script_routes()
+            .route(
+                "/w",
+                get(move |Extension(s): Extension<SessionStorage>, uri: Uri| {
+                    let barrier = barrier.clone();
+                    async move {
+                        barrier.wait().await;
+                        s.set_item("k", uri.query().unwrap()).unwrap();
+                        "ok"
+                    }
+                }),
+            )
+            .layer(dev_layer(store));
+        let srv = Arc::new(TestServer::start(app).await);
+        let id = srv
+            .raw("set=keep:1&set=k:start", None)
+            .await
+            .new_id()
+            .unwrap();
+
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let srv = srv.clone();
+            let c = cookie(&id);
+            tasks.push(tokio::spawn(async move {
+                send(
+                    raw_client()
+                        .get(srv.url(&format!("/w?v{i}")))
+                        .header("cookie", c),
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(guard(t).await.unwrap().ok(), "ok");
+        }
+        let r = srv.raw("get=k&get=keep&id", Some(&cookie(&id))).await;
+        let body = r.ok();
+        let parts: Vec<&str> = body.split(',').collect();
+        let winners: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+        assert!(winners.iter().any(|w| w == parts[0]), "k = {:?}", parts[0]);
+        assert_eq!(&parts[1..], ["1", id.as_str()], "the session is intact");
+        id
+    }
+
+    /// A request in flight on a session (it has loaded it) while another
+    /// request on the same session does `script` (`destroy` or `cycle`);
+    /// then the first one writes and finishes. Returns the first request's
+    /// reply and the reply of the racing request.
+    async fn race<S: SessionStore>(
+        store: &CountingStore<S>,
+        old: &str,
+        srv: &TestServer,
+        signals: &Signals,
+        script: &str,
+    ) -> (Reply, Reply) {
+        let (loaded_tx, loaded_rx) = oneshot::channel();
+        let (go_tx, go_rx) = oneshot::channel();
+        *signals.lock().unwrap() = Some((loaded_tx, go_rx));
+
+        let writer = {
+            let url = srv.url("/slow");
+            let c = cookie(old);
+            tokio::spawn(async move { send(raw_client().get(url).header("cookie", c)).await })
+        };
+        guard(loaded_rx).await.unwrap();
+        assert!(exists(store.inner(), old).await, "not yet raced");
+        let racer = srv.raw(script, Some(&cookie(old))).await;
+        assert_eq!(racer.status, 200, "{racer:?}");
+        go_tx.send(()).unwrap();
+        let writer = guard(writer).await.unwrap();
+        (writer, racer)
+    }
+
+    type Signals = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
+
+    /// A server whose `/slow` handler loads the session, signals, waits for
+    /// the go, then writes `late=1` and `user=eve`.
+    async fn slow_writer_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+        let signals: Signals = Arc::default();
+        let s2 = signals.clone();
+        let app = script_routes()
+            .route(
+                "/slow",
+                get(move |Extension(s): Extension<SessionStorage>| {
+                    let (loaded, go) = s2.lock().unwrap().take().unwrap();
+                    async move {
+                        let seen = s.get_item("user").unwrap_or_default();
+                        loaded.send(()).unwrap();
+                        go.await.unwrap();
+                        s.set_item("late", "1").unwrap();
+                        s.set_item("user", "eve").unwrap();
+                        seen
+                    }
+                }),
+            )
+            .layer(dev_layer(store));
+        (TestServer::start(app).await, signals)
+    }
+
+    /// Destroy while a writer is in flight: the writer's changes are dropped,
+    /// nothing is re-created, the writer's response carries no `Set-Cookie`
+    /// with the old id, and the old cookie loads a fresh session.
+    pub(crate) async fn destroy_racing_a_writer_wins<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let (srv, signals) = slow_writer_app(store.clone()).await;
+        let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
+        let creates = store.counts().create;
+
+        let (writer, destroy) = race(&store, &old, &srv, &signals, "destroy").await;
+        assert!(destroy.expires_cookie(), "{destroy:?}");
+        assert_eq!(writer.ok(), "alice", "the writer had loaded the session");
+        assert!(
+            !writer.set_cookies().iter().any(|c| c.contains(&old)),
+            "Set-Cookie with the destroyed id: {writer:?}"
+        );
+        assert_eq!(writer.set_cookie(), None, "{writer:?}");
+        assert!(!exists(store.inner(), &old).await, "the logout was undone");
+        assert_eq!(store.counts().create, creates, "a session was re-created");
+
+        let r = srv.raw("get=user&get=late", Some(&cookie(&old))).await;
+        assert_eq!(r.ok(), "-,-");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+    }
+
+    /// `cycle_id` while a writer on the old id is in flight: the writer's
+    /// changes are dropped, the new id works with the data, the old is dead.
+    pub(crate) async fn cycle_racing_a_writer_wins<S: SessionStore>(store: S) -> String {
+        let store = CountingStore::new(store);
+        let (srv, signals) = slow_writer_app(store.clone()).await;
+        let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
+
+        let (writer, cycle) = race(&store, &old, &srv, &signals, "cycle").await;
+        let new = cycle.new_id().expect("the cycled id");
+        assert_ne!(new, old);
+        assert_eq!(writer.ok(), "alice");
+        assert_eq!(writer.set_cookie(), None, "{writer:?}");
+
+        let r = srv.raw("get=user&get=late", Some(&cookie(&new))).await;
+        assert_eq!(r.ok(), "alice,-", "the old id's late changes were dropped");
+        let r = srv.raw("get=user&get=late", Some(&cookie(&old))).await;
+        assert_eq!(r.ok(), "-,-", "the old id is dead");
+        assert!(!exists(store.inner(), &old).await);
+        assert!(exists(store.inner(), &new).await);
+        new
+    }
+}
