@@ -1,0 +1,447 @@
+//! Drives `examples/signin.rs` (a web app and a stand-in OpenID provider on
+//! loopback) with reqwest and a cookie jar: the whole sign-in with PKCE, the
+//! tokens kept server-side, `state` checks, the pre-sign-in id dying at the
+//! callback, and sign-out.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../examples/signin.rs"]
+mod signin_example;
+
+use std::sync::Arc;
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use reqwest::{Client, StatusCode, Url};
+use tokio::net::TcpListener;
+use tower_session_storage::{MemoryStore, SessionId, SessionStore};
+
+use signin_example::sdk;
+
+/// The two servers, and the app's session store.
+struct Env {
+    app: Url,
+    provider: Url,
+    store: MemoryStore,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let provider = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store = MemoryStore::new();
+        let demo = signin_example::start(app, provider, store.clone())
+            .await
+            .unwrap();
+        Self {
+            app: Url::parse(&demo.app).unwrap(),
+            provider: Url::parse(&demo.provider).unwrap(),
+            store,
+        }
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.app.join(path).unwrap()
+    }
+
+    /// The items the store holds for `id`.
+    async fn stored(&self, id: &str) -> Option<Vec<(String, String)>> {
+        let id: SessionId = id.parse().unwrap();
+        let record = self.store.load(&id).await.unwrap()?;
+        Some(
+            record
+                .items
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+}
+
+/// One browser: a cookie jar shared by a client that follows redirects and
+/// one that stops at each, to look at the steps.
+struct Browser {
+    jar: Arc<Jar>,
+    follow: Client,
+    step: Client,
+}
+
+impl Browser {
+    fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let follow = Client::builder()
+            .cookie_provider(jar.clone())
+            .build()
+            .unwrap();
+        let step = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(Policy::none())
+            .build()
+            .unwrap();
+        Self { jar, follow, step }
+    }
+
+    /// The session id the jar holds for the app.
+    fn session_id(&self, env: &Env) -> Option<String> {
+        let header = self.jar.cookies(&env.app)?;
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .find_map(|pair| pair.strip_prefix("id="))
+            .map(str::to_owned)
+    }
+
+    /// `/sign-in`, then the provider: returns the callback URL (with `code`
+    /// and `state`) the provider sends the browser to, without following it.
+    async fn start_sign_in(&self, env: &Env) -> Url {
+        let res = self.step.get(env.url("/sign-in")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let authorize = Url::parse(location(&res)).unwrap();
+        assert_eq!(authorize.origin(), env.provider.origin());
+        assert_eq!(authorize.path(), "/authorize");
+        let res = self.step.get(authorize).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let callback = Url::parse(location(&res)).unwrap();
+        assert_eq!(
+            callback.as_str().split('?').next(),
+            Some(env.url("/callback").as_str())
+        );
+        callback
+    }
+
+    /// The whole sign-in, following every redirect; returns `/me`'s text.
+    async fn sign_in(&self, env: &Env) -> String {
+        let res = self.follow.get(env.url("/sign-in")).send().await.unwrap();
+        assert_eq!(res.url().path(), "/me");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.text().await.unwrap()
+    }
+
+    async fn me(&self, env: &Env) -> (StatusCode, String) {
+        let res = self.follow.get(env.url("/me")).send().await.unwrap();
+        (res.status(), res.text().await.unwrap())
+    }
+}
+
+fn location(res: &reqwest::Response) -> &str {
+    res.headers()[LOCATION].to_str().unwrap()
+}
+
+fn query(url: &Url, name: &str) -> String {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+fn with_query(url: &Url, name: &str, value: &str) -> Url {
+    let mut out = url.clone();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    out.query_pairs_mut().clear().extend_pairs(pairs);
+    out
+}
+
+/// `/me` as a client that sends only `id=<id>`, by hand.
+async fn me_with_id(env: &Env, id: &str) -> StatusCode {
+    Client::new()
+        .get(env.url("/me"))
+        .header(COOKIE, format!("id={id}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn full_sign_in_shows_the_user() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    assert_eq!(browser.me(&env).await.0, StatusCode::UNAUTHORIZED);
+
+    let me = browser.sign_in(&env).await;
+    assert!(
+        me.contains("signed in as Alice Example <alice@example.com>"),
+        "{me}"
+    );
+    let (status, again) = browser.me(&env).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(again.contains("Alice Example"));
+    let home = browser
+        .follow
+        .get(env.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("Signed in as Alice Example"), "{home}");
+    assert_eq!(env.store.len(), 1);
+}
+
+#[tokio::test]
+async fn over_6_kb_of_tokens_live_server_side_and_the_cookie_holds_only_the_id() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let res = browser.step.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), "/me");
+
+    // The cookie: exactly one Set-Cookie, whose value is the 36-character id.
+    let set_cookies: Vec<_> = res.headers().get_all(SET_COOKIE).iter().collect();
+    assert_eq!(set_cookies.len(), 1, "{set_cookies:?}");
+    let set_cookie = set_cookies[0].to_str().unwrap();
+    let id = set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("id=")
+        .unwrap();
+    assert_eq!(id.len(), 36, "{set_cookie}");
+    assert!(id.parse::<SessionId>().is_ok());
+    assert!(set_cookie.len() < 100, "{set_cookie}");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"));
+
+    // The tokens: in the store, over 6 KB, and the sign-in state gone.
+    let items = env.stored(id).await.expect("the session is stored");
+    let keys: Vec<_> = items.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [sdk::ACCESS_TOKENS, sdk::ID_TOKEN, sdk::REFRESH_TOKEN],
+        "only the tokens: the one-use sign-in state was removed"
+    );
+    let bytes: usize = items.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(bytes > 6 * 1024, "{bytes} bytes of tokens");
+
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &items
+            .iter()
+            .find(|(k, _)| k == sdk::ACCESS_TOKENS)
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    for resource in signin_example::RESOURCES
+        .iter()
+        .chain([&sdk::DEFAULT_RESOURCE])
+    {
+        assert!(
+            map[*resource]["token"].as_str().unwrap().len() > 500,
+            "{resource}"
+        );
+    }
+    let id_token = &items.iter().find(|(k, _)| k == sdk::ID_TOKEN).unwrap().1;
+    let claims = sdk::decode_claims(id_token).unwrap();
+    assert_eq!(claims.aud, signin_example::CLIENT_ID);
+    assert_eq!(claims.name, "Alice Example");
+
+    let (status, me) = browser.me(&env).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(me.contains("tokens kept server-side"), "{me}");
+}
+
+#[tokio::test]
+async fn the_pre_sign_in_id_is_dead_after_the_callback() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let pre = browser.session_id(&env).expect("/sign-in made a session");
+    let items = env.stored(&pre).await.unwrap();
+    assert!(
+        items.iter().any(|(k, _)| k == sdk::CODE_VERIFIER),
+        "the verifier waits server-side"
+    );
+
+    let res = browser.follow.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let post = browser.session_id(&env).unwrap();
+    assert_ne!(post, pre, "cycle_id gave the session a new id");
+
+    assert_eq!(me_with_id(&env, &post).await, StatusCode::OK);
+    assert_eq!(
+        me_with_id(&env, &pre).await,
+        StatusCode::UNAUTHORIZED,
+        "the old id opens nothing"
+    );
+    assert!(env.stored(&pre).await.is_none());
+    assert_eq!(env.store.len(), 1);
+}
+
+#[tokio::test]
+async fn a_forged_state_is_refused_and_ends_the_attempt() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let forged = with_query(&callback, "state", "attacker-chosen-state");
+    assert_eq!(query(&forged, "code"), query(&callback, "code"));
+
+    let res = browser.follow.get(forged).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains("state"));
+    assert_eq!(browser.me(&env).await.0, StatusCode::UNAUTHORIZED);
+
+    // The state was for one callback only: the genuine one now fails too,
+    // and the session no longer holds any sign-in state.
+    let res = browser.follow.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(browser.me(&env).await.0, StatusCode::UNAUTHORIZED);
+    assert!(env.store.is_empty(), "the emptied session was deleted");
+}
+
+#[tokio::test]
+async fn a_missing_state_or_a_callback_without_sign_in_is_refused() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let mut no_state = env.url("/callback");
+    no_state
+        .query_pairs_mut()
+        .append_pair("code", &query(&callback, "code"));
+    let res = browser.follow.get(no_state).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    // Another browser (no session) with a valid-looking callback.
+    let stranger = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let res = stranger.follow.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(stranger.session_id(&env), None, "no session made for it");
+}
+
+#[tokio::test]
+async fn a_replayed_callback_is_refused() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    let pre = browser.session_id(&env).unwrap();
+    let res = browser.follow.get(callback.clone()).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // The same code and state again, with the signed-in session or with the
+    // pre-sign-in id by hand: the app refuses it itself (the sign-in state
+    // was used up), before the provider would refuse the spent code.
+    let replays = [
+        browser.follow.get(callback.clone()),
+        Client::new()
+            .get(callback)
+            .header(COOKIE, format!("id={pre}")),
+    ];
+    for replay in replays {
+        let res = replay.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        let text = res.text().await.unwrap();
+        assert!(text.contains("no sign-in in progress"), "{text}");
+    }
+    // The replays changed nothing for the real user.
+    assert_eq!(browser.me(&env).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_provider_checks_the_pkce_verifier() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let callback = browser.start_sign_in(&env).await;
+    // Someone who saw the code but not the verifier cannot redeem it.
+    let form = form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("client_id", signin_example::CLIENT_ID)
+        .append_pair("code", &query(&callback, "code"))
+        .append_pair("redirect_uri", env.url("/callback").as_str())
+        .append_pair(
+            "code_verifier",
+            "a-guessed-verifier-a-guessed-verifier-a-gue",
+        )
+        .finish();
+    let res = Client::new()
+        .post(env.provider.join("/token").unwrap())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(res.text().await.unwrap().contains("code_verifier"));
+}
+
+#[tokio::test]
+async fn sign_out_blanks_the_tokens_and_kills_the_id() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    browser.sign_in(&env).await;
+    let id = browser.session_id(&env).unwrap();
+    assert!(env.stored(&id).await.is_some());
+
+    let res = browser
+        .step
+        .post(env.url("/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let expired = res.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(
+        expired.starts_with("id=;") && expired.contains("Max-Age=0"),
+        "{expired}"
+    );
+    let home = browser
+        .follow
+        .get(env.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("Not signed in"), "{home}");
+    assert_eq!(browser.me(&env).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(me_with_id(&env, &id).await, StatusCode::UNAUTHORIZED);
+    assert!(env.stored(&id).await.is_none());
+    assert!(env.store.is_empty());
+}
+
+#[test]
+fn sdk_sign_out_blanks_every_key_through_the_storage_contract() {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use tower_session_storage::{SessionError, Storage};
+
+    /// A `Storage` that is not this crate's: the SDK code needs nothing else.
+    #[derive(Default)]
+    struct MapStorage(RefCell<HashMap<String, String>>);
+    impl Storage for MapStorage {
+        fn get_item(&self, key: &str) -> Option<String> {
+            self.0.borrow().get(key).cloned()
+        }
+        fn set_item(&self, key: &str, value: &str) -> Result<(), SessionError> {
+            if value.is_empty() {
+                self.0.borrow_mut().remove(key);
+            } else {
+                self.0.borrow_mut().insert(key.into(), value.into());
+            }
+            Ok(())
+        }
+        fn remove_item(&self, key: &str) -> Option<String> {
+            self.0.borrow_mut().remove(key)
+        }
+    }
+
+    let storage = MapStorage::default();
+    for key in sdk::ALL_KEYS {
+        storage.set_item(key, "x").unwrap();
+    }
+    sdk::sign_out(&storage).unwrap();
+    assert!(storage.0.borrow().is_empty());
+}
