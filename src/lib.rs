@@ -163,6 +163,9 @@
 //!
 //! - [`MemoryStore`] (default): a sharded `DashMap`, bounded, reclaiming
 //!   expired sessions a few at a time without a background task.
+//! - `RedisStore` (feature `redis`): Redis or Redis Cluster, shared by many
+//!   app instances; change sets applied by server-side scripts that never
+//!   revive a deleted session. See the `store::redis` module.
 //! - Your own: implement [`SessionStore`]; its docs carry a complete example.
 //!
 //! # Feature flags
@@ -171,6 +174,7 @@
 //! |---|---|---|
 //! | `serde` | Typed values as JSON text: [`SessionStorage::get`], [`SessionStorage::insert`] | Yes |
 //! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | No |
+//! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
 //!
 //! # Dependencies, and why
 //!
@@ -178,7 +182,9 @@
 //! `tokio` (its clock only, so tests can pause time), `dashmap` (a sharded
 //! map: concurrent sessions do not contend on one lock), `uuid` (v4 ids from a
 //! CSPRNG), `cookie` (correct `Set-Cookie` serialization), `tracing` (store
-//! failures are logged, not swallowed). `serde_json` and `axum-core` only
+//! failures are logged, not swallowed). `serde_json`, `axum-core` and
+//! `redis` (redis-rs: the most used Rust Redis client, with a reconnecting
+//! connection manager, async Cluster support and `EVALSHA` scripts) only
 //! behind their features.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -206,5 +212,6 @@ pub use crate::service::SessionService;
 pub use crate::storage::{SessionStorage, Storage};
 pub use crate::store::memory::MemoryStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::redis::RedisStore;
 pub use crate::store::SessionStore;

@@ -15,6 +15,9 @@ use crate::error::StoreError;
 use crate::id::SessionId;
 
 pub mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 /// A storage backend for sessions.
 ///

@@ -1,0 +1,651 @@
+//! Real `redis-server` processes for the Redis tests, on loopback ports.
+//!
+//! - [`available`] finds `redis-server` (and `redis-cli`) on `PATH`. When
+//!   they are missing it prints a loud `SKIP` and the test returns, unless
+//!   `CI=true`, where it panics: CI must run these tests.
+//! - [`Redis`] is one standalone server on a free port with its own data
+//!   directory, stopped (SIGTERM, then waited for) when dropped. It can be
+//!   crashed ([`Redis::crash`], SIGKILL), restarted on the same port and
+//!   directory ([`Redis::restart`]), and frozen ([`Redis::freeze`], SIGSTOP).
+//! - [`Cluster`] is a 3-primary Redis Cluster made with
+//!   `redis-cli --cluster create`, ready once every node reports
+//!   `cluster_state:ok`.
+//! - [`shared`] and [`shared_cluster`] are one server and one cluster per
+//!   test binary, for the tests that only need *a* Redis; tests keep apart
+//!   by key prefix ([`unique_prefix`]).
+//! - [`CountingProxy`] forwards TCP to a server and counts the commands the
+//!   client sends: the store's round trips, exactly (Redis's own
+//!   `INFO commandstats` also counts the commands run inside scripts).
+//!
+//! Every server runs under a tiny `sh` wrapper that holds a pipe from the
+//! test process on its stdin: when the test process exits, however it
+//! exits, the pipe closes and the wrapper stops the server. So servers held
+//! in statics (never dropped) do not outlive the test run either.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The wrapper: starts the server, prints its pid, waits for stdin to close
+/// (the test dropped the handle or exited), then stops the server, waits
+/// for it, and removes `$TSS_RM` when set.
+const WRAPPER: &str = r#""$@" & pid=$!
+echo "$pid"
+read -r _ignored
+kill "$pid" 2>/dev/null
+wait "$pid"
+if [ -n "$TSS_RM" ]; then rm -rf "$TSS_RM"; fi
+"#;
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Whether `redis-server` and `redis-cli` are on `PATH`. When they are not:
+/// panics under `CI=true`, otherwise prints a loud SKIP and returns false
+/// (the test then returns without checking anything).
+pub(crate) fn available() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    let found = *FOUND.get_or_init(|| {
+        find_on_path("redis-server").is_some() && find_on_path("redis-cli").is_some()
+    });
+    if !found {
+        if in_ci() {
+            panic!(
+                "redis-server / redis-cli not found on PATH, and CI=true: the Redis tests must run \
+                 in CI. Install them (apt-get install redis-server)"
+            );
+        }
+        // Straight to the process's stderr, past the test harness's output
+        // capture, once per test binary: a skip must not look like a pass.
+        static BANNER: std::sync::Once = std::sync::Once::new();
+        BANNER.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n\
+                 ************************************************************************\n\
+                 SKIP: redis-server not found; install it (apt-get install redis-server)\n\
+                 to run the Redis tests\n\
+                 ************************************************************************\n"
+            );
+        });
+    }
+    found
+}
+
+/// A fresh key prefix, so tests sharing a server never see each other's keys.
+pub(crate) fn unique_prefix() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "t{}-{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn random_u64() -> u64 {
+    (uuid::Uuid::new_v4().as_u128() >> 64) as u64
+}
+
+/// A new empty directory under the system temp dir.
+fn temp_dir(what: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tss-redis-{what}-{}-{}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        random_u64() & 0xffff_ffff
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A loopback port that was free a moment ago (bound and released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port `p < 55535` such that `p` and its cluster bus port `p + 10000`
+/// were both free a moment ago.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = 20_000 + (random_u64() % 25_000) as u16;
+        let a = TcpListener::bind(("127.0.0.1", p));
+        let b = TcpListener::bind(("127.0.0.1", p + 10_000));
+        if a.is_ok() && b.is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A running server process under the wrapper.
+struct Proc {
+    sh: Child,
+    stdin: Option<ChildStdin>,
+    pid: u32,
+}
+
+impl Proc {
+    fn spawn(args: &[String], remove_on_exit: Option<&Path>) -> Proc {
+        let server = find_on_path("redis-server").expect("redis-server on PATH");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(WRAPPER)
+            .arg("sh")
+            .arg(server)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        match remove_on_exit {
+            Some(dir) => cmd.env("TSS_RM", dir),
+            None => cmd.env_remove("TSS_RM"),
+        };
+        let mut sh = cmd.spawn().expect("spawn sh for redis-server");
+        let mut line = String::new();
+        BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let pid = line.trim().parse().expect("the wrapper prints the pid");
+        let stdin = sh.stdin.take();
+        Proc { sh, stdin, pid }
+    }
+
+    /// Whether the server process has exited (it is then a zombie of the
+    /// wrapper, or gone).
+    fn exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => true,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.pid);
+    }
+
+    /// Closes the wrapper's stdin (it stops the server: SIGTERM, wait) and
+    /// waits for the wrapper.
+    fn stop(mut self) {
+        drop(self.stdin.take());
+        let _ = self.sh.wait();
+    }
+}
+
+/// One standalone `redis-server` on `127.0.0.1:<free port>`.
+pub(crate) struct Redis {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    proc: Option<Proc>,
+    /// Whether dropping the handle removes `dir` (servers in statics leave
+    /// that to the wrapper).
+    owns_dir: bool,
+}
+
+impl Redis {
+    /// A server with no persistence (`--save "" --appendonly no`).
+    pub(crate) fn start() -> Redis {
+        Self::start_with(&["--save", "", "--appendonly", "no"], true)
+    }
+
+    /// A server with the AOF on and fsynced on every write, so a SIGKILL
+    /// loses nothing and a restart on the same directory has every session.
+    pub(crate) fn start_durable() -> Redis {
+        Self::start_with(
+            &[
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            true,
+        )
+    }
+
+    fn start_with(extra: &[&str], owns_dir: bool) -> Redis {
+        let mut last = String::new();
+        for _ in 0..10 {
+            let port = free_port();
+            let dir = temp_dir(&format!("p{port}"));
+            let mut args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--logfile",
+                "redis.log",
+                "--daemonize",
+                "no",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut r = Redis {
+                port,
+                dir,
+                args,
+                proc: None,
+                owns_dir,
+            };
+            match r.launch() {
+                Ok(()) => return r,
+                Err(e) => last = e, // most likely the port was taken meanwhile
+            }
+        }
+        panic!("could not start redis-server after 10 tries: {last}");
+    }
+
+    /// Starts the process with the stored arguments and waits for PING.
+    fn launch(&mut self) -> Result<(), String> {
+        let rm = (!self.owns_dir).then_some(self.dir.as_path());
+        let proc = Proc::spawn(&self.args, rm);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.ping() {
+                self.proc = Some(proc);
+                return Ok(());
+            }
+            if proc.exited() || Instant::now() > deadline {
+                proc.stop();
+                return Err(format!(
+                    "redis-server on port {} did not come up; log:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut c).is_ok()
+    }
+
+    /// The server's log file.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server process's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").pid
+    }
+
+    /// A blocking admin connection (5 s timeouts, so a frozen server fails
+    /// the test instead of hanging it).
+    pub(crate) fn admin(&self) -> redis::Connection {
+        let client = redis::Client::open(self.url()).unwrap();
+        let c = client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        c
+    }
+
+    /// `INFO <section>` as text.
+    pub(crate) fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.admin())
+            .unwrap()
+    }
+
+    /// SIGKILL: a crash. The process is gone when this returns.
+    pub(crate) fn crash(&mut self) {
+        let proc = self.proc.take().expect("running");
+        proc.signal("KILL");
+        proc.stop();
+    }
+
+    /// Starts the server again on the same port and directory, with the
+    /// same arguments (an AOF server reloads its data).
+    pub(crate) fn restart(&mut self) {
+        assert!(self.proc.is_none(), "crash() it first");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.launch() {
+                Ok(()) => return,
+                // The old socket may linger for a moment.
+                Err(e) if Instant::now() > deadline => panic!("restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// SIGSTOP: the server hangs (connections stay open, nothing answers).
+    pub(crate) fn freeze(&self) {
+        self.proc.as_ref().expect("running").signal("STOP");
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub(crate) fn thaw(&self) {
+        self.proc.as_ref().expect("running").signal("CONT");
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(p) = self.proc.take() {
+            // A frozen server does not act on SIGTERM until it runs again.
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(p.pid.to_string())
+                .status();
+            p.stop();
+        }
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A 3-primary Redis Cluster on loopback.
+pub(crate) struct Cluster {
+    nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    pub(crate) fn start() -> Cluster {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(owns_dirs: bool) -> Cluster {
+        let mut nodes = Vec::new();
+        while nodes.len() < 3 {
+            let port = free_cluster_port();
+            let dir = temp_dir(&format!("c{port}"));
+            let args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--logfile",
+                "redis.log",
+                "--daemonize",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &format!("nodes-{port}.conf"),
+                "--cluster-node-timeout",
+                "5000",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let mut r = Redis {
+                port,
+                dir,
+                args,
+                proc: None,
+                owns_dir: owns_dirs,
+            };
+            if r.launch().is_ok() {
+                nodes.push(r);
+            }
+        }
+        let cli = find_on_path("redis-cli").expect("redis-cli on PATH");
+        let out = Command::new(cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Cluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok` and knows 3 nodes.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self.nodes.iter().all(|n| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut n.admin())
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            });
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(Redis::url).collect()
+    }
+
+    pub(crate) fn nodes(&self) -> &[Redis] {
+        &self.nodes
+    }
+
+    /// SIGKILL to every node.
+    pub(crate) fn crash(&mut self) {
+        for n in &mut self.nodes {
+            n.crash();
+        }
+    }
+
+    /// A blocking cluster connection (follows redirections) for setting up
+    /// and inspecting keys.
+    pub(crate) fn admin(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::builder(self.urls())
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+/// One standalone server shared by every test of this binary (no
+/// persistence). `None` (after the SKIP message) when redis is missing.
+pub(crate) fn shared() -> Option<&'static Redis> {
+    if !available() {
+        return None;
+    }
+    static SERVER: OnceLock<Redis> = OnceLock::new();
+    // Never dropped: the wrapper stops it and removes its directory when
+    // the test process exits.
+    Some(SERVER.get_or_init(|| Redis::start_with(&["--save", "", "--appendonly", "no"], false)))
+}
+
+/// One cluster shared by every test of this binary. `None` (after the SKIP
+/// message) when redis is missing.
+pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
+    if !available() {
+        return None;
+    }
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false)))
+}
+
+// ---------------------------------------------------------------------------
+// Counting proxy
+// ---------------------------------------------------------------------------
+
+/// A TCP proxy on `127.0.0.1:<random port>` in front of a server, counting
+/// the commands (RESP arrays) the clients send through it.
+pub(crate) struct CountingProxy {
+    port: u16,
+    commands: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingProxy {
+    pub(crate) async fn start(upstream_port: u16) -> CountingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let commands = Arc::new(AtomicUsize::new(0));
+        let counter = commands.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    });
+                    forward_counting(&mut cr, &mut sw, &counter).await;
+                    down.abort();
+                });
+            }
+        });
+        CountingProxy {
+            port,
+            commands,
+            task,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Commands sent through the proxy so far.
+    pub(crate) fn commands(&self) -> usize {
+        self.commands.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forward_counting(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    counter: &AtomicUsize,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        // Count every complete command before forwarding the bytes, so a
+        // reply can never arrive before its command was counted.
+        while let Some(len) = resp_command_len(&pending) {
+            counter.fetch_add(1, Ordering::SeqCst);
+            pending.drain(..len);
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The length of the first complete RESP command (`*N` then `N` bulk
+/// strings) in `b`, or `None` when it is not complete yet.
+fn resp_command_len(b: &[u8]) -> Option<usize> {
+    fn line(b: &[u8], at: usize) -> Option<(i64, usize)> {
+        let end = at + b.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&b[at + 1..end]).ok()?.parse().ok()?;
+        Some((n, end + 2))
+    }
+    if b.first()? != &b'*' {
+        // Inline command: one line.
+        let end = b.windows(2).position(|w| w == b"\r\n")?;
+        return Some(end + 2);
+    }
+    let (n, mut at) = line(b, 0)?;
+    for _ in 0..n {
+        let (len, start) = line(b, at)?;
+        at = start + len as usize + 2;
+        if at > b.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+#[test]
+fn resp_command_len_counts_whole_commands_only() {
+    let cmd = b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n";
+    assert_eq!(resp_command_len(cmd), Some(cmd.len()));
+    assert_eq!(resp_command_len(&cmd[..cmd.len() - 1]), None);
+    assert_eq!(resp_command_len(b"PING\r\n"), Some(6));
+    let mut two = cmd.to_vec();
+    two.extend_from_slice(cmd);
+    assert_eq!(resp_command_len(&two), Some(cmd.len()));
+}
