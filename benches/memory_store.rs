@@ -4,15 +4,26 @@
 //! Run: `cargo bench --bench memory_store`. The pause figures are printed
 //! before criterion's groups (they are maxima, which criterion does not
 //! report).
+//!
+//! The group `memory_store_contention` measures load + save on distinct
+//! sessions with 1 and 2 threads, for `MemoryStore` and for a single
+//! `Mutex<HashMap>` (the baseline, driven the same way). Time per op is wall
+//! time over all threads' ops, so with 2 threads it halves when the store
+//! scales perfectly; criterion's `thrpt` is ops/s. Only that group:
+//! `cargo bench --bench memory_store -- contention`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use criterion::{criterion_group, Criterion};
-use tower_session_storage::store::{ChangeSet, Items, Record};
-use tower_session_storage::{MemoryStore, SessionId, SessionStore};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
+use tower_session_storage::{MemoryStore, SessionId, SessionStore, StoreError};
 
 fn new_id() -> SessionId {
     uuid::Uuid::new_v4().to_string().parse().unwrap()
@@ -181,7 +192,145 @@ fn ops(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ops);
+/// The baseline of `memory_store_contention`: every session behind one
+/// global lock (the custom-store example of the `SessionStore` docs).
+#[derive(Default)]
+struct MutexHashMap(Mutex<HashMap<SessionId, Record>>);
+
+impl MutexHashMap {
+    fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Record>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SessionStore for MutexHashMap {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        Ok(self.map().get(id).cloned())
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let mut map = self.map();
+        if map.contains_key(id) {
+            return Ok(false);
+        }
+        map.insert(*id, record.clone());
+        Ok(true)
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let mut map = self.map();
+        let Some(record) = map.get_mut(id) else {
+            return Ok(SaveOutcome::Gone);
+        };
+        Arc::make_mut(&mut record.items).apply(changes);
+        record.expires_at = record.expires_at.max(expires_at);
+        if record.items.is_empty() {
+            map.remove(id);
+            return Ok(SaveOutcome::Deleted);
+        }
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn cycle(
+        &self,
+        _old: &SessionId,
+        _new: &SessionId,
+        _changes: &ChangeSet,
+        _expires_at: u64,
+    ) -> Result<CycleOutcome, StoreError> {
+        unimplemented!("not benched")
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.map().remove(id);
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .map()
+            .get_mut(id)
+            .map(|r| {
+                r.expires_at = r.expires_at.max(expires_at);
+            })
+            .is_some())
+    }
+}
+
+/// Runs a store future that is ready at once (both stores here are
+/// synchronous inside), without a runtime.
+fn now<F: Future>(f: F) -> F::Output {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("in-memory stores answer at once"),
+    }
+}
+
+/// `iters` load + save pairs split over `threads` threads, each on its own
+/// sessions; the wall time of the lot.
+fn hammer<S: SessionStore>(
+    store: &S,
+    ids: &[Vec<SessionId>],
+    threads: usize,
+    iters: u64,
+) -> Duration {
+    let mut changes = ChangeSet::new();
+    changes.set("seen", "1");
+    let expires_at = unix_ms() + 3_600_000;
+    let per_thread = iters.div_ceil(threads as u64);
+    let changes = &changes;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for mine in &ids[..threads] {
+            scope.spawn(move || {
+                for i in 0..per_thread {
+                    let id = &mine[i as usize % mine.len()];
+                    black_box(now(store.load(id)).unwrap());
+                    black_box(now(store.save(id, changes, expires_at)).unwrap());
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn contention(c: &mut Criterion) {
+    const THREADS: usize = 2;
+    const PER_THREAD: usize = 10_000;
+    let ids: Vec<Vec<SessionId>> = (0..THREADS)
+        .map(|_| (0..PER_THREAD).map(|_| new_id()).collect())
+        .collect();
+    let ours = MemoryStore::new();
+    let baseline = MutexHashMap::default();
+    for id in ids.iter().flatten() {
+        let r = record(Duration::from_secs(3600));
+        assert!(now(ours.create(id, &r)).unwrap());
+        assert!(now(baseline.create(id, &r)).unwrap());
+    }
+    let mut g = c.benchmark_group("memory_store_contention");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1, 2] {
+        let label = if threads == 1 {
+            "1_thread"
+        } else {
+            "2_threads"
+        };
+        g.bench_function(BenchmarkId::new("memory_store", label), |b| {
+            b.iter_custom(|iters| hammer(&ours, &ids, threads, iters))
+        });
+        g.bench_function(BenchmarkId::new("mutex_hashmap", label), |b| {
+            b.iter_custom(|iters| hammer(&baseline, &ids, threads, iters))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, ops, contention);
 
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
