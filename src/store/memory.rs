@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
+use super::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::SessionId;
 
@@ -135,6 +135,16 @@ impl MemoryStore {
     /// Whether no session is held.
     pub fn is_empty(&self) -> bool {
         self.inner.map.is_empty()
+    }
+}
+
+/// Applies `changes` under the entry's lock: into the entry's own `Arc`
+/// when no request holds a snapshot of it, else into a fresh one (the
+/// readers keep theirs). One pass either way.
+fn apply_in_place(items: &mut Arc<Items>, changes: &ChangeSet) {
+    match Arc::get_mut(items) {
+        Some(items) => items.apply(changes),
+        None => *items = Arc::new(items.applied(changes)),
     }
 }
 
@@ -280,7 +290,7 @@ impl Inner {
             }
             Entry::Occupied(mut e) => {
                 let record = e.get_mut();
-                Arc::make_mut(&mut record.items).apply(changes);
+                apply_in_place(&mut record.items, changes);
                 if record.items.is_empty() {
                     e.remove();
                     return SaveOutcome::Deleted;
@@ -308,7 +318,7 @@ impl Inner {
         if record.expires_at <= now {
             return CycleOutcome::Gone;
         }
-        Arc::make_mut(&mut record.items).apply(changes);
+        apply_in_place(&mut record.items, changes);
         if record.items.is_empty() {
             return CycleOutcome::Deleted;
         }

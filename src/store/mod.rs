@@ -232,8 +232,12 @@ pub struct Record {
 
 /// The items of one session: string keys to string values, sorted by key.
 ///
-/// Compact on purpose (one vector of boxed strings): sessions are many and
-/// usually hold a handful of items. `Debug` prints only the item count.
+/// Compact on purpose: sessions are many and usually hold a handful of small
+/// items, so all of them live in **one** allocation, packed as
+/// `<key length>:<key><value length>:<value>…` in key order (lengths in
+/// ASCII decimal, so the buffer stays a `str`). Reads scan it (a session
+/// holds few items); every change builds a new buffer in one pass. `Debug`
+/// prints only the item count.
 ///
 /// # Example
 ///
@@ -249,7 +253,61 @@ pub struct Record {
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Items {
-    entries: Vec<(Box<str>, Box<str>)>,
+    buf: Box<str>,
+}
+
+/// Splits one `<len>:<bytes>` field off the front of `s`.
+fn take_field(s: &str) -> Option<(&str, &str)> {
+    let colon = s.find(':')?;
+    let len: usize = s[..colon].parse().ok()?;
+    let start = colon + 1;
+    let end = start.checked_add(len)?;
+    Some((s.get(start..end)?, s.get(end..)?))
+}
+
+fn decimal_len(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+fn push_field(out: &mut String, field: &str) {
+    let mut digits = [0u8; 20];
+    let mut n = field.len();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+    out.push(':');
+    out.push_str(field);
+}
+
+/// The items in key order, straight off the packed buffer.
+#[derive(Debug, Clone)]
+pub struct ItemsIter<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for ItemsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (k, rest) = take_field(self.rest)?;
+        let (v, rest) = take_field(rest)?;
+        self.rest = rest;
+        Some((k, v))
+    }
 }
 
 impl Items {
@@ -258,82 +316,137 @@ impl Items {
         Self::default()
     }
 
-    fn position(&self, key: &str) -> Result<usize, usize> {
-        self.entries.binary_search_by(|(k, _)| (**k).cmp(key))
-    }
-
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.position(key).ok().map(|i| &*self.entries[i].1)
+        for (k, v) in self.iter() {
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Some(v),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
     }
 
     /// Sets `key` to `value`, returning the previous value.
     pub fn insert(&mut self, key: &str, value: &str) -> Option<Box<str>> {
-        match self.position(key) {
-            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value.into())),
-            Err(i) => {
-                self.entries.insert(i, (key.into(), value.into()));
-                None
-            }
-        }
+        let old = self.get(key).map(Box::from);
+        let mut c = ChangeSet::new();
+        c.set(key, value);
+        self.apply(&c);
+        old
     }
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<Box<str>> {
-        self.position(key).ok().map(|i| self.entries.remove(i).1)
+        let old = self.get(key).map(Box::from)?;
+        let mut c = ChangeSet::new();
+        c.remove(key);
+        self.apply(&c);
+        Some(old)
     }
 
     /// Removes every item.
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.buf = Box::default();
     }
 
     /// How many items there are.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
     /// Whether there are no items.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.buf.is_empty()
     }
 
     /// The items in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    pub fn iter(&self) -> ItemsIter<'_> {
+        ItemsIter { rest: &self.buf }
     }
 
     /// The size the session limits count: the bytes of every key and value.
     pub fn byte_size(&self) -> usize {
-        self.entries.iter().map(|(k, v)| k.len() + v.len()).sum()
+        self.iter().map(|(k, v)| k.len() + v.len()).sum()
     }
 
     /// Applies a change set: the clear first (if any), then each key's change.
     pub fn apply(&mut self, changes: &ChangeSet) {
-        if changes.cleared {
-            self.entries.clear();
+        *self = self.applied(changes);
+    }
+
+    /// These items with a change set applied, leaving `self` as it is.
+    pub fn applied(&self, changes: &ChangeSet) -> Items {
+        let mut len = 0;
+        self.merge(changes, |k, v| {
+            len += decimal_len(k.len()) + 1 + k.len() + decimal_len(v.len()) + 1 + v.len();
+        });
+        let mut out = String::with_capacity(len);
+        self.merge(changes, |k, v| {
+            push_field(&mut out, k);
+            push_field(&mut out, v);
+        });
+        Items {
+            buf: out.into_boxed_str(),
         }
-        for (k, v) in changes.iter() {
-            match v {
-                Some(v) => {
-                    self.insert(k, v);
+    }
+
+    /// Calls `emit` for every item of the result of applying `changes`, in
+    /// key order.
+    fn merge<'a>(&'a self, changes: &'a ChangeSet, mut emit: impl FnMut(&'a str, &'a str)) {
+        let mut old = if changes.cleared {
+            ItemsIter { rest: "" }
+        } else {
+            self.iter()
+        }
+        .peekable();
+        let mut new = changes.iter().peekable();
+        loop {
+            match (old.peek(), new.peek()) {
+                (Some(&(ok, ov)), Some(&(nk, nv))) => match ok.cmp(nk) {
+                    std::cmp::Ordering::Less => {
+                        emit(ok, ov);
+                        old.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if let Some(v) = nv {
+                            emit(nk, v);
+                        }
+                        old.next();
+                        new.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        if let Some(v) = nv {
+                            emit(nk, v);
+                        }
+                        new.next();
+                    }
+                },
+                (Some(&(ok, ov)), None) => {
+                    emit(ok, ov);
+                    old.next();
                 }
-                None => {
-                    self.remove(k);
+                (None, Some(&(nk, nv))) => {
+                    if let Some(v) = nv {
+                        emit(nk, v);
+                    }
+                    new.next();
                 }
+                (None, None) => break,
             }
         }
-        self.entries.shrink_to_fit();
     }
 }
 
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Items {
+    /// Later pairs win over earlier ones with the same key.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut items = Items::new();
+        let mut changes = ChangeSet::new();
         for (k, v) in iter {
-            items.insert(k.as_ref(), v.as_ref());
+            changes.set(k.as_ref(), v.as_ref());
         }
-        items
+        Items::new().applied(&changes)
     }
 }
 
@@ -488,6 +601,37 @@ mod tests {
         c.set("z", "9");
         items.apply(&c);
         assert_eq!(items.iter().collect::<Vec<_>>(), [("z", "9")]);
+    }
+
+    #[test]
+    fn packing_survives_separators_digits_and_unicode_in_items() {
+        let pairs = [
+            ("", "empty key"),
+            ("1:x", "2:yy"),
+            ("k", ""),
+            ("ключ", "значение ✓"),
+            ("z", &"9".repeat(12_345)),
+        ];
+        let items: Items = pairs.iter().copied().collect();
+        assert_eq!(items.len(), 5);
+        for (k, v) in pairs {
+            assert_eq!(items.get(k), Some(v), "{k}");
+        }
+        assert_eq!(items.get("1:"), None);
+        let mut sorted = pairs.to_vec();
+        sorted.sort();
+        assert_eq!(items.iter().collect::<Vec<_>>(), sorted);
+    }
+
+    #[test]
+    fn applied_leaves_the_original_alone() {
+        let items: Items = [("a", "1"), ("b", "2")].into_iter().collect();
+        let mut c = ChangeSet::new();
+        c.remove("a");
+        c.set("c", "3");
+        let next = items.applied(&c);
+        assert_eq!(items.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
+        assert_eq!(next.iter().collect::<Vec<_>>(), [("b", "2"), ("c", "3")]);
     }
 
     #[test]
