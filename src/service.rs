@@ -1,6 +1,8 @@
 //! [`SessionService`]: load, call the inner service, save.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -57,7 +59,7 @@ struct Loaded {
 }
 
 /// What the response says about the cookie.
-enum CookieAction {
+pub(crate) enum CookieAction {
     Nothing,
     Set { id: SessionId, expires_at: u64 },
     Expire,
@@ -74,7 +76,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -86,53 +88,58 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        let id = match &shared.config.header {
+        let config = &shared.config;
+        let carrier = match &config.header {
+            Some(h) => h,
+            None => &http::header::COOKIE,
+        };
+        let id = match &config.header {
             Some(h) => cookie::find_in_header(req.headers(), h),
-            None => cookie::find_id(req.headers(), shared.config.cookie.name.as_bytes()),
+            None => cookie::find_id(req.headers(), config.cookie.name.as_bytes()),
         };
-        let grpc = is_grpc(&req);
         // The id is a bearer credential: keep it out of header logs.
-        let carrier = match &shared.config.header {
-            Some(h) => h.clone(),
-            None => http::header::COOKIE,
-        };
-        if let http::header::Entry::Occupied(mut e) = req.headers_mut().entry(carrier) {
-            e.iter_mut().for_each(|v| v.set_sensitive(true));
+        if req.headers().contains_key(carrier) {
+            if let http::header::Entry::Occupied(mut e) = req.headers_mut().entry(carrier) {
+                e.iter_mut().for_each(|v| v.set_sensitive(true));
+            }
         }
+        let grpc = is_grpc(&req);
 
-        ResponseFuture::new(async move {
+        let Some(id) = id else {
+            // No id: nothing to load, so call the inner service right away;
+            // the store is reached only if the handler writes.
+            let session = SessionStorage::new(None, None, config.max_items, config.max_bytes);
+            req.extensions_mut().insert(session.clone());
+            let fut = inner.call(req);
+            return ResponseFuture::direct(fut, session, shared, grpc);
+        };
+
+        ResponseFuture::boxed(async move {
             let config = &shared.config;
             let store = &*shared.store;
-            let mut loaded = None;
-            if let Some(id) = id {
-                match store.load(&id).await {
-                    Ok(Some(record)) => {
-                        let now = now_millis();
-                        if config.is_expired(record.created_at, record.expires_at, now) {
-                            if let Err(e) = store.delete(&id).await {
-                                tracing::warn!(error = %e, "could not delete an expired session");
-                            }
-                        } else {
-                            loaded = Some((
-                                Loaded {
-                                    id,
-                                    created_at: record.created_at,
-                                    expires_at: record.expires_at,
-                                },
-                                record.items,
-                            ));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "session store failed to load a session");
-                        return Ok(error_response(e, grpc));
-                    }
+            let now = now_millis();
+            let (loaded, items) = match store.load(&id).await {
+                Ok(Some(record))
+                    if !config.is_expired(record.created_at, record.expires_at, now) =>
+                {
+                    let loaded = Loaded {
+                        id,
+                        created_at: record.created_at,
+                        expires_at: record.expires_at,
+                    };
+                    (Some(loaded), Some(record.items))
                 }
-            }
-            let (loaded, items) = match loaded {
-                Some((l, items)) => (Some(l), Some(items)),
-                None => (None, None),
+                Ok(Some(_)) => {
+                    if let Err(e) = store.delete(&id).await {
+                        tracing::warn!(error = %e, "could not delete an expired session");
+                    }
+                    (None, None)
+                }
+                Ok(None) => (None, None),
+                Err(e) => {
+                    tracing::error!(error = %e, "session store failed to load a session");
+                    return Ok(error_response(e, grpc));
+                }
             };
             let session = SessionStorage::new(
                 loaded.map(|l| l.id),
@@ -142,44 +149,113 @@ where
             );
             req.extensions_mut().insert(session.clone());
 
-            let result = inner.call(req).await;
-            let outcome = session.finish();
-            let mut res = result?;
-
-            let stripped = match &config.header {
-                Some(h) => res.headers_mut().remove(h).is_some(),
-                None => {
-                    cookie::strip_set_cookie(res.headers_mut(), config.cookie.name.as_bytes()) > 0
+            let res = match inner.call(req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    session.finish();
+                    return Err(e);
                 }
             };
-            if stripped {
-                tracing::warn!(
-                    "the inner service set the session cookie or header; the session layer owns it and dropped that value"
-                );
-            }
-            if res.status().is_server_error() || (grpc && grpc_failed(res.headers())) {
-                // Persist nothing: the handler failed part-way.
-                return Ok(res);
-            }
-
-            let now = now_millis();
-            match persist(store, config, loaded, outcome, now).await {
-                Ok(action) => {
-                    match action {
-                        CookieAction::Nothing => {}
-                        CookieAction::Set { id, .. } => session.set_final_id(Some(id)),
-                        CookieAction::Expire => session.set_final_id(None),
-                    }
-                    tell_client(config, res.headers_mut(), action, now);
-                    Ok(res)
+            Ok(match after_inner(config, &session, res, grpc) {
+                Next::Respond(res) => res,
+                Next::Persist(res, outcome) => {
+                    let result = persist(store, config, loaded, outcome, now).await;
+                    complete(config, &session, res, result, now, grpc)
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "session store failed to save a session");
-                    Ok(error_response(e, grpc))
-                }
-            }
+            })
         })
     }
+}
+
+/// What is left to do once the inner service has answered.
+pub(crate) enum Next<B> {
+    /// Send the response as it is.
+    Respond(Response<B>),
+    /// Apply the outcome to the store first.
+    Persist(Response<B>, Outcome),
+}
+
+/// Finishes the handle and decides whether the store must be reached.
+pub(crate) fn after_inner<B>(
+    config: &Config,
+    session: &SessionStorage,
+    mut res: Response<B>,
+    grpc: bool,
+) -> Next<B> {
+    let outcome = session.finish();
+    let stripped = match &config.header {
+        Some(h) => res.headers_mut().remove(h).is_some(),
+        None => cookie::strip_set_cookie(res.headers_mut(), config.cookie.name.as_bytes()) > 0,
+    };
+    if stripped {
+        tracing::warn!(
+            "the inner service set the session cookie or header; the session layer owns it and dropped that value"
+        );
+    }
+    if res.status().is_server_error() || (grpc && grpc_failed(res.headers())) {
+        // Persist nothing: the handler failed part-way.
+        return Next::Respond(res);
+    }
+    Next::Persist(res, outcome)
+}
+
+/// Tells the client what became of its session, or turns a store failure
+/// into the error response.
+pub(crate) fn complete<B: Default>(
+    config: &Config,
+    session: &SessionStorage,
+    mut res: Response<B>,
+    result: Result<CookieAction, StoreError>,
+    now: u64,
+    grpc: bool,
+) -> Response<B> {
+    match result {
+        Ok(action) => {
+            match action {
+                CookieAction::Nothing => {}
+                CookieAction::Set { id, .. } => session.set_final_id(Some(id)),
+                CookieAction::Expire => session.set_final_id(None),
+            }
+            tell_client(config, res.headers_mut(), action, now);
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "session store failed to save a session");
+            error_response(e, grpc)
+        }
+    }
+}
+
+/// The store side of the layer with the store's type erased, so the
+/// response future need not name it.
+pub(crate) trait Saver: Send + Sync + 'static {
+    fn config(&self) -> &Config;
+
+    /// Creates a session from `out` (a request that came without an id).
+    fn create_boxed(
+        self: Arc<Self>,
+        out: Outcome,
+        now: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<CookieAction, StoreError>> + Send>>;
+}
+
+impl<Store: SessionStore> Saver for Shared<Store> {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn create_boxed(
+        self: Arc<Self>,
+        out: Outcome,
+        now: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<CookieAction, StoreError>> + Send>> {
+        Box::pin(async move { persist(&*self.store, &self.config, None, out, now).await })
+    }
+}
+
+/// Whether a request that came without an id must reach the store.
+pub(crate) fn creates(out: &Outcome) -> bool {
+    out.changes.sets_any()
 }
 
 /// Writes the id (or its end) into the response: `Set-Cookie`, or the
@@ -377,7 +453,8 @@ mod tests {
         type Inner = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
         assert_send::<SessionService<Inner, MemoryStore>>();
         assert_sync::<SessionService<Inner, MemoryStore>>();
-        assert_send::<ResponseFuture<Body, Infallible>>();
+        assert_send::<ResponseFuture<<Inner as Service<Request<Body>>>::Future, Body, Infallible>>(
+        );
         assert_send_sync_clone::<SessionStorage>();
         assert_send_sync_clone::<SessionLayer<MemoryStore>>();
     }
