@@ -137,6 +137,9 @@ pub(crate) struct CookieConfig {
     pub(crate) same_site: SameSite,
     pub(crate) path: Box<str>,
     pub(crate) domain: Option<Box<str>>,
+    /// The attributes of a browser-session cookie (`; HttpOnly; …`), rendered
+    /// by the `cookie` crate once; reset whenever a setting changes.
+    pub(crate) suffix: std::sync::OnceLock<Box<str>>,
 }
 
 impl Default for CookieConfig {
@@ -148,6 +151,7 @@ impl Default for CookieConfig {
             same_site: SameSite::Lax,
             path: "/".into(),
             domain: None,
+            suffix: std::sync::OnceLock::new(),
         }
     }
 }
@@ -173,6 +177,23 @@ impl CookieConfig {
     /// (clamped to 400 days), without it a browser-session cookie.
     pub(crate) fn set(&self, id: &SessionId, max_age: Option<Duration>) -> Option<HeaderValue> {
         let enc = id.encode();
+        if max_age.is_none() {
+            // The common case: the attributes never change, so they are
+            // rendered once and only the name and id are added per response.
+            let suffix = self.suffix.get_or_init(|| {
+                let full = self.base("").build().to_string();
+                full.get(self.name.len() + 1..).unwrap_or_default().into()
+            });
+            let mut v =
+                String::with_capacity(self.name.len() + 1 + enc.as_str().len() + suffix.len());
+            v.push_str(&self.name);
+            v.push('=');
+            v.push_str(enc.as_str());
+            v.push_str(suffix);
+            let mut v = HeaderValue::try_from(v).ok()?;
+            v.set_sensitive(true);
+            return Some(v);
+        }
         let mut c = self.base(enc.as_str());
         if let Some(age) = max_age {
             let secs = age.min(MAX_COOKIE_AGE).as_secs();
@@ -341,6 +362,23 @@ mod tests {
         }
         assert!(!s.contains("Max-Age") && !s.contains("Domain"), "{s}");
         assert!(v.is_sensitive());
+    }
+
+    #[test]
+    fn the_cached_attributes_match_what_the_cookie_crate_renders() {
+        let mut cfg = CookieConfig {
+            name: "__Host-s".into(),
+            same_site: SameSite::Strict,
+            ..CookieConfig::default()
+        };
+        let id: SessionId = ID.parse().unwrap();
+        for _ in 0..2 {
+            let fast = cfg.set(&id, None).unwrap();
+            let slow = cfg.base(&id.to_string()).build().to_string();
+            assert_eq!(fast.to_str().unwrap(), slow);
+            cfg.domain = Some("example.com".into());
+            cfg.suffix = std::sync::OnceLock::new();
+        }
     }
 
     #[test]

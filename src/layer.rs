@@ -171,7 +171,11 @@ impl<Store> SessionLayer<Store> {
             });
         }
         match Arc::get_mut(&mut self.shared) {
-            Some(s) => &mut s.config,
+            Some(s) => {
+                // A setting is about to change: drop what was rendered from it.
+                s.config.cookie.suffix = std::sync::OnceLock::new();
+                &mut s.config
+            }
             None => unreachable!("a freshly made Arc is unique"),
         }
     }

@@ -56,8 +56,36 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+/// Hashes a [`SessionId`] by folding its 128 bits to 64.
+///
+/// Ids are made by the server from 122 random bits, so every bit of the fold
+/// is random already: SipHash would only cost time. A client can present any
+/// well-formed id, but only for look-ups; it cannot insert chosen keys, so it
+/// cannot build long probe chains (no hash flooding).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `SessionId` (it hashes as one `u128`); kept total.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+type IdMap = DashMap<SessionId, Record, std::hash::BuildHasherDefault<IdHasher>>;
+
 struct Inner {
-    map: DashMap<SessionId, Record>,
+    map: IdMap,
     max_sessions: AtomicUsize,
     /// Sessions filed by the second they expire (`ceil(expires_at / 1000)`),
     /// in chunks of at most [`CHUNK`] ids, so no push ever moves a large
@@ -99,7 +127,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                map: DashMap::new(),
+                map: IdMap::default(),
                 max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
                 wheel: Mutex::new(BTreeMap::new()),
                 next_due: AtomicU64::new(u64::MAX),
