@@ -3,15 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::error::StoreError;
-use crate::service::{after_inner, complete, creates, CookieAction, Next, Saver};
-use crate::storage::SessionStorage;
+use crate::service::{after_inner, complete, CookieAction, Direct, Next};
 use crate::store::now_millis;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -19,21 +17,16 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pin_project! {
     /// The response future of [`SessionService`](crate::SessionService).
     ///
-    /// A request without a session id runs the inner service's future in
-    /// place (no allocation, no store access unless the handler writes); a
-    /// request with an id runs load, inner service and save as one boxed
-    /// future.
+    /// The inner service's future runs in place. With an in-process store
+    /// (one that [answers immediately](crate::SessionStore::answers_immediately),
+    /// like [`MemoryStore`](crate::MemoryStore)), loading and saving run in
+    /// place too: no allocation for the future. With a networked store, a
+    /// request that carries an id runs load, inner service and save as one
+    /// boxed future, and one without an id boxes only a save, if it writes.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         kind: Kind<F, B, E>,
     }
-}
-
-/// What a request without an id needs once its inner future is done.
-struct Direct {
-    session: SessionStorage,
-    saver: Arc<dyn Saver>,
-    grpc: bool,
 }
 
 pin_project! {
@@ -44,7 +37,7 @@ pin_project! {
             fut: F,
             ctx: Option<Direct>,
         },
-        Creating {
+        Saving {
             fut: BoxFuture<Result<CookieAction, StoreError>>,
             res: Option<Response<B>>,
             ctx: Option<Direct>,
@@ -53,24 +46,18 @@ pin_project! {
         Boxed {
             fut: BoxFuture<Result<Response<B>, E>>,
         },
+        Ready {
+            res: Option<Response<B>>,
+        },
     }
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) fn direct(
-        fut: F,
-        session: SessionStorage,
-        saver: Arc<dyn Saver>,
-        grpc: bool,
-    ) -> Self {
+    pub(crate) fn direct(fut: F, ctx: Direct) -> Self {
         Self {
             kind: Kind::Direct {
                 fut,
-                ctx: Some(Direct {
-                    session,
-                    saver,
-                    grpc,
-                }),
+                ctx: Some(ctx),
             },
         }
     }
@@ -82,7 +69,15 @@ impl<F, B, E> ResponseFuture<F, B, E> {
             kind: Kind::Boxed { fut: Box::pin(fut) },
         }
     }
+
+    pub(crate) fn ready(res: Response<B>) -> Self {
+        Self {
+            kind: Kind::Ready { res: Some(res) },
+        }
+    }
 }
+
+const DONE: &str = "ResponseFuture polled after completion";
 
 impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
@@ -96,11 +91,10 @@ where
         loop {
             match kind.as_mut().project() {
                 KindProj::Boxed { fut } => return fut.as_mut().poll(cx),
+                KindProj::Ready { res } => return Poll::Ready(Ok(res.take().expect(DONE))),
                 KindProj::Direct { fut, ctx } => {
                     let result = ready!(fut.poll(cx));
-                    let Some(d) = ctx.take() else {
-                        panic!("ResponseFuture polled after completion");
-                    };
+                    let d = ctx.take().expect(DONE);
                     let res = match result {
                         Ok(res) => res,
                         Err(e) => {
@@ -108,27 +102,31 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
-                    let (res, out) = match after_inner(d.saver.config(), &d.session, res, d.grpc) {
+                    let config = d.saver.config();
+                    let (res, out) = match after_inner(config, &d.session, res, d.grpc) {
                         Next::Respond(res) => return Poll::Ready(Ok(res)),
                         Next::Persist(res, out) => (res, out),
                     };
-                    if !creates(&out) {
+                    if !d.needs_store(&out) {
                         return Poll::Ready(Ok(res));
                     }
-                    let now = now_millis();
-                    let fut = d.saver.clone().create_boxed(out, now);
-                    kind.set(Kind::Creating {
+                    let now = d.now.unwrap_or_else(now_millis);
+                    if d.saver.immediate() {
+                        let result = d.saver.persist_now(d.loaded, out, now);
+                        let res = complete(config, &d.session, res, result, now, d.grpc);
+                        return Poll::Ready(Ok(res));
+                    }
+                    let fut = d.saver.clone().persist_boxed(d.loaded, out, now);
+                    kind.set(Kind::Saving {
                         fut,
                         res: Some(res),
                         ctx: Some(d),
                         now,
                     });
                 }
-                KindProj::Creating { fut, res, ctx, now } => {
+                KindProj::Saving { fut, res, ctx, now } => {
                     let result = ready!(fut.as_mut().poll(cx));
-                    let (Some(res), Some(d)) = (res.take(), ctx.take()) else {
-                        panic!("ResponseFuture polled after completion");
-                    };
+                    let (res, d) = (res.take().expect(DONE), ctx.take().expect(DONE));
                     let res = complete(d.saver.config(), &d.session, res, result, *now, d.grpc);
                     return Poll::Ready(Ok(res));
                 }

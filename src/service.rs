@@ -52,7 +52,7 @@ impl<S: fmt::Debug, Store> fmt::Debug for SessionService<S, Store> {
 
 /// The stored session a request loaded.
 #[derive(Clone, Copy)]
-struct Loaded {
+pub(crate) struct Loaded {
     id: SessionId,
     created_at: u64,
     expires_at: u64,
@@ -105,66 +105,117 @@ where
         }
         let grpc = is_grpc(&req);
 
-        let Some(id) = id else {
-            // No id: nothing to load, so call the inner service right away;
-            // the store is reached only if the handler writes.
-            let session = SessionStorage::new(None, None, config.max_items, config.max_bytes);
-            req.extensions_mut().insert(session.clone());
-            let fut = inner.call(req);
-            return ResponseFuture::direct(fut, session, shared, grpc);
-        };
-
-        ResponseFuture::boxed(async move {
-            let config = &shared.config;
-            let store = &*shared.store;
-            let now = now_millis();
-            let (loaded, items) = match store.load(&id).await {
-                Ok(Some(record))
-                    if !config.is_expired(record.created_at, record.expires_at, now) =>
-                {
-                    let loaded = Loaded {
-                        id,
-                        created_at: record.created_at,
-                        expires_at: record.expires_at,
-                    };
-                    (Some(loaded), Some(record.items))
-                }
-                Ok(Some(_)) => {
-                    if let Err(e) = store.delete(&id).await {
-                        tracing::warn!(error = %e, "could not delete an expired session");
+        let (loaded, items, now) = match id {
+            None => (None, None, None),
+            Some(id) if shared.store.answers_immediately() => {
+                // An in-process store: load in place, no boxed future.
+                let now = now_millis();
+                let loading = load_session(&*shared.store, config, id, now);
+                match run_now(loading).unwrap_or_else(|| Err(not_immediate())) {
+                    Ok((loaded, items)) => (loaded, items, Some(now)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "session store failed to load a session");
+                        return ResponseFuture::ready(error_response(e, grpc));
                     }
-                    (None, None)
                 }
-                Ok(None) => (None, None),
-                Err(e) => {
-                    tracing::error!(error = %e, "session store failed to load a session");
-                    return Ok(error_response(e, grpc));
-                }
-            };
-            let session = SessionStorage::new(
-                loaded.map(|l| l.id),
-                items,
-                config.max_items,
-                config.max_bytes,
-            );
-            req.extensions_mut().insert(session.clone());
-
-            let res = match inner.call(req).await {
-                Ok(res) => res,
-                Err(e) => {
-                    session.finish();
-                    return Err(e);
-                }
-            };
-            Ok(match after_inner(config, &session, res, grpc) {
-                Next::Respond(res) => res,
-                Next::Persist(res, outcome) => {
-                    let result = persist(store, config, loaded, outcome, now).await;
-                    complete(config, &session, res, result, now, grpc)
-                }
-            })
-        })
+            }
+            Some(id) => {
+                return ResponseFuture::boxed(async move {
+                    let config = &shared.config;
+                    let store = &*shared.store;
+                    let now = now_millis();
+                    let (loaded, items) = match load_session(store, config, id, now).await {
+                        Ok(found) => found,
+                        Err(e) => {
+                            tracing::error!(error = %e, "session store failed to load a session");
+                            return Ok(error_response(e, grpc));
+                        }
+                    };
+                    let session = SessionStorage::new(
+                        loaded.map(|l| l.id),
+                        items,
+                        config.max_items,
+                        config.max_bytes,
+                    );
+                    req.extensions_mut().insert(session.clone());
+                    let res = match inner.call(req).await {
+                        Ok(res) => res,
+                        Err(e) => {
+                            session.finish();
+                            return Err(e);
+                        }
+                    };
+                    Ok(match after_inner(config, &session, res, grpc) {
+                        Next::Respond(res) => res,
+                        Next::Persist(res, outcome) => {
+                            let result = persist(store, config, loaded, outcome, now).await;
+                            complete(config, &session, res, result, now, grpc)
+                        }
+                    })
+                });
+            }
+        };
+        let session = SessionStorage::new(
+            loaded.map(|l| l.id),
+            items,
+            config.max_items,
+            config.max_bytes,
+        );
+        req.extensions_mut().insert(session.clone());
+        let fut = inner.call(req);
+        ResponseFuture::direct(
+            fut,
+            Direct {
+                session,
+                saver: shared,
+                grpc,
+                loaded,
+                now,
+            },
+        )
     }
+}
+
+/// Loads the session `id`; an expired one is deleted and reported absent.
+async fn load_session<Store: SessionStore>(
+    store: &Store,
+    config: &Config,
+    id: SessionId,
+    now: u64,
+) -> Result<(Option<Loaded>, Option<Arc<Items>>), StoreError> {
+    match store.load(&id).await? {
+        Some(record) if !config.is_expired(record.created_at, record.expires_at, now) => {
+            let loaded = Loaded {
+                id,
+                created_at: record.created_at,
+                expires_at: record.expires_at,
+            };
+            Ok((Some(loaded), Some(record.items)))
+        }
+        Some(_) => {
+            if let Err(e) = store.delete(&id).await {
+                tracing::warn!(error = %e, "could not delete an expired session");
+            }
+            Ok((None, None))
+        }
+        None => Ok((None, None)),
+    }
+}
+
+/// Polls a future once, in place; `None` if it is not ready.
+fn run_now<F: Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    match fut.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+fn not_immediate() -> StoreError {
+    StoreError::other(
+        "the session store says it answers immediately (SessionStore::answers_immediately) \
+         but returned a pending future",
+    )
 }
 
 /// What is left to do once the inner service has answered.
@@ -231,9 +282,21 @@ pub(crate) fn complete<B: Default>(
 pub(crate) trait Saver: Send + Sync + 'static {
     fn config(&self) -> &Config;
 
-    /// Creates a session from `out` (a request that came without an id).
-    fn create_boxed(
+    /// Whether the store answers immediately (persist in place).
+    fn immediate(&self) -> bool;
+
+    /// Persists in place; only for stores that answer immediately.
+    fn persist_now(
+        &self,
+        loaded: Option<Loaded>,
+        out: Outcome,
+        now: u64,
+    ) -> Result<CookieAction, StoreError>;
+
+    /// Persists in a boxed future.
+    fn persist_boxed(
         self: Arc<Self>,
+        loaded: Option<Loaded>,
         out: Outcome,
         now: u64,
     ) -> Pin<Box<dyn Future<Output = Result<CookieAction, StoreError>> + Send>>;
@@ -244,18 +307,46 @@ impl<Store: SessionStore> Saver for Shared<Store> {
         &self.config
     }
 
-    fn create_boxed(
+    fn immediate(&self) -> bool {
+        self.store.answers_immediately()
+    }
+
+    fn persist_now(
+        &self,
+        loaded: Option<Loaded>,
+        out: Outcome,
+        now: u64,
+    ) -> Result<CookieAction, StoreError> {
+        run_now(persist(&*self.store, &self.config, loaded, out, now))
+            .unwrap_or_else(|| Err(not_immediate()))
+    }
+
+    fn persist_boxed(
         self: Arc<Self>,
+        loaded: Option<Loaded>,
         out: Outcome,
         now: u64,
     ) -> Pin<Box<dyn Future<Output = Result<CookieAction, StoreError>> + Send>> {
-        Box::pin(async move { persist(&*self.store, &self.config, None, out, now).await })
+        Box::pin(async move { persist(&*self.store, &self.config, loaded, out, now).await })
     }
 }
 
-/// Whether a request that came without an id must reach the store.
-pub(crate) fn creates(out: &Outcome) -> bool {
-    out.changes.sets_any()
+/// What a request on the in-place path needs once its inner future is done.
+pub(crate) struct Direct {
+    pub(crate) session: SessionStorage,
+    pub(crate) saver: Arc<dyn Saver>,
+    pub(crate) grpc: bool,
+    pub(crate) loaded: Option<Loaded>,
+    /// The time the session was loaded at, if it was.
+    pub(crate) now: Option<u64>,
+}
+
+impl Direct {
+    /// Whether the store must be reached at all: a loaded session may need
+    /// saving or refreshing; a request without one only if it created one.
+    pub(crate) fn needs_store(&self, out: &Outcome) -> bool {
+        self.loaded.is_some() || out.changes.sets_any()
+    }
 }
 
 /// Writes the id (or its end) into the response: `Set-Cookie`, or the
@@ -742,6 +833,76 @@ mod tests {
             1,
             "only the made-up request's new session is left"
         );
+    }
+
+    /// A store that claims to answer immediately but makes every call wait.
+    #[derive(Clone, Default)]
+    struct Liar(MemoryStore);
+
+    impl SessionStore for Liar {
+        async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+            tokio::task::yield_now().await;
+            self.0.load(id).await
+        }
+        async fn create(&self, id: &SessionId, r: &Record) -> Result<bool, StoreError> {
+            tokio::task::yield_now().await;
+            self.0.create(id, r).await
+        }
+        async fn save(
+            &self,
+            id: &SessionId,
+            c: &ChangeSet,
+            e: u64,
+        ) -> Result<SaveOutcome, StoreError> {
+            self.0.save(id, c, e).await
+        }
+        async fn cycle(
+            &self,
+            o: &SessionId,
+            n: &SessionId,
+            c: &ChangeSet,
+            e: u64,
+        ) -> Result<CycleOutcome, StoreError> {
+            self.0.cycle(o, n, c, e).await
+        }
+        async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+            self.0.delete(id).await
+        }
+        async fn touch(&self, id: &SessionId, e: u64) -> Result<bool, StoreError> {
+            self.0.touch(id, e).await
+        }
+        fn answers_immediately(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_breaks_its_immediate_promise_gets_a_500_not_a_hang() {
+        let store = Liar::default();
+        let svc = ServiceBuilder::new()
+            .layer(SessionLayer::new(store.clone()))
+            .service(tower::service_fn(|req: Request<Body>| async move {
+                let s = req.extensions().get::<SessionStorage>().unwrap();
+                s.set_item("n", "1").unwrap();
+                Ok::<_, Infallible>(Response::new(String::new()))
+            }));
+        // Creating: the pending `create` turns into a 500, nothing stored.
+        let res = svc
+            .clone()
+            .oneshot(Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.extensions().get::<StoreError>().is_some());
+        assert!(store.0.is_empty());
+        // Loading: the pending `load` turns into a 500 before the handler.
+        let mut req = Request::new(String::new());
+        req.headers_mut().insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("id=0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1"),
+        );
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[tokio::test]

@@ -382,6 +382,11 @@ impl Inner {
 }
 
 impl SessionStore for MemoryStore {
+    /// Always `true`: every operation is a synchronous map operation.
+    fn answers_immediately(&self) -> bool {
+        true
+    }
+
     fn load(
         &self,
         id: &SessionId,

@@ -178,6 +178,18 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &SessionId,
         expires_at: u64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Whether every future this store returns is ready the first time it is
+    /// polled: an in-process store that does no I/O and never waits.
+    ///
+    /// The layer then runs the store calls in place, with no allocation for
+    /// them, instead of keeping them in a boxed future. The default is
+    /// `false`, right for any store that talks to a server. A store that says
+    /// `true` and then returns a pending future makes that request fail with
+    /// `500` (and an error event); it never hangs or panics.
+    fn answers_immediately(&self) -> bool {
+        false
+    }
 }
 
 /// What [`SessionStore::save`] did.
