@@ -81,9 +81,9 @@ struct State {
     /// The items as loaded (shared with the store, never copied here).
     base: Option<Arc<Items>>,
     changes: ChangeSet,
-    /// Item count and byte size of the view (base + changes).
-    count: usize,
-    bytes: usize,
+    /// Item count and byte size of the view (base + changes), measured on
+    /// the first write only: reads never pay for it.
+    size: Option<(usize, usize)>,
     cycle: bool,
     /// The loaded session's id, once `destroy()` was called.
     destroyed: Option<SessionId>,
@@ -99,6 +99,37 @@ pub(crate) struct Outcome {
 }
 
 impl State {
+    /// Item count and byte size of the view, measured once.
+    fn size(&mut self) -> (usize, usize) {
+        match self.size {
+            Some(size) => size,
+            None => {
+                let size = self.measure();
+                self.size = Some(size);
+                size
+            }
+        }
+    }
+
+    fn measure(&self) -> (usize, usize) {
+        let (mut count, mut bytes) = (0, 0);
+        if let (false, Some(base)) = (self.changes.cleared() || self.finished, &self.base) {
+            for (k, v) in base.iter() {
+                if self.changes.get(k).is_none() {
+                    count += 1;
+                    bytes += k.len() + v.len();
+                }
+            }
+        }
+        for (k, v) in self.changes.iter() {
+            if let Some(v) = v {
+                count += 1;
+                bytes += k.len() + v.len();
+            }
+        }
+        (count, bytes)
+    }
+
     fn view(&self, key: &str) -> Option<&str> {
         if self.finished {
             return None;
@@ -118,14 +149,11 @@ impl SessionStorage {
         max_items: usize,
         max_bytes: usize,
     ) -> Self {
-        let (count, bytes) = base.as_deref().map_or((0, 0), |b| (b.len(), b.byte_size()));
         Self {
             inner: Arc::new(Handle {
                 state: Mutex::new(State {
                     id,
                     base,
-                    count,
-                    bytes,
                     ..State::default()
                 }),
                 max_items,
@@ -182,8 +210,9 @@ impl SessionStorage {
             return Err(SessionError::Finished);
         }
         let old = s.view(key).map(str::len);
-        let count = s.count + usize::from(old.is_none());
-        let bytes = s.bytes - old.map_or(0, |v| v + key.len()) + key.len() + value.len();
+        let (count, bytes) = s.size();
+        let count = count + usize::from(old.is_none());
+        let bytes = bytes - old.map_or(0, |v| v + key.len()) + key.len() + value.len();
         if count > self.inner.max_items {
             return Err(SessionError::TooManyItems {
                 limit: self.inner.max_items,
@@ -196,8 +225,7 @@ impl SessionStorage {
             });
         }
         s.changes.set(key, value);
-        s.count = count;
-        s.bytes = bytes;
+        s.size = Some((count, bytes));
         Ok(())
     }
 
@@ -207,9 +235,8 @@ impl SessionStorage {
             return Err(SessionError::Finished);
         }
         let old = s.view(key).map(str::to_owned);
-        if let Some(v) = &old {
-            s.count -= 1;
-            s.bytes -= key.len() + v.len();
+        if let (Some(v), Some((count, bytes))) = (&old, s.size) {
+            s.size = Some((count - 1, bytes - key.len() - v.len()));
         }
         // Recorded even when this request does not see the key: a removal is
         // a write to that key, and a concurrent request may have set it.
@@ -251,8 +278,7 @@ impl SessionStorage {
             return;
         }
         s.changes.clear();
-        s.count = 0;
-        s.bytes = 0;
+        s.size = Some((0, 0));
     }
 
     /// Gives the session a new id at the end of this request; the data is
@@ -305,8 +331,7 @@ impl SessionStorage {
         }
         s.base = None;
         s.changes = ChangeSet::new();
-        s.count = 0;
-        s.bytes = 0;
+        s.size = Some((0, 0));
         s.cycle = false;
     }
 
@@ -334,8 +359,7 @@ impl SessionStorage {
         // Release the snapshot: the store may then change it in place
         // instead of copying it.
         s.base = None;
-        s.count = 0;
-        s.bytes = 0;
+        s.size = Some((0, 0));
         Outcome {
             changes: std::mem::take(&mut s.changes),
             cycle: s.cycle,
@@ -419,7 +443,7 @@ impl fmt::Debug for SessionStorage {
         let s = self.state();
         f.debug_struct("SessionStorage")
             .field("exists", &s.id.is_some())
-            .field("items", &s.count)
+            .field("items", &s.measure().0)
             .field("changed", &!s.changes.is_empty())
             .field("finished", &s.finished)
             .finish()
@@ -485,6 +509,33 @@ mod tests {
         // Removing frees room.
         s.remove_item("b");
         s.set_item("c", "3").unwrap();
+    }
+
+    #[test]
+    fn caps_count_the_loaded_items_too() {
+        let base: Items = [("a", "12345"), ("b", "1")].into_iter().collect();
+        let s = SessionStorage::new(Some(SessionId::generate()), Some(Arc::new(base)), 3, 12);
+        // 6 + 2 loaded bytes; "c" + "1234" would make 13.
+        assert!(matches!(
+            s.set_item("c", "1234"),
+            Err(SessionError::TooLarge {
+                limit: 12,
+                size: 13
+            })
+        ));
+        s.remove_item("b");
+        s.set_item("c", "1234").unwrap();
+        s.set_item("d", "").unwrap();
+        assert!(matches!(
+            s.set_item("e", "1"),
+            Err(SessionError::TooLarge { .. }) | Err(SessionError::TooManyItems { .. })
+        ));
+        s.set_item("a", "1").unwrap();
+        s.set_item("e", "1").unwrap();
+        assert!(matches!(
+            s.set_item("f", "1"),
+            Err(SessionError::TooManyItems { limit: 3 })
+        ));
     }
 
     #[test]

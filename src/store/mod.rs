@@ -270,8 +270,24 @@ pub struct Items {
 
 /// Splits one `<len>:<bytes>` field off the front of `s`.
 fn take_field(s: &str) -> Option<(&str, &str)> {
-    let colon = s.find(':')?;
-    let len: usize = s[..colon].parse().ok()?;
+    let bytes = s.as_bytes();
+    let mut len: usize = 0;
+    let mut colon = 0;
+    loop {
+        let c = *bytes.get(colon)?;
+        if c == b':' {
+            break;
+        }
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        len = len.checked_mul(10)?.checked_add(usize::from(digit))?;
+        colon += 1;
+    }
+    if colon == 0 {
+        return None;
+    }
     let start = colon + 1;
     let end = start.checked_add(len)?;
     Some((s.get(start..end)?, s.get(end..)?))
