@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,14 +39,12 @@ fn unix_ms() -> u64 {
 fn record(ttl: Duration) -> Record {
     let now = unix_ms();
     Record {
-        items: Arc::new(
-            [
-                ("user_id", "12345"),
-                ("csrf", "0123456789abcdef0123456789abcdef"),
-            ]
-            .into_iter()
-            .collect::<Items>(),
-        ),
+        items: [
+            ("user_id", "12345"),
+            ("csrf", "0123456789abcdef0123456789abcdef"),
+        ]
+        .into_iter()
+        .collect::<Items>(),
         created_at: now,
         expires_at: now + ttl.as_millis() as u64,
     }
@@ -227,7 +225,7 @@ impl SessionStore for MutexHashMap {
         let Some(record) = map.get_mut(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        Arc::make_mut(&mut record.items).apply(changes);
+        record.items.apply(changes);
         record.expires_at = record.expires_at.max(expires_at);
         if record.items.is_empty() {
             map.remove(id);

@@ -182,7 +182,7 @@ async fn load_session<Store: SessionStore>(
     config: &Config,
     id: SessionId,
     now: u64,
-) -> Result<(Option<Loaded>, Option<Arc<Items>>), StoreError> {
+) -> Result<(Option<Loaded>, Option<Items>), StoreError> {
     match store.load(&id).await? {
         Some(record) if !config.is_expired(record.created_at, record.expires_at, now) => {
             let loaded = Loaded {
@@ -457,7 +457,7 @@ async fn create<Store: SessionStore>(
     items.apply(changes);
     let expires_at = config.expires_at(now, now);
     let record = Record {
-        items: Arc::new(items),
+        items,
         created_at: now,
         expires_at,
     };

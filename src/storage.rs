@@ -79,7 +79,7 @@ struct State {
     /// The id of the loaded session; `None` for a fresh or destroyed one.
     id: Option<SessionId>,
     /// The items as loaded (shared with the store, never copied here).
-    base: Option<Arc<Items>>,
+    base: Option<Items>,
     changes: ChangeSet,
     /// Item count and byte size of the view (base + changes), measured on
     /// the first write only: reads never pay for it.
@@ -137,7 +137,7 @@ impl State {
         match self.changes.get(key) {
             Some(change) => change,
             None if self.changes.cleared() => None,
-            None => self.base.as_deref().and_then(|b| b.get(key)),
+            None => self.base.as_ref().and_then(|b| b.get(key)),
         }
     }
 }
@@ -145,7 +145,7 @@ impl State {
 impl SessionStorage {
     pub(crate) fn new(
         id: Option<SessionId>,
-        base: Option<Arc<Items>>,
+        base: Option<Items>,
         max_items: usize,
         max_bytes: usize,
     ) -> Self {
@@ -457,7 +457,7 @@ mod tests {
     fn loaded(items: &[(&str, &str)]) -> SessionStorage {
         SessionStorage::new(
             Some(SessionId::generate()),
-            Some(Arc::new(items.iter().copied().collect())),
+            Some(items.iter().copied().collect()),
             100,
             1000,
         )
@@ -514,7 +514,7 @@ mod tests {
     #[test]
     fn caps_count_the_loaded_items_too() {
         let base: Items = [("a", "12345"), ("b", "1")].into_iter().collect();
-        let s = SessionStorage::new(Some(SessionId::generate()), Some(Arc::new(base)), 3, 12);
+        let s = SessionStorage::new(Some(SessionId::generate()), Some(base), 3, 12);
         // 6 + 2 loaded bytes; "c" + "1234" would make 13.
         assert!(matches!(
             s.set_item("c", "1234"),

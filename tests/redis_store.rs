@@ -58,7 +58,7 @@ fn new_id() -> SessionId {
 
 fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
     Record {
-        items: Arc::new(items.iter().copied().collect::<Items>()),
+        items: items.iter().copied().collect::<Items>(),
         created_at,
         expires_at,
     }

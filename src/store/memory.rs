@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
+use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::SessionId;
 
@@ -166,16 +166,6 @@ impl MemoryStore {
     }
 }
 
-/// Applies `changes` under the entry's lock: into the entry's own `Arc`
-/// when no request holds a snapshot of it, else into a fresh one (the
-/// readers keep theirs). One pass either way.
-fn apply_in_place(items: &mut Arc<Items>, changes: &ChangeSet) {
-    match Arc::get_mut(items) {
-        Some(items) => items.apply(changes),
-        None => *items = Arc::new(items.applied(changes)),
-    }
-}
-
 impl Inner {
     fn wheel(&self) -> MutexGuard<'_, Wheel> {
         self.wheel.lock().unwrap_or_else(PoisonError::into_inner)
@@ -318,7 +308,7 @@ impl Inner {
             }
             Entry::Occupied(mut e) => {
                 let record = e.get_mut();
-                apply_in_place(&mut record.items, changes);
+                record.items.apply(changes);
                 if record.items.is_empty() {
                     e.remove();
                     return SaveOutcome::Deleted;
@@ -346,7 +336,7 @@ impl Inner {
         if record.expires_at <= now {
             return CycleOutcome::Gone;
         }
-        apply_in_place(&mut record.items, changes);
+        record.items.apply(changes);
         if record.items.is_empty() {
             return CycleOutcome::Deleted;
         }
@@ -443,7 +433,7 @@ mod tests {
 
     fn record(now: u64, ttl_ms: u64, items: &[(&str, &str)]) -> Record {
         Record {
-            items: Arc::new(items.iter().copied().collect::<Items>()),
+            items: items.iter().copied().collect::<Items>(),
             created_at: now,
             expires_at: now + ttl_ms,
         }
@@ -465,7 +455,7 @@ mod tests {
             .unwrap());
         let a = store.load(&id).await.unwrap().unwrap();
         let b = store.load(&id).await.unwrap().unwrap();
-        assert!(Arc::ptr_eq(&a.items, &b.items));
+        assert!(Items::ptr_eq(&a.items, &b.items));
     }
 
     #[tokio::test]

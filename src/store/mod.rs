@@ -39,7 +39,7 @@ pub mod redis;
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use std::sync::{Arc, Mutex};
+/// use std::sync::Mutex;
 /// use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 /// use tower_session_storage::{SessionId, SessionLayer, SessionStore, StoreError};
 ///
@@ -76,7 +76,7 @@ pub mod redis;
 ///         let Some(record) = map.get_mut(id) else {
 ///             return Ok(SaveOutcome::Gone); // destroyed meanwhile: drop the changes
 ///         };
-///         Arc::make_mut(&mut record.items).apply(changes);
+///         record.items.apply(changes);
 ///         record.expires_at = record.expires_at.max(expires_at);
 ///         if record.items.is_empty() {
 ///             map.remove(id);
@@ -99,7 +99,7 @@ pub mod redis;
 ///         let Some(mut record) = map.remove(old) else {
 ///             return Ok(CycleOutcome::Gone);
 ///         };
-///         Arc::make_mut(&mut record.items).apply(changes);
+///         record.items.apply(changes);
 ///         if record.items.is_empty() {
 ///             return Ok(CycleOutcome::Deleted);
 ///         }
@@ -223,17 +223,16 @@ pub enum CycleOutcome {
 /// # Example
 ///
 /// ```
-/// use std::sync::Arc;
 /// use tower_session_storage::store::{Items, Record};
 ///
 /// let items: Items = [("user_id", "12345")].into_iter().collect();
-/// let record = Record { items: Arc::new(items), created_at: 1_000, expires_at: 61_000 };
+/// let record = Record { items, created_at: 1_000, expires_at: 61_000 };
 /// assert_eq!(record.items.get("user_id"), Some("12345"));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Record {
-    /// The items, shared: a load hands out this `Arc`, not a deep copy.
-    pub items: Arc<Items>,
+    /// The items, shared: cloning a record does not copy them.
+    pub items: Items,
     /// When the session was created (ms since the Unix epoch); the absolute
     /// timeout counts from here.
     pub created_at: u64,
@@ -245,11 +244,13 @@ pub struct Record {
 /// The items of one session: string keys to string values, sorted by key.
 ///
 /// Compact on purpose: sessions are many and usually hold a handful of small
-/// items, so all of them live in **one** allocation, packed as
-/// `<key length>:<key><value length>:<value>…` in key order (lengths in
-/// ASCII decimal, so the buffer stays a `str`). Reads scan it (a session
-/// holds few items); every change builds a new buffer in one pass. `Debug`
-/// prints only the item count.
+/// items, so all of them live in **one** shared, immutable allocation (an
+/// `Arc<str>`), packed as `<key length>:<key><value length>:<value>…` in key
+/// order (lengths in ASCII decimal, so the buffer stays a `str`). Cloning is
+/// a reference-count increment: a load hands out the same buffer, never a
+/// copy. Reads scan it (a session holds few items); every change builds a
+/// new buffer in one pass and leaves other holders' snapshots as they were.
+/// `Debug` prints only the item count.
 ///
 /// # Example
 ///
@@ -265,7 +266,7 @@ pub struct Record {
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Items {
-    buf: Box<str>,
+    buf: Option<Arc<str>>,
 }
 
 /// Splits one `<len>:<bytes>` field off the front of `s`.
@@ -376,7 +377,17 @@ impl Items {
 
     /// Removes every item.
     pub fn clear(&mut self) {
-        self.buf = Box::default();
+        self.buf = None;
+    }
+
+    /// Whether two snapshots share one buffer (as a load and the stored
+    /// session do until either changes).
+    pub fn ptr_eq(a: &Items, b: &Items) -> bool {
+        match (&a.buf, &b.buf) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// How many items there are.
@@ -386,12 +397,14 @@ impl Items {
 
     /// Whether there are no items.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.is_none()
     }
 
     /// The items in key order.
     pub fn iter(&self) -> ItemsIter<'_> {
-        ItemsIter { rest: &self.buf }
+        ItemsIter {
+            rest: self.buf.as_deref().unwrap_or_default(),
+        }
     }
 
     /// The size the session limits count: the bytes of every key and value.
@@ -416,7 +429,7 @@ impl Items {
             push_field(&mut out, v);
         });
         Items {
-            buf: out.into_boxed_str(),
+            buf: (!out.is_empty()).then(|| Arc::from(out)),
         }
     }
 

@@ -132,7 +132,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
+use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
 use crate::error::StoreError;
 use crate::id::SessionId;
 
@@ -751,13 +751,13 @@ impl RedisStore {
                 }
             },
         };
-        let mut items = Items::clone(&original.items);
+        let mut items = original.items.clone();
         items.apply(changes);
         if items.is_empty() {
             return Ok(CycleOutcome::Deleted);
         }
         let moved = Record {
-            items: Arc::new(items),
+            items,
             created_at: original.created_at,
             expires_at: original.expires_at.max(expires_at),
         };
@@ -894,7 +894,7 @@ fn parse_hash(v: Value) -> Parsed {
     // Sorted first, so building `Items` appends instead of shifting.
     items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Parsed::Found(Record {
-        items: Arc::new(items.into_iter().collect()),
+        items: items.into_iter().collect(),
         created_at,
         expires_at,
     })

@@ -494,7 +494,7 @@ impl SessionStore for NoTtlStore {
         let Some(record) = map.get_mut(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        Arc::make_mut(&mut record.items).apply(changes);
+        record.items.apply(changes);
         record.expires_at = record.expires_at.max(expires_at);
         if record.items.is_empty() {
             map.remove(id);
@@ -517,7 +517,7 @@ impl SessionStore for NoTtlStore {
         let Some(mut record) = map.remove(old) else {
             return Ok(CycleOutcome::Gone);
         };
-        Arc::make_mut(&mut record.items).apply(changes);
+        record.items.apply(changes);
         if record.items.is_empty() {
             return Ok(CycleOutcome::Deleted);
         }
