@@ -90,6 +90,7 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
         let mut pauses = Pauses(Vec::with_capacity(400_000));
         let mut changes = ChangeSet::new();
         changes.set("seen", "1");
+        let mut worst = (Duration::ZERO, String::new());
         for round in 0..20 {
             for (i, id) in live.iter().enumerate() {
                 let t = Instant::now();
@@ -103,7 +104,17 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
                             .unwrap(),
                     );
                 }
-                pauses.0.push(t.elapsed());
+                let took = t.elapsed();
+                if took > worst.0 {
+                    worst = (
+                        took,
+                        format!(
+                            "{} in round {round}, op {i}",
+                            if i % 2 == 0 { "load" } else { "save" }
+                        ),
+                    );
+                }
+                pauses.0.push(took);
             }
             if round % 4 == 0 {
                 let t = Instant::now();
@@ -120,6 +131,7 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
             store.len()
         );
         pauses.report("  load/save/create while reclaiming");
+        println!("  slowest load/save: {:?}, {}", worst.0, worst.1);
     });
 
     // A store full of expired sessions: each create reclaims room first.

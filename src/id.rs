@@ -32,6 +32,9 @@ pub struct SessionId(u128);
 pub(crate) const ID_LEN: usize = 36;
 
 impl SessionId {
+    /// A placeholder that no request can carry (not a version 4 UUID).
+    pub(crate) const NIL: SessionId = SessionId(0);
+
     /// A fresh random id from the operating system's CSPRNG-seeded generator.
     pub(crate) fn generate() -> Self {
         Self(uuid::Uuid::new_v4().as_u128())

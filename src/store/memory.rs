@@ -15,6 +15,8 @@ use crate::id::SessionId;
 /// The default cap on the number of sessions in a [`MemoryStore`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
 
+/// The most due sessions one sweep step examines.
+const MAX_BATCH: usize = 256;
 /// How many due sessions one operation examines for reclamation.
 const SWEEP_BUDGET: usize = 64;
 /// How many due sessions a create into a full store may examine before it
@@ -208,7 +210,12 @@ impl Inner {
     /// expired ones, files the refreshed ones again. Returns how many it
     /// examined. With `wait == false` it gives way to a sweep already running.
     fn sweep(&self, now: u64, budget: usize, wait: bool) -> usize {
-        let mut batch = Vec::new();
+        // On the stack: a heap buffer of this size is a "large" request to
+        // glibc's malloc, which first consolidates every small chunk freed
+        // so far; after a mass expiry that alone can take milliseconds.
+        let mut batch = [SessionId::NIL; MAX_BATCH];
+        let mut n = 0;
+        let budget = budget.min(MAX_BATCH);
         {
             let mut wheel = if wait {
                 self.wheel()
@@ -219,7 +226,7 @@ impl Inner {
                     Err(std::sync::TryLockError::WouldBlock) => return 0,
                 }
             };
-            while batch.len() < budget {
+            while n < budget {
                 let Some(mut first) = wheel.first_entry() else {
                     break;
                 };
@@ -227,29 +234,33 @@ impl Inner {
                     break;
                 }
                 let ids = first.get_mut();
-                let take = (budget - batch.len()).min(ids.len());
-                batch.extend(ids.drain(ids.len() - take..));
+                let take = (budget - n).min(ids.len());
+                for id in ids.drain(ids.len() - take..) {
+                    batch[n] = id;
+                    n += 1;
+                }
                 if ids.is_empty() {
                     first.remove();
                 }
             }
             self.set_next_due(&wheel);
         }
-        let examined = batch.len();
-        let mut refile = Vec::new();
-        for id in batch {
+        let mut refile = [(0u64, SessionId::NIL); MAX_BATCH];
+        let mut r = 0;
+        for &id in &batch[..n] {
             if let Entry::Occupied(e) = self.map.entry(id) {
                 if e.get().expires_at <= now {
                     e.remove();
                 } else {
-                    refile.push((e.get().expires_at, id));
+                    refile[r] = (e.get().expires_at, id);
+                    r += 1;
                 }
             }
         }
-        if !refile.is_empty() {
-            self.file(refile);
+        if r > 0 {
+            self.file(refile[..r].iter().copied());
         }
-        examined
+        n
     }
 
     fn load(&self, id: &SessionId) -> Option<Record> {
