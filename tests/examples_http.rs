@@ -1,11 +1,15 @@
-//! Drives `examples/axum.rs` over a real socket with a real HTTP client and
+//! Drives `examples/axum.rs` and `examples/hyper.rs` (the same demo, with and
+//! without a framework) over a real socket with a real HTTP client and
 //! cookie jar: the counter, sign-in (`cycle_id`), sign-out (`destroy`), and
-//! ids the server never made.
+//! ids the server never made. Every test runs against both examples.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
 #[path = "../examples/axum.rs"]
 mod axum_example;
+#[allow(dead_code)]
+#[path = "../examples/hyper.rs"]
+mod hyper_example;
 
 use std::sync::Arc;
 
@@ -17,11 +21,21 @@ use tokio::net::TcpListener;
 /// A well-formed UUID v4 the server never issued.
 const MADE_UP: &str = "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1";
 
+/// Which example to start.
+#[derive(Clone, Copy)]
+enum Demo {
+    Axum,
+    Hyper,
+}
+
 /// The example on `127.0.0.1:0`; returns its base URL.
-async fn start() -> Url {
+async fn start(demo: Demo) -> Url {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum_example::serve(listener));
+    match demo {
+        Demo::Axum => drop(tokio::spawn(axum_example::serve(listener))),
+        Demo::Hyper => drop(tokio::spawn(hyper_example::serve(listener))),
+    }
     Url::parse(&format!("http://{addr}/")).unwrap()
 }
 
@@ -104,9 +118,7 @@ fn jar_id(jar: &Jar, base: &Url) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[tokio::test]
-async fn counter_advances_across_requests() {
-    let base = start().await;
+async fn counter_advances_across_requests(base: Url) {
     let (client, jar) = browser();
 
     let first = get(&client, &base, "/").await;
@@ -131,9 +143,7 @@ async fn counter_advances_across_requests() {
     assert_ne!(new_id(&a), id);
 }
 
-#[tokio::test]
-async fn reading_without_a_session_sets_no_cookie() {
-    let base = start().await;
+async fn reading_without_a_session_sets_no_cookie(base: Url) {
     let (client, jar) = browser();
     let a = get(&client, &base, "/me").await;
     assert_eq!(a.body, "not signed in\n");
@@ -141,9 +151,7 @@ async fn reading_without_a_session_sets_no_cookie() {
     assert_eq!(jar_id(&jar, &base), None);
 }
 
-#[tokio::test]
-async fn sign_in_moves_the_session_to_a_new_id_and_the_old_id_dies() {
-    let base = start().await;
+async fn sign_in_moves_the_session_to_a_new_id_and_the_old_id_dies(base: Url) {
     let (client, jar) = browser();
     let before = new_id(&get(&client, &base, "/").await);
 
@@ -187,9 +195,7 @@ async fn sign_in_moves_the_session_to_a_new_id_and_the_old_id_dies() {
     );
 }
 
-#[tokio::test]
-async fn sign_out_expires_the_cookie_and_the_old_id_dies() {
-    let base = start().await;
+async fn sign_out_expires_the_cookie_and_the_old_id_dies(base: Url) {
     let (client, jar) = browser();
     let id = new_id(&get(&client, &base, "/sign-in?user=bob").await);
     assert_eq!(get(&client, &base, "/me").await.body, "signed in as: bob\n");
@@ -217,9 +223,7 @@ async fn sign_out_expires_the_cookie_and_the_old_id_dies() {
     assert_ne!(new_id(&replay), id);
 }
 
-#[tokio::test]
-async fn a_made_up_id_is_never_adopted() {
-    let base = start().await;
+async fn a_made_up_id_is_never_adopted(base: Url) {
     assert_eq!(
         get_with_id(&base, "/me", MADE_UP).await.body,
         "not signed in\n"
@@ -248,9 +252,7 @@ async fn a_made_up_id_is_never_adopted() {
     );
 }
 
-#[tokio::test]
-async fn bad_user_names_are_refused_and_store_nothing() {
-    let base = start().await;
+async fn bad_user_names_are_refused_and_store_nothing(base: Url) {
     let (client, jar) = browser();
     for path in [
         "/sign-in",
@@ -267,9 +269,7 @@ async fn bad_user_names_are_refused_and_store_nothing() {
     assert_eq!(jar_id(&jar, &base), None);
 }
 
-#[tokio::test]
-async fn unknown_routes_and_methods_are_refused() {
-    let base = start().await;
+async fn unknown_routes_and_methods_are_refused(base: Url) {
     let (client, jar) = browser();
     let a = get(&client, &base, "/nope").await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
@@ -278,3 +278,31 @@ async fn unknown_routes_and_methods_are_refused() {
     assert_eq!(a.set_id, None);
     assert_eq!(jar_id(&jar, &base), None);
 }
+
+/// Each scenario above as a test against each example.
+macro_rules! against_both_demos {
+    ($($name:ident),* $(,)?) => {
+        mod axum_demo {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::start(super::Demo::Axum).await).await;
+            })*
+        }
+        mod hyper_demo {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::start(super::Demo::Hyper).await).await;
+            })*
+        }
+    };
+}
+
+against_both_demos!(
+    counter_advances_across_requests,
+    reading_without_a_session_sets_no_cookie,
+    sign_in_moves_the_session_to_a_new_id_and_the_old_id_dies,
+    sign_out_expires_the_cookie_and_the_old_id_dies,
+    a_made_up_id_is_never_adopted,
+    bad_user_names_are_refused_and_store_nothing,
+    unknown_routes_and_methods_are_refused,
+);
