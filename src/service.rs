@@ -83,10 +83,6 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        // Use the service that was driven to readiness and leave a clone in
-        // its place: https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         let config = &shared.config;
         let carrier = match &config.header {
@@ -120,6 +116,11 @@ where
                 }
             }
             Some(id) => {
+                // The inner service is called after an await: take the one
+                // that was driven to readiness and leave a clone in its place,
+                // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture::boxed(async move {
                     let config = &shared.config;
                     let store = &*shared.store;
@@ -162,7 +163,9 @@ where
             config.max_bytes,
         );
         req.extensions_mut().insert(session.clone());
-        let fut = inner.call(req);
+        // Called right here, so the ready service itself takes the request:
+        // no clone of it is needed.
+        let fut = self.inner.call(req);
         ResponseFuture::direct(
             fut,
             Direct {
