@@ -869,8 +869,8 @@ async fn redis_down_is_503_and_the_session_is_back_after_restart() {
         let took = started.elapsed();
         eprintln!("{script} with Redis down: 503 after {took:?}");
         assert!(
-            took < Duration::from_secs(3),
-            "{script}: failing took {took:?}"
+            took < Duration::from_secs(10),
+            "{script}: failing took {took:?} (fail fast, never hang)"
         );
     }
     // A request without a cookie does not touch the store: still served.
@@ -932,8 +932,8 @@ async fn cluster_down_is_503() {
         assert_eq!(r.status, 503, "{script}: {r:?}");
         assert!(r.set_cookies().is_empty(), "{r:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
+            started.elapsed() < Duration::from_secs(10),
+            "fail fast, never hang: {:?}",
             started.elapsed()
         );
     }
@@ -960,8 +960,11 @@ async fn hung_redis_is_503_after_the_command_timeout() {
     let took = started.elapsed();
     server.thaw();
     assert_eq!(r.status, 503, "{r:?}");
+    // Bounded by the command timeout, not by Redis: a frozen server would
+    // otherwise hold the request for ever. The upper bound is loose so a
+    // loaded CI machine cannot trip it.
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(10),
         "answered after {took:?}"
     );
     let mut ok = false;
