@@ -664,6 +664,58 @@ mod tests {
         assert_eq!(items.iter().collect::<Vec<_>>(), sorted);
     }
 
+    proptest::proptest! {
+        /// The packed buffer behaves like a sorted map under any sequence of
+        /// change sets, whatever the keys and values hold (digits, `:`,
+        /// empty strings, non-ASCII).
+        #[test]
+        fn packed_items_match_a_sorted_map(
+            steps in proptest::collection::vec(
+                (
+                    proptest::bool::weighted(0.1),
+                    proptest::collection::vec(
+                        ("[0-9:a-c\u{e9}]{0,4}", proptest::option::of("[0-9:x\u{20ac}]{0,6}")),
+                        0..6,
+                    ),
+                ),
+                0..12,
+            )
+        ) {
+            let mut items = Items::new();
+            let mut model = std::collections::BTreeMap::<String, String>::new();
+            for (clear, changes) in steps {
+                let mut c = ChangeSet::new();
+                if clear {
+                    c.clear();
+                    model.clear();
+                }
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => {
+                            c.set(&k, &v);
+                            model.insert(k, v);
+                        }
+                        None => {
+                            c.remove(&k);
+                            model.remove(&k);
+                        }
+                    }
+                }
+                items.apply(&c);
+                let got: Vec<(&str, &str)> = items.iter().collect();
+                let want: Vec<(&str, &str)> =
+                    model.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                proptest::prop_assert_eq!(&got, &want);
+                proptest::prop_assert_eq!(items.len(), model.len());
+                proptest::prop_assert_eq!(items.is_empty(), model.is_empty());
+                for (k, v) in &model {
+                    proptest::prop_assert_eq!(items.get(k), Some(v.as_str()));
+                }
+                proptest::prop_assert_eq!(items.get("not-a-key\u{1}"), None);
+            }
+        }
+    }
+
     #[test]
     fn applied_leaves_the_original_alone() {
         let items: Items = [("a", "1"), ("b", "2")].into_iter().collect();
