@@ -179,6 +179,7 @@
 //! # Dependencies, and why
 //!
 //! `tower-layer`/`tower-service` and `http` (the middleware contract),
+//! `pin-project-lite` (the hand-written response future, as in tower-http),
 //! `tokio` (its clock only, so tests can pause time), `dashmap` (a sharded
 //! map: concurrent sessions do not contend on one lock), `uuid` (v4 ids from a
 //! CSPRNG), `cookie` (correct `Set-Cookie` serialization), `tracing` (store

@@ -85,13 +85,12 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = self.shared.clone();
         let config = &shared.config;
-        let carrier = match &config.header {
-            Some(h) => h,
-            None => &http::header::COOKIE,
-        };
-        let id = match &config.header {
-            Some(h) => cookie::find_in_header(req.headers(), h),
-            None => cookie::find_id(req.headers(), config.cookie.name.as_bytes()),
+        let (carrier, id) = match &config.header {
+            Some(h) => (h, cookie::find_in_header(req.headers(), h)),
+            None => (
+                &http::header::COOKIE,
+                cookie::find_id(req.headers(), config.cookie.name.as_bytes()),
+            ),
         };
         // The id is a bearer credential: keep it out of header logs.
         if req.headers().contains_key(carrier) {
@@ -109,10 +108,7 @@ where
                 let loading = load_session(&*shared.store, config, id, now);
                 match run_now(loading).unwrap_or_else(|| Err(not_immediate())) {
                     Ok((loaded, items)) => (loaded, items, Some(now)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "session store failed to load a session");
-                        return ResponseFuture::ready(error_response(e, grpc));
-                    }
+                    Err(e) => return ResponseFuture::ready(load_failed(e, grpc)),
                 }
             }
             Some(id) => {
@@ -127,18 +123,9 @@ where
                     let now = now_millis();
                     let (loaded, items) = match load_session(store, config, id, now).await {
                         Ok(found) => found,
-                        Err(e) => {
-                            tracing::error!(error = %e, "session store failed to load a session");
-                            return Ok(error_response(e, grpc));
-                        }
+                        Err(e) => return Ok(load_failed(e, grpc)),
                     };
-                    let session = SessionStorage::new(
-                        loaded.map(|l| l.id),
-                        items,
-                        config.max_items,
-                        config.max_bytes,
-                    );
-                    req.extensions_mut().insert(session.clone());
+                    let session = attach(config, &mut req, loaded, items);
                     let res = match inner.call(req).await {
                         Ok(res) => res,
                         Err(e) => {
@@ -156,13 +143,7 @@ where
                 });
             }
         };
-        let session = SessionStorage::new(
-            loaded.map(|l| l.id),
-            items,
-            config.max_items,
-            config.max_bytes,
-        );
-        req.extensions_mut().insert(session.clone());
+        let session = attach(config, &mut req, loaded, items);
         // Called right here, so the ready service itself takes the request:
         // no clone of it is needed.
         let fut = self.inner.call(req);
@@ -177,6 +158,29 @@ where
             },
         )
     }
+}
+
+/// Makes the request's handle and puts it into the request's extensions.
+fn attach<B>(
+    config: &Config,
+    req: &mut Request<B>,
+    loaded: Option<Loaded>,
+    items: Option<Items>,
+) -> SessionStorage {
+    let session = SessionStorage::new(
+        loaded.map(|l| l.id),
+        items,
+        config.max_items,
+        config.max_bytes,
+    );
+    req.extensions_mut().insert(session.clone());
+    session
+}
+
+/// The response for a failed load (the inner service is not called).
+fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> {
+    tracing::error!(error = %e, "session store failed to load a session");
+    error_response(e, grpc)
 }
 
 /// Loads the session `id`; an expired one is deleted and reported absent.

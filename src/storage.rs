@@ -47,9 +47,10 @@ pub trait Storage {
 ///
 /// Once the inner service has answered, the handle is finished (this happens
 /// to a handle moved into a task that outlives the request): it lets go of
-/// the loaded items so the store can apply the change set in place, reads
-/// return `None`, writes are ignored and return [`SessionError::Finished`],
-/// and [`id`](Self::id) reports the id the session ended up with.
+/// the loaded items, so a handle kept alive does not pin an outdated copy of
+/// the session in memory; reads return `None`, writes are ignored and return
+/// [`SessionError::Finished`], and [`id`](Self::id) reports the id the
+/// session ended up with.
 ///
 /// # Example
 ///
@@ -356,8 +357,8 @@ impl SessionStorage {
     pub(crate) fn finish(&self) -> Outcome {
         let mut s = self.state();
         s.finished = true;
-        // Release the snapshot: the store may then change it in place
-        // instead of copying it.
+        // Release the snapshot: a handle that outlives the request must not
+        // keep an outdated copy of the session alive.
         s.base = None;
         s.size = Some((0, 0));
         Outcome {

@@ -25,9 +25,10 @@ const FULL_SWEEP_BUDGET: usize = 1024;
 
 /// An in-memory store on a [`DashMap`] keyed by [`SessionId`]: the default.
 ///
-/// - **Shared snapshots.** A load hands out the session's items as an `Arc`,
-///   not a deep copy; a save applies the request's [`ChangeSet`] in place
-///   under that entry's shard lock. No lock is ever held across an `.await`
+/// - **Shared snapshots.** A load hands out the session's [`Items`](super::Items) (one
+///   shared buffer), not a deep copy; a save applies the request's
+///   [`ChangeSet`] to the entry under that entry's shard lock, swapping in
+///   the new buffer (requests still holding the old one keep it). No lock is ever held across an `.await`
 ///   (every operation is synchronous inside).
 /// - **Bounded.** At most [`with_max_sessions`](Self::with_max_sessions)
 ///   sessions ([`DEFAULT_MAX_SESSIONS`] by default). When full, expired

@@ -249,7 +249,8 @@ pub struct Record {
 /// order (lengths in ASCII decimal, so the buffer stays a `str`). Cloning is
 /// a reference-count increment: a load hands out the same buffer, never a
 /// copy. Reads scan it (a session holds few items); every change builds a
-/// new buffer in one pass and leaves other holders' snapshots as they were.
+/// new buffer of exactly the right size (one pass to measure, one to write)
+/// and leaves other holders' snapshots as they were.
 /// `Debug` prints only the item count.
 ///
 /// # Example
