@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
-use tower_session_storage::{MemoryStore, SessionId, SessionStore, StoreError};
+use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreError};
 
 fn new_id() -> SessionId {
     uuid::Uuid::new_v4().to_string().parse().unwrap()
@@ -47,6 +47,7 @@ fn record(ttl: Duration) -> Record {
         .collect::<Items>(),
         created_at: now,
         expires_at: now + ttl.as_millis() as u64,
+        public_id: tower_session_storage::PublicId::generate(),
     }
 }
 
@@ -258,6 +259,12 @@ impl SessionStore for MutexHashMap {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map().remove(id);
+        Ok(())
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.map()
+            .retain(|k, r| k != id && r.public_id != *public_id);
         Ok(())
     }
 

@@ -225,12 +225,18 @@ impl CookieConfig {
                     .into(),
             );
         }
-        if name.starts_with("__Secure-") && !self.secure {
+        // Browsers match the prefixes without regard to case (RFC 6265bis
+        // 4.1.3): `__HOST-id` and `__secure-id` get the same rules.
+        let has_prefix = |p: &str| {
+            name.get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        };
+        if has_prefix("__Secure-") && !self.secure {
             return Some(format!(
                 "a cookie named {name:?} requires Secure: call .with_secure(true) or drop the __Secure- prefix"
             ));
         }
-        if name.starts_with("__Host-") {
+        if has_prefix("__Host-") {
             if !self.secure {
                 return Some(format!(
                     "a cookie named {name:?} requires Secure: call .with_secure(true) or drop the __Host- prefix"
@@ -378,6 +384,56 @@ mod tests {
             assert_eq!(fast.to_str().unwrap(), slow);
             cfg.domain = Some("example.com".into());
             cfg.suffix = std::sync::OnceLock::new();
+        }
+    }
+
+    #[test]
+    fn prefix_rules_apply_to_every_case_variant_of_the_prefix() {
+        for name in ["__Host-id", "__HOST-id", "__host-id", "__hOsT-id"] {
+            let with_domain = CookieConfig {
+                name: name.into(),
+                domain: Some("example.com".into()),
+                ..CookieConfig::default()
+            };
+            let p = with_domain.problem();
+            assert!(
+                p.as_deref().is_some_and(|p| p.contains("Domain")),
+                "{name}: {p:?}"
+            );
+            let not_secure = CookieConfig {
+                name: name.into(),
+                secure: false,
+                ..CookieConfig::default()
+            };
+            assert!(not_secure.problem().is_some(), "{name} without Secure");
+            let sub_path = CookieConfig {
+                name: name.into(),
+                path: "/app".into(),
+                ..CookieConfig::default()
+            };
+            assert!(sub_path.problem().is_some(), "{name} with Path=/app");
+        }
+        for name in ["__Secure-id", "__secure-id", "__SECURE-id"] {
+            let not_secure = CookieConfig {
+                name: name.into(),
+                secure: false,
+                ..CookieConfig::default()
+            };
+            let p = not_secure.problem();
+            assert!(
+                p.as_deref().is_some_and(|p| p.contains("Secure")),
+                "{name}: {p:?}"
+            );
+        }
+        // Names that merely contain the words are not prefixed.
+        for name in ["_Host-id", "x__Host-id", "__Hostid"] {
+            let cfg = CookieConfig {
+                name: name.into(),
+                secure: false,
+                domain: Some("example.com".into()),
+                ..CookieConfig::default()
+            };
+            assert_eq!(cfg.problem(), None, "{name}");
         }
     }
 

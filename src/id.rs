@@ -124,6 +124,85 @@ impl FromStr for SessionId {
     }
 }
 
+/// The public name of a session: shows it in a list or a URL, never acts as it.
+///
+/// A session keeps one `PublicId` for its whole life, across
+/// [`cycle_id`](crate::SessionStorage::cycle_id): it is what the store uses to
+/// find a session that was moved to a new id (so a logout racing a
+/// `cycle_id` still ends it), and what a "your devices" page can show.
+/// It is random (122 bits, made independently of the [`SessionId`]), so it
+/// tells nothing about the bearer id, and its text form (32 lowercase hex
+/// digits, no hyphens) is not a [`SessionId`]: a `PublicId` put in a cookie or
+/// a header is refused before any store look-up.
+///
+/// # Example
+///
+/// ```
+/// use tower_session_storage::PublicId;
+///
+/// let p = PublicId::generate();
+/// let text = p.to_string();
+/// assert_eq!(text.len(), 32);
+/// assert_eq!(text.parse::<PublicId>(), Ok(p));
+/// assert!(text.parse::<tower_session_storage::SessionId>().is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicId(u128);
+
+impl PublicId {
+    /// A fresh random public id. The layer makes one for every new session;
+    /// stores only keep and compare them.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl fmt::Display for PublicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for PublicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicId({self})")
+    }
+}
+
+/// The error of parsing a [`PublicId`]: not 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParsePublicIdError;
+
+impl fmt::Display for ParsePublicIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not a public session id: expected 32 lowercase hex digits")
+    }
+}
+
+impl std::error::Error for ParsePublicIdError {}
+
+impl FromStr for PublicId {
+    type Err = ParsePublicIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() != 32 {
+            return Err(ParsePublicIdError);
+        }
+        let mut n: u128 = 0;
+        for &c in b {
+            let v = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return Err(ParsePublicIdError),
+            };
+            n = (n << 4) | u128::from(v);
+        }
+        Ok(Self(n))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +246,24 @@ mod tests {
         let mut utf8 = good.as_bytes().to_vec();
         utf8[0] = 0xff;
         assert!(SessionId::parse_bytes(&utf8).is_none());
+    }
+
+    #[test]
+    fn public_ids_round_trip_and_are_never_session_ids() {
+        for _ in 0..100 {
+            let p = PublicId::generate();
+            let text = p.to_string();
+            assert_eq!(text.parse::<PublicId>(), Ok(p));
+            assert!(SessionId::parse_bytes(text.as_bytes()).is_none());
+        }
+        for bad in [
+            "",
+            "0B1ED8B05BD44B5C9D2C6F2B0FD2C9A1",
+            "0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1",
+            "zz1ed8b05bd44b5c9d2c6f2b0fd2c9a1",
+        ] {
+            assert!(bad.parse::<PublicId>().is_err(), "{bad}");
+        }
     }
 
     #[test]

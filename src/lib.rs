@@ -205,7 +205,7 @@ pub mod extract;
 pub use crate::cookie::SameSite;
 pub use crate::error::{SessionError, StoreError, StoreErrorKind};
 pub use crate::future::ResponseFuture;
-pub use crate::id::{ParseSessionIdError, SessionId};
+pub use crate::id::{ParsePublicIdError, ParseSessionIdError, PublicId, SessionId};
 pub use crate::layer::{
     SessionLayer, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES,
 };

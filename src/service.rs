@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::cookie;
 use crate::error::StoreError;
 use crate::future::ResponseFuture;
-use crate::id::SessionId;
+use crate::id::{PublicId, SessionId};
 use crate::layer::{Config, Shared};
 use crate::storage::{Outcome, SessionStorage};
 use crate::store::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
@@ -54,6 +54,7 @@ impl<S: fmt::Debug, Store> fmt::Debug for SessionService<S, Store> {
 #[derive(Clone, Copy)]
 pub(crate) struct Loaded {
     id: SessionId,
+    public_id: PublicId,
     created_at: u64,
     expires_at: u64,
 }
@@ -194,6 +195,7 @@ async fn load_session<Store: SessionStore>(
         Some(record) if !config.is_expired(record.created_at, record.expires_at, now) => {
             let loaded = Loaded {
                 id,
+                public_id: record.public_id,
                 created_at: record.created_at,
                 expires_at: record.expires_at,
             };
@@ -393,8 +395,10 @@ async fn persist<Store: SessionStore>(
     out: Outcome,
     now: u64,
 ) -> Result<CookieAction, StoreError> {
-    if let Some(old) = out.destroyed {
-        store.delete(&old).await?;
+    if let Some(l) = loaded.filter(|_| out.destroyed.is_some()) {
+        // A logout: end the session wherever it lives now, even if a
+        // concurrent request has moved it to a new id meanwhile.
+        store.end(&l.id, &l.public_id).await?;
         return Ok(match create(store, config, &out.changes, now).await? {
             Some(set) => set,
             None => CookieAction::Expire,
@@ -444,8 +448,15 @@ async fn persist<Store: SessionStore>(
         });
     }
     if refresh {
-        let alive = store.touch(&l.id, expires_at).await?;
-        return Ok(keep(alive));
+        // Best effort: the handler's answer stands even if the refresh
+        // fails; the session then expires a little sooner than it would.
+        return Ok(match store.touch(&l.id, expires_at).await {
+            Ok(alive) => keep(alive),
+            Err(e) => {
+                tracing::warn!(error = %e, "session store failed to refresh a session's expiry; answering anyway");
+                CookieAction::Nothing
+            }
+        });
     }
     Ok(CookieAction::Nothing)
 }
@@ -467,6 +478,7 @@ async fn create<Store: SessionStore>(
         items,
         created_at: now,
         expires_at,
+        public_id: PublicId::generate(),
     };
     for _ in 0..ID_TRIES {
         let id = SessionId::generate();
@@ -874,6 +886,9 @@ mod tests {
         }
         async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
             self.0.delete(id).await
+        }
+        async fn end(&self, id: &SessionId, p: &PublicId) -> Result<(), StoreError> {
+            self.0.end(id, p).await
         }
         async fn touch(&self, id: &SessionId, e: u64) -> Result<bool, StoreError> {
             self.0.touch(id, e).await

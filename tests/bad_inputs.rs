@@ -17,8 +17,8 @@ use common::*;
 use tokio::sync::oneshot;
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{
-    MemoryStore, SameSite, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore,
-    StoreError,
+    MemoryStore, PublicId, SameSite, SessionError, SessionId, SessionLayer, SessionStorage,
+    SessionStore, StoreError,
 };
 
 /// A server on a counting memory store, with a session holding `a=1`.
@@ -472,6 +472,10 @@ impl SessionStore for CollidingStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.inner.delete(id).await
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.inner.end(id, public_id).await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {

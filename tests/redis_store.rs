@@ -61,6 +61,7 @@ fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
         items: items.iter().copied().collect::<Items>(),
         created_at,
         expires_at,
+        public_id: tower_session_storage::PublicId::generate(),
     }
 }
 

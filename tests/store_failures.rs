@@ -15,7 +15,7 @@ use axum::Router;
 use common::*;
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{
-    MemoryStore, SessionId, SessionLayer, SessionStore, StoreError, StoreErrorKind,
+    MemoryStore, PublicId, SessionId, SessionLayer, SessionStore, StoreError, StoreErrorKind,
 };
 
 // ---------------------------------------------------------------------------
@@ -105,6 +105,11 @@ impl<S: SessionStore> SessionStore for FailingStore<S> {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         check(&self.write)?;
         self.inner.delete(id).await
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        check(&self.write)?;
+        self.inner.end(id, public_id).await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
@@ -428,6 +433,7 @@ impl SessionStore for DoctoredStore {
                 items: r.items,
                 created_at,
                 expires_at,
+                public_id: r.public_id,
             }),
             (r, _) => r,
         })
@@ -458,6 +464,10 @@ impl SessionStore for DoctoredStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.inner.delete(id).await
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.inner.end(id, public_id).await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
@@ -604,6 +614,9 @@ impl SessionStore for CorruptOnLoad {
     }
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.0.delete(id).await
+    }
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.0.end(id, public_id).await
     }
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
         self.0.touch(id, expires_at).await

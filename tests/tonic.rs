@@ -23,7 +23,9 @@ use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 use tower_service::Service;
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
-use tower_session_storage::{MemoryStore, SessionId, SessionStorage, SessionStore, StoreError};
+use tower_session_storage::{
+    MemoryStore, PublicId, SessionId, SessionStorage, SessionStore, StoreError,
+};
 
 use tonic_example::{
     CounterClient, CounterReply, Empty, IncrementRequest, SessionMetadata, SignInRequest,
@@ -292,6 +294,11 @@ impl SessionStore for FlakyStore {
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.check_write()?;
         self.inner.delete(id).await
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.check_write()?;
+        self.inner.end(id, public_id).await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::StoreError;
-use crate::id::SessionId;
+use crate::id::{PublicId, SessionId};
 
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -30,7 +30,8 @@ pub mod redis;
 /// That is what keeps concurrent requests from losing each other's writes
 /// ([`save`](Self::save) applies a per-key [`ChangeSet`], never a whole
 /// snapshot) and keeps a logout from being undone (`save` and
-/// [`cycle`](Self::cycle) do nothing to a session that no longer exists).
+/// [`cycle`](Self::cycle) do nothing to a session that no longer exists, and
+/// [`end`](Self::end) finds a session even after `cycle` moved it).
 ///
 /// # Example: a complete custom store
 ///
@@ -41,7 +42,7 @@ pub mod redis;
 /// use std::collections::HashMap;
 /// use std::sync::Mutex;
 /// use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
-/// use tower_session_storage::{SessionId, SessionLayer, SessionStore, StoreError};
+/// use tower_session_storage::{PublicId, SessionId, SessionLayer, SessionStore, StoreError};
 ///
 /// #[derive(Default)]
 /// struct MyStore(Mutex<HashMap<SessionId, Record>>);
@@ -113,6 +114,12 @@ pub mod redis;
 ///         Ok(())
 ///     }
 ///
+///     async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+///         // The session under `id`, and under whatever id `cycle` moved it to.
+///         self.map()?.retain(|k, r| k != id && r.public_id != *public_id);
+///         Ok(())
+///     }
+///
 ///     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
 ///         Ok(match self.map()?.get_mut(id) {
 ///             Some(r) => {
@@ -169,7 +176,31 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<CycleOutcome, StoreError>> + Send;
 
     /// Deletes the session. Deleting an unknown id is not an error.
+    ///
+    /// The layer uses it for a session found expired on load; a logout uses
+    /// [`end`](Self::end).
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Ends the session a request loaded as `id`, wherever it lives now: a
+    /// logout ([`SessionStorage::destroy`](crate::SessionStorage::destroy)).
+    ///
+    /// `public_id` is the loaded [`Record::public_id`]. If the session is no
+    /// longer under `id` because a concurrent request moved it with
+    /// [`cycle`](Self::cycle), the session under its new id is deleted too:
+    /// a logout racing a `cycle_id` must not leave the signed-in data alive
+    /// under an id the other response handed out. `end` and `cycle` on the
+    /// same session must be atomic with respect to each other (whichever runs
+    /// second sees what the first did). Ending an unknown session is not an
+    /// error.
+    ///
+    /// To find a moved session, a store remembers where each live session's
+    /// `public_id` lives now (or the latest move of it); that memory must be
+    /// released with the session, so it stays bounded by the live sessions.
+    fn end(
+        &self,
+        id: &SessionId,
+        public_id: &PublicId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Moves the session's expiry forward to `expires_at` (never backward).
     /// `Ok(false)` when the session no longer exists.
@@ -224,9 +255,10 @@ pub enum CycleOutcome {
 ///
 /// ```
 /// use tower_session_storage::store::{Items, Record};
+/// use tower_session_storage::PublicId;
 ///
 /// let items: Items = [("user_id", "12345")].into_iter().collect();
-/// let record = Record { items, created_at: 1_000, expires_at: 61_000 };
+/// let record = Record { items, created_at: 1_000, expires_at: 61_000, public_id: PublicId::generate() };
 /// assert_eq!(record.items.get("user_id"), Some("12345"));
 /// ```
 #[derive(Clone, Debug)]
@@ -239,6 +271,10 @@ pub struct Record {
     /// When the session expires unless it is used again (ms since the Unix
     /// epoch).
     pub expires_at: u64,
+    /// The session's public name, made when it is created and kept for its
+    /// whole life, across [`SessionStore::cycle`]. Stores keep it with the
+    /// session and use it in [`SessionStore::end`].
+    pub public_id: PublicId,
 }
 
 /// The items of one session: string keys to string values, sorted by key.
@@ -594,29 +630,62 @@ impl fmt::Debug for ChangeSet {
     }
 }
 
-/// The wall clock in ms since the Unix epoch, advanced by tokio's clock.
+/// The wall clock in ms since the Unix epoch, as it is now.
 ///
-/// The Unix time is read once, against a `std::time::Instant`; after that,
-/// time is that Unix time plus (or minus) the distance from that instant to
-/// `tokio::time::Instant::now()`. So it is monotonic, and tests can pause and
-/// advance it (`#[tokio::test(start_paused = true)]`), whatever runtime read
-/// the base first.
+/// Read afresh on every call (`SystemTime::now()`), so a clock corrected
+/// after start-up (an NTP step at boot, an operator fixing the time) is
+/// followed at once: sessions are never created already expired, and never
+/// kept past their time, because of a correction the process missed.
+///
+/// Tests can still pause and advance time: the reading is shifted by how far
+/// tokio's clock is from the real monotonic clock. With tokio's clock running
+/// normally the two agree (the shift is zero); with it paused
+/// (`#[tokio::test(start_paused = true)]`) the wall clock stands still except
+/// for `tokio::time::advance`.
 pub(crate) fn now_millis() -> u64 {
-    use std::sync::OnceLock;
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    static BASE: OnceLock<(u64, Instant)> = OnceLock::new();
-    let (unix, at) = *BASE.get_or_init(|| {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        (unix, Instant::now())
-    });
-    let now = tokio::time::Instant::now().into_std();
-    match now.checked_duration_since(at) {
-        Some(ahead) => unix.saturating_add(ahead.as_millis() as u64),
-        None => unix.saturating_sub(at.duration_since(now).as_millis() as u64),
+    use std::time::{Instant, UNIX_EPOCH};
+    let wall = wall_clock()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let real = Instant::now();
+    let tokio = tokio::time::Instant::now().into_std();
+    // Sub-millisecond differences are the two clocks being read a few
+    // nanoseconds apart: ignore them.
+    match tokio.checked_duration_since(real) {
+        Some(ahead) => wall.saturating_add(ahead.as_millis() as u64),
+        None => wall.saturating_sub(real.duration_since(tokio).as_millis() as u64),
     }
+}
+
+#[cfg(not(test))]
+fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// In unit tests, the system clock can be stepped (as NTP or an operator
+/// would) with [`step_wall_clock`].
+#[cfg(test)]
+fn wall_clock() -> std::time::SystemTime {
+    let step = WALL_STEP.with(std::cell::Cell::get);
+    let now = std::time::SystemTime::now();
+    if step >= 0 {
+        now + std::time::Duration::from_millis(step as u64)
+    } else {
+        now - std::time::Duration::from_millis(step.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    static WALL_STEP: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Steps this thread's system clock by `ms` (negative: back), as an NTP
+/// correction would. Unit tests only.
+#[cfg(test)]
+pub(crate) fn step_wall_clock(ms: i64) {
+    WALL_STEP.with(|s| s.set(s.get() + ms));
 }
 
 #[cfg(test)]
@@ -715,6 +784,35 @@ mod tests {
                 proptest::prop_assert_eq!(items.get("not-a-key\u{1}"), None);
             }
         }
+    }
+
+    #[test]
+    fn the_wall_clock_is_followed_when_it_is_stepped_after_start_up() {
+        let before = now_millis();
+        // The clock was two hours behind at start-up; NTP fixes it.
+        step_wall_clock(2 * 3600 * 1000);
+        let after = now_millis();
+        step_wall_clock(-2 * 3600 * 1000);
+        assert!(
+            after >= before + 2 * 3600 * 1000,
+            "a wall clock stepped forward by 2 h must be seen: {before} -> {after}"
+        );
+        let back = now_millis();
+        assert!(back < after, "a step back is followed too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_time_stands_still_and_advances_exactly() {
+        let a = now_millis();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let b = now_millis();
+        assert!(
+            a.abs_diff(b) <= 2,
+            "paused: real time does not move it ({a} -> {b})"
+        );
+        tokio::time::advance(std::time::Duration::from_secs(90)).await;
+        let c = now_millis();
+        assert!(c.abs_diff(b + 90_000) <= 2, "{b} -> {c}");
     }
 
     #[test]

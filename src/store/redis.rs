@@ -760,6 +760,7 @@ impl RedisStore {
             items,
             created_at: original.created_at,
             expires_at: original.expires_at.max(expires_at),
+            public_id: original.public_id,
         };
         if self.create_key(&self.key(new), &moved).await? {
             return Ok(CycleOutcome::Moved);
@@ -897,6 +898,8 @@ fn parse_hash(v: Value) -> Parsed {
         items: items.into_iter().collect(),
         created_at,
         expires_at,
+        // TODO(reliability): persist the public id in the hash.
+        public_id: crate::PublicId::generate(),
     })
 }
 
@@ -1009,6 +1012,11 @@ impl SessionStore for RedisStore {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.key(id));
         self.run(self.conn.query(&cmd)).await.map(drop)
+    }
+
+    async fn end(&self, id: &SessionId, _public_id: &crate::PublicId) -> Result<(), StoreError> {
+        // TODO(reliability): follow a move made by a racing cycle.
+        self.delete(id).await
     }
 
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {

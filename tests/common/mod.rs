@@ -23,7 +23,7 @@ use axum::routing::any;
 use axum::Router;
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{
-    SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
+    PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
 };
 
 /// The default cookie name.
@@ -451,6 +451,11 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.inner.delete(id).await
     }
 
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.counts.delete.fetch_add(1, Ordering::SeqCst);
+        self.inner.end(id, public_id).await
+    }
+
     async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
         self.counts.touch.fetch_add(1, Ordering::SeqCst);
         self.inner.touch(id, expires_at).await
@@ -528,6 +533,14 @@ impl SessionStore for NoTtlStore {
 
     async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.map
+            .lock()
+            .unwrap()
+            .retain(|k, r| k != id && r.public_id != *public_id);
         Ok(())
     }
 
