@@ -42,6 +42,15 @@ async fn row_19_destroy_racing_an_in_flight_writer_is_not_undone() {
     assert_eq!(mem.len(), 0, "no session remains");
 }
 
+/// Row 35: a logout racing a `cycle_id` on the same session ends the
+/// session under every id, and nothing is left in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_35_destroy_racing_a_cycle_ends_the_session_under_every_id() {
+    let mem = MemoryStore::new();
+    concurrency::destroy_racing_a_cycle_ends_the_session(mem.clone()).await;
+    assert_eq!(mem.len(), 0, "no session remains");
+}
+
 /// Row 29 under concurrency: `cycle_id` while a writer on the old id is in
 /// flight: the writer's changes are dropped, the new id works, the old is
 /// dead.

@@ -273,6 +273,43 @@ async fn row_21_save_failure_replaces_the_response_with_a_5xx() {
     assert_eq!(rig.mem.len(), 1, "nothing created, nothing deleted");
 }
 
+/// Row 37: an expiry refresh is best effort. A read-only request whose
+/// refresh is due, on a store that refuses every write, answers the
+/// handler's 200 with the session's data; the failed refresh is only logged.
+/// With a persistent cookie, no refreshed `Set-Cookie` is sent for a refresh
+/// that did not happen.
+#[tokio::test(start_paused = true)]
+async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
+    let rig = Rig::with(|l| {
+        l.with_idle_timeout(Duration::from_secs(160))
+            .with_persistent_cookie(true)
+    });
+    let id = call(&rig.app, "set=user:alice", None)
+        .await
+        .new_id()
+        .unwrap();
+    // Past the refresh step (a sixteenth of the idle timeout: 10 s).
+    tokio::time::advance(Duration::from_secs(30)).await;
+    for mode in [UNAVAILABLE, OTHER] {
+        rig.failing.fail_writes(mode);
+        let touches = rig.store.counts().touch;
+        let r = call(&rig.app, "get=user", Some(&cookie(&id))).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, "alice");
+        assert!(r.set_cookies().is_empty(), "{r:?}");
+        assert_eq!(
+            rig.store.counts().touch,
+            touches + 1,
+            "the refresh was tried"
+        );
+    }
+    // With the store back, the next read refreshes the session.
+    rig.failing.fail_writes(OK);
+    let r = call(&rig.app, "get=user", Some(&cookie(&id))).await;
+    assert_eq!(r.body, "alice");
+    assert_eq!(r.id_named(NAME).as_deref(), Some(id.as_str()), "{r:?}");
+}
+
 /// When the store recovers, the same cookie works and the data is intact.
 #[tokio::test]
 async fn row_21_after_the_store_recovers_the_same_cookie_works() {

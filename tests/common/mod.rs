@@ -1255,6 +1255,68 @@ pub(crate) mod concurrency {
         (TestServer::start(app).await, signals)
     }
 
+    /// A server whose `/slow` handler loads the session, signals, waits for
+    /// the go, then destroys the session (a logout that takes its time).
+    async fn slow_logout_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+        let signals: Signals = Arc::default();
+        let s2 = signals.clone();
+        let app = script_routes()
+            .route(
+                "/slow",
+                get(move |Extension(s): Extension<SessionStorage>| {
+                    let (loaded, go) = s2.lock().unwrap().take().unwrap();
+                    async move {
+                        let seen = s.get_item("user").unwrap_or_default();
+                        loaded.send(()).unwrap();
+                        go.await.unwrap();
+                        s.destroy();
+                        seen
+                    }
+                }),
+            )
+            .layer(dev_layer(store));
+        (TestServer::start(app).await, signals)
+    }
+
+    /// Row 35: a logout racing a `cycle_id` on the same session. The logout
+    /// loaded the session under its old id; meanwhile the other request
+    /// moved it to a new id and handed that id to the browser. When the
+    /// logout finishes, the session is ended under every id: the new id
+    /// loads an empty session, the old one too, and the logout's response
+    /// expires the cookie (it hands out no live id).
+    pub(crate) async fn destroy_racing_a_cycle_ends_the_session<S: SessionStore>(store: S) {
+        let store = CountingStore::new(store);
+        let (srv, signals) = slow_logout_app(store.clone()).await;
+        let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
+
+        let (logout, cycle) = race(&store, &old, &srv, &signals, "cycle").await;
+        let new = cycle.new_id().expect("the cycle answered with the new id");
+        assert_ne!(new, old);
+        assert_eq!(logout.ok(), "alice", "the logout had loaded the session");
+        assert!(
+            logout.expires_cookie(),
+            "the logout expires the cookie: {logout:?}"
+        );
+        assert!(
+            !logout
+                .set_cookies()
+                .iter()
+                .any(|c| c.contains(&new) || c.contains(&old)),
+            "the logout handed out an id: {logout:?}"
+        );
+
+        let r = srv.raw("get=user", Some(&cookie(&new))).await;
+        assert_eq!(
+            r.ok(),
+            "-",
+            "the logout was undone: the session lives on under the cycled id"
+        );
+        assert!(!exists(store.inner(), &new).await);
+        let r = srv.raw("get=user", Some(&cookie(&old))).await;
+        assert_eq!(r.ok(), "-");
+        assert!(!exists(store.inner(), &old).await);
+    }
+
     /// Destroy while a writer is in flight: the writer's changes are dropped,
     /// nothing is re-created, the writer's response carries no `Set-Cookie`
     /// with the old id, and the old cookie loads a fresh session.
