@@ -95,7 +95,18 @@
 //!   that request sends no cookie;
 //! - [`SessionStorage::cycle_id`] moves the data to a fresh id atomically; the
 //!   old id stops working at once, so changes from requests still in flight
-//!   on the old id are dropped as well.
+//!   on the old id are dropped as well (a request that loaded the session
+//!   before a sign-in cannot write into the signed-in session);
+//! - a **logout racing a `cycle_id`** still ends the session: a request that
+//!   loaded the session under its old id and calls
+//!   [`SessionStorage::destroy`] ends it under the new id too
+//!   ([`SessionStore::end`] follows the move through the session's
+//!   [`PublicId`], which stays the same across `cycle_id`). The id the
+//!   cycling request handed out then loads an empty session.
+//!
+//! These rules are checked by a model-based test (`tests/model.rs`) that
+//! runs seeded random histories of concurrent requests, with store calls
+//! delayed and failed at random, against every store.
 //!
 //! # Expiry
 //!
@@ -105,7 +116,17 @@
 //! server-side, even if the store has not evicted the session yet. Use is
 //! recorded with a resolution of 1/16 of the idle timeout (at most a minute),
 //! so a session that is only read costs a store write at most once per that
-//! span, not on every request.
+//! span, not on every request. A refresh is best effort: if that write
+//! fails, the failure is logged (`WARN`) and the handler's answer is sent
+//! as it is; the session then expires up to one such span sooner.
+//!
+//! Times are read from the system's wall clock on every request, so a clock
+//! corrected after start-up (an NTP step at boot, an operator fixing it) is
+//! followed at once: a process that started with a wrong clock does not
+//! create sessions that are already expired, or that live too long, once it
+//! has been corrected. Keep app servers and Redis in sync with NTP. (Under
+//! tokio's paused test clock, time stands still and moves with
+//! `tokio::time::advance`.)
 //!
 //! The cookie is a browser-session cookie by default;
 //! [`SessionLayer::with_persistent_cookie`] gives it a `Max-Age` equal to the
@@ -126,7 +147,8 @@
 //! A store failure never panics and never looks like a logout. A failed load
 //! answers `503 Service Unavailable` ([`StoreErrorKind::Unavailable`],
 //! [`StoreErrorKind::Full`]) or `500` without calling the inner service; a
-//! failed save replaces the response with one of those. A gRPC request
+//! failed save replaces the response with one of those (a failed expiry
+//! refresh does not: see [Expiry](#expiry)). A gRPC request
 //! (`content-type: application/grpc…`) gets a trailers-only gRPC status
 //! instead (`UNAVAILABLE` or `INTERNAL`). The [`StoreError`] goes into the
 //! response's extensions and into a `tracing` event at `ERROR` level.
@@ -136,7 +158,8 @@
 //! - Cookie defaults: name `id`, `HttpOnly`, `Secure`, `SameSite=Lax` (not
 //!   `Strict`: an OpenID Connect callback is a cross-site top-level GET and
 //!   must carry the cookie), `Path=/`, no `Domain`. A `__Host-` name is
-//!   supported and checked.
+//!   supported and checked; like browsers, the layer matches the `__Host-`
+//!   and `__Secure-` prefixes in any case (`__HOST-id` gets the same rules).
 //! - `Secure` comes from the config only, never from the request, so an app
 //!   behind a TLS-terminating proxy keeps it.
 //! - Settings that cannot work are refused when the layer wraps a service,
