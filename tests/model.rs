@@ -32,7 +32,7 @@ mod redis_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model_support::reference::RefStore;
+use model_support::reference::{FollowMoves, RefStore};
 use model_support::{history_seed, run_history, Cap, Figures, Setup};
 use tower_session_storage::{MemoryStore, SessionStore};
 
@@ -205,31 +205,95 @@ fn model_reference_store() {
     });
 }
 
+/// Runs histories one after another on the current (real-time) runtime.
+async fn run_real<S, F>(setup: Setup, short_run: u64, mut make: F)
+where
+    S: SessionStore + Clone,
+    F: FnMut() -> (S, Cap),
+{
+    let mut run = Run::new(setup.name, short_run);
+    let mut i = 0;
+    while let Some(seed) = run.next_seed(i) {
+        i += 1;
+        let (store, cap) = make();
+        let (figures, verdict) = run_history(seed, store, &setup, cap).await;
+        run.record(seed, &figures, verdict);
+    }
+    run.finish();
+}
+
+/// Settings on real time: a 1 s idle timeout (2.5 s absolute), delays up
+/// to 1 ms, no stalls.
+fn real_time_setup(name: &'static str) -> Setup {
+    Setup {
+        name,
+        idle: Duration::from_millis(1000),
+        absolute: Duration::from_millis(2500),
+        paused: false,
+        margin_ms: 50,
+        max_delay: Duration::from_millis(1),
+        short_step_per_mille: 0,
+        long_step_per_mille: 0,
+        stalls: false,
+        immediate: false,
+        max_slots: 3,
+        max_tabs: 3,
+        max_phases: 3,
+        max_ops: 4,
+    }
+}
+
+/// Diagnostic, not part of the suite: today's `MemoryStore` with `end`
+/// made to follow moves by a wrapper in the test (`FollowMoves`), to tell
+/// the known defect (`end` only deletes the loaded id) apart from anything
+/// else the model finds. `cargo test --all-features --test model -- --ignored`
+#[test]
+#[ignore = "diagnostic: MemoryStore with end fixed in the test"]
+fn model_memory_store_end_following_moves() {
+    run_paused(memory_setup("MemoryStore, end following moves"), 2500, || {
+        let store = MemoryStore::new().with_max_sessions(4);
+        let s = store.clone();
+        let cap: Cap = Some((4, Arc::new(move || s.len())));
+        (FollowMoves::new(store), cap)
+    });
+}
+
+/// Real threads: `MemoryStore` capped at 4 on a 2-worker runtime, on real
+/// time, so requests (and creates racing for the last free slot) run in
+/// parallel. Not replayable (the OS schedules the threads); no time steps.
+#[test]
+fn model_memory_store_threads() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let setup = Setup {
+        immediate: true,
+        max_slots: 6,
+        ..real_time_setup("MemoryStore capped at 4, 2 threads")
+    };
+    rt.block_on(run_real(setup, 250, || {
+        let store = MemoryStore::new().with_max_sessions(4);
+        let s = store.clone();
+        let cap: Cap = Some((4, Arc::new(move || s.len())));
+        (store, cap)
+    }));
+}
+
 #[cfg(feature = "redis")]
 mod redis {
     use super::*;
     use crate::redis_support::{self, unique_prefix};
     use tower_session_storage::RedisStore;
 
-    /// `RedisStore` on real time: a 1 s idle timeout (2.5 s absolute),
-    /// delays up to 1 ms, and now and then a real sleep past the idle
-    /// timeout (about one history in six: each costs 1.1 s).
+    /// `RedisStore` on real time (see [`real_time_setup`]), and now and then
+    /// a real sleep past the idle timeout (about one history in ten: each
+    /// costs 1.1 s).
     fn redis_setup(name: &'static str) -> Setup {
         Setup {
-            name,
-            idle: Duration::from_millis(1000),
-            absolute: Duration::from_millis(2500),
-            paused: false,
-            margin_ms: 50,
-            max_delay: Duration::from_millis(1),
-            short_step_per_mille: 0,
-            long_step_per_mille: 60,
-            stalls: false,
-            immediate: false,
-            max_slots: 3,
-            max_tabs: 3,
-            max_phases: 3,
-            max_ops: 4,
+            long_step_per_mille: 40,
+            ..real_time_setup(name)
         }
     }
 
@@ -256,25 +320,20 @@ mod redis {
             } else {
                 RedisStore::connect(&urls[0]).await.unwrap()
             };
-            let mut run = Run::new(setup.name, short_run);
-            let mut i = 0;
-            while let Some(seed) = run.next_seed(i) {
-                i += 1;
-                let store = store.clone().with_key_prefix(unique_prefix());
-                let (figures, verdict) = run_history(seed, store, &setup, None).await;
-                run.record(seed, &figures, verdict);
-            }
-            run.finish();
+            run_real(setup, short_run, || {
+                (store.clone().with_key_prefix(unique_prefix()), None)
+            })
+            .await;
         });
     }
 
     #[test]
     fn model_redis_standalone() {
-        run_redis(redis_setup("RedisStore standalone"), false, 30);
+        run_redis(redis_setup("RedisStore standalone"), false, 80);
     }
 
     #[test]
     fn model_redis_cluster() {
-        run_redis(redis_setup("RedisStore cluster"), true, 30);
+        run_redis(redis_setup("RedisStore cluster"), true, 80);
     }
 }

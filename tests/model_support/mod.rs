@@ -31,7 +31,9 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
-use tower_session_storage::{SessionId, SessionLayer, SessionStorage, SessionStore};
+use tower_session_storage::{
+    SessionId, SessionLayer, SessionStorage, SessionStore, StoreError, StoreErrorKind,
+};
 
 use faulty::{Control, FaultPlan, Faulty, REQUEST};
 
@@ -346,6 +348,18 @@ const OPS: &[(u64, Kind)] = &[
     (6, Kind::Fail500),
 ];
 
+/// A mix heavy on the ops that race each other (sign-in churn, logouts).
+const HOT_OPS: &[(u64, Kind)] = &[
+    (10, Kind::Read),
+    (15, Kind::Write),
+    (8, Kind::WriteCycle),
+    (6, Kind::Shared),
+    (4, Kind::Clear),
+    (20, Kind::Cycle),
+    (15, Kind::Destroy),
+    (4, Kind::Fail500),
+];
+
 fn delay(rng: &mut Rng, max: Duration) -> Duration {
     let max_us = max.as_micros() as u64;
     if max_us == 0 || rng.below(3) == 0 {
@@ -371,6 +385,7 @@ fn plan(seed: u64, setup: &Setup) -> Plan {
         setup.max_delay
     };
     let stalls = setup.stalls && rng.below(8) == 0;
+    let ops = if rng.below(3) == 0 { HOT_OPS } else { OPS };
     let idle_ms = setup.idle_ms();
     let mut phases = Vec::new();
     for _ in 0..rng.range(1, setup.max_phases) {
@@ -379,7 +394,7 @@ fn plan(seed: u64, setup: &Setup) -> Plan {
             .map(|_| {
                 (0..rng.range(1, setup.max_ops))
                     .map(|_| Step {
-                        kind: rng.weighted(OPS),
+                        kind: rng.weighted(ops),
                         think: delay(&mut rng, max_delay),
                         handler_delay: delay(&mut rng, max_delay),
                     })
@@ -438,13 +453,20 @@ pub(crate) struct Req {
     pub(crate) created: Option<String>,
     /// Faults injected into this request's store calls.
     pub(crate) faults: u32,
+    /// The store error the response carries, if any.
+    pub(crate) store_error: Option<StoreErrorKind>,
 }
 
 impl Req {
-    /// Got a 5xx because of an injected fault: the failed call was never
-    /// forwarded, so the request changed nothing.
+    /// Got a 5xx that changed nothing: an injected fault (the failed call
+    /// was never forwarded), the handler's 500, or a memory store at its cap
+    /// refusing a new session (`StoreErrorKind::Full`, documented to create
+    /// nothing).
     pub(crate) fn failed_cleanly(&self) -> bool {
-        self.status >= 500 && (self.faults > 0 || self.kind == Kind::Fail500)
+        self.status >= 500
+            && (self.faults > 0
+                || self.kind == Kind::Fail500
+                || self.store_error == Some(StoreErrorKind::Full))
     }
     pub(crate) fn ok(&self) -> bool {
         (200..300).contains(&self.status)
@@ -785,6 +807,7 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         let value = pair.strip_prefix("id=").expect("our cookie").to_owned();
         (!value.is_empty()).then_some(value)
     });
+    let store_error = res.extensions().get::<StoreError>().map(StoreError::kind);
     let rep = report.lock().unwrap().clone();
     let faults = ctx
         .ctl
@@ -815,6 +838,7 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         seen: rep.seen,
         created: rep.created,
         faults,
+        store_error,
     };
     ctx.events.push(format!("<- {}", describe_one(&r)));
     log.reqs.push(r);
@@ -827,7 +851,7 @@ fn describe_one(r: &Req) -> String {
         Some(Some(id)) => short_str(id).to_owned(),
     };
     format!(
-        "#{} tab {}/slot {} {:?} cookie {} -> {} set-cookie {} saw {} created {} faults {} \
+        "#{} tab {}/slot {} {:?} cookie {} -> {}{} set-cookie {} saw {} created {} faults {} \
          (seq {}..{}, t {}..{} ms)",
         r.op,
         r.tab,
@@ -835,6 +859,7 @@ fn describe_one(r: &Req) -> String {
         r.kind,
         r.cookie.as_deref().map_or("-", short_str),
         r.status,
+        r.store_error.map_or(String::new(), |k| format!(" ({k:?})")),
         sc,
         r.seen.as_deref().unwrap_or("-"),
         r.created.as_deref().unwrap_or("-"),

@@ -128,3 +128,84 @@ impl SessionStore for RefStore {
         }
     }
 }
+
+/// A store whose `end` is made to follow moves in the test: it remembers
+/// where each session (by public id) lives now, from the `create`s and
+/// `cycle`s it forwards, and `end` deletes that id too. Only sound over an
+/// in-process store whose futures are ready at once, on one thread (the
+/// bookkeeping is then atomic with the call).
+///
+/// Diagnostic: today's `MemoryStore` under this wrapper shows what the
+/// model finds once `end` follows moves (the fix under way in the store).
+#[derive(Clone)]
+pub(crate) struct FollowMoves<S> {
+    pub(crate) inner: S,
+    at: Arc<Mutex<HashMap<PublicId, SessionId>>>,
+}
+
+impl<S> FollowMoves<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            at: Arc::default(),
+        }
+    }
+}
+
+impl<S: SessionStore> SessionStore for FollowMoves<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        self.inner.load(id).await
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let r = self.inner.create(id, record).await;
+        if let Ok(true) = r {
+            self.at.lock().unwrap().insert(record.public_id, *id);
+        }
+        r
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.inner.save(id, changes, expires_at).await
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<CycleOutcome, StoreError> {
+        let r = self.inner.cycle(old, new, changes, expires_at).await;
+        if let Ok(CycleOutcome::Moved) = r {
+            for v in self.at.lock().unwrap().values_mut() {
+                if v == old {
+                    *v = *new;
+                }
+            }
+        }
+        r
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.inner.delete(id).await
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        self.inner.end(id, public_id).await?;
+        let now_at = self.at.lock().unwrap().remove(public_id);
+        if let Some(now_at) = now_at {
+            self.inner.delete(&now_at).await?;
+        }
+        Ok(())
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+        self.inner.touch(id, expires_at).await
+    }
+}
