@@ -103,7 +103,11 @@ impl Run {
         if let Err(report) = verdict {
             if self.keep_going {
                 let first: Vec<&str> = report.lines().filter(|l| l.starts_with("  - ")).collect();
-                eprintln!("[model {}] seed {seed} FAILED: {}", self.name, first.join(" | "));
+                eprintln!(
+                    "[model {}] seed {seed} FAILED: {}",
+                    self.name,
+                    first.join(" | ")
+                );
             }
             self.failures.push((seed, report));
         }
@@ -178,7 +182,7 @@ where
 /// quarter of the histories) its in-place path.
 #[test]
 fn model_memory_store() {
-    run_paused(memory_setup("MemoryStore"), 2500, || {
+    run_paused(memory_setup("MemoryStore"), 5000, || {
         (MemoryStore::new(), None)
     });
 }
@@ -187,7 +191,7 @@ fn model_memory_store() {
 /// and persist nothing, and the store never holds more (rule 4).
 #[test]
 fn model_memory_store_capped() {
-    run_paused(memory_setup("MemoryStore capped at 4"), 1500, || {
+    run_paused(memory_setup("MemoryStore capped at 4"), 4000, || {
         let store = MemoryStore::new().with_max_sessions(4);
         let s = store.clone();
         let cap: Cap = Some((4, Arc::new(move || s.len())));
@@ -200,7 +204,7 @@ fn model_memory_store_capped() {
 /// is an oracle mistake, not a store defect.
 #[test]
 fn model_reference_store() {
-    run_paused(memory_setup("reference store"), 1500, || {
+    run_paused(memory_setup("reference store"), 3000, || {
         (RefStore::default(), None)
     });
 }
@@ -250,12 +254,16 @@ fn real_time_setup(name: &'static str) -> Setup {
 #[test]
 #[ignore = "diagnostic: MemoryStore with end fixed in the test"]
 fn model_memory_store_end_following_moves() {
-    run_paused(memory_setup("MemoryStore, end following moves"), 2500, || {
-        let store = MemoryStore::new().with_max_sessions(4);
-        let s = store.clone();
-        let cap: Cap = Some((4, Arc::new(move || s.len())));
-        (FollowMoves::new(store), cap)
-    });
+    run_paused(
+        memory_setup("MemoryStore, end following moves"),
+        2500,
+        || {
+            let store = MemoryStore::new().with_max_sessions(4);
+            let s = store.clone();
+            let cap: Cap = Some((4, Arc::new(move || s.len())));
+            (FollowMoves::new(store), cap)
+        },
+    );
 }
 
 /// Real threads: `MemoryStore` capped at 4 on a 2-worker runtime, on real

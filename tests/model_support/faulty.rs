@@ -147,9 +147,9 @@ impl<S> Faulty<S> {
             let req = current_request();
             self.ctl.stats.faults.fetch_add(1, Ordering::Relaxed);
             *self.ctl.faulted.lock().unwrap().entry(req).or_default() += 1;
-            self.ctl
-                .events
-                .push(format!("  #{req} store {what}: INJECTED FAULT (nothing forwarded)"));
+            self.ctl.events.push(format!(
+                "  #{req} store {what}: INJECTED FAULT (nothing forwarded)"
+            ));
             return Err(StoreError::unavailable("injected fault (model test)"));
         }
         Ok(d)

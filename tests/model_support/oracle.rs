@@ -91,7 +91,6 @@ use super::{Barrier, Figures, Final, Kind, Req, Setup, SHARED};
 
 struct Model<'a> {
     setup: &'a Setup,
-    reqs: &'a [Req],
     creator: HashMap<&'a str, &'a Req>,
     by_lineage: HashMap<&'a str, Vec<&'a Req>>,
 }
@@ -113,7 +112,6 @@ impl<'a> Model<'a> {
         }
         Self {
             setup,
-            reqs,
             creator,
             by_lineage,
         }
@@ -345,7 +343,9 @@ pub(crate) fn check(
     for (l, ids) in &live {
         if ids.len() > 1 {
             let ids: Vec<String> = ids.iter().map(|i| format!("{i:.8}")).collect();
-            v.push(format!("rule 2: session {l} is alive under several ids: {ids:?}"));
+            v.push(format!(
+                "rule 2: session {l} is alive under several ids: {ids:?}"
+            ));
         }
     }
 
@@ -480,6 +480,5 @@ pub(crate) fn check(
             .filter(|c| c.kind.cycles() && c.overlaps(d))
             .count() as u64;
     }
-    let _ = m.reqs;
     v
 }
