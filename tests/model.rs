@@ -104,8 +104,9 @@ impl Run {
             if self.keep_going {
                 let first: Vec<&str> = report.lines().filter(|l| l.starts_with("  - ")).collect();
                 eprintln!(
-                    "[model {}] seed {seed} FAILED: {}",
+                    "[model {}] seed {seed} FAILED ({} requests): {}",
                     self.name,
+                    figures.requests,
                     first.join(" | ")
                 );
             }

@@ -64,8 +64,11 @@ pub(crate) struct Control {
     /// Every id the store was asked about or handed (create, cycle's new
     /// id, load, ...): the end-of-history scan looks at all of them.
     pub(crate) ids: Mutex<HashSet<SessionId>>,
-    /// Per request: how many faults were injected into its calls.
-    pub(crate) faulted: Mutex<std::collections::HashMap<u64, u32>>,
+    /// Per request: how many faults were injected into its calls, and how
+    /// many of those were into calls whose failure fails the request
+    /// (`load`, `create`, `save`, `cycle`, `end`; the layer shrugs off a
+    /// failed `touch` or `delete` of an expired session).
+    pub(crate) faulted: Mutex<std::collections::HashMap<u64, (u32, u32)>>,
     /// Invariant 4: `len()` of a capped memory store after every call.
     cap: Option<(usize, Arc<dyn Fn() -> usize + Send + Sync>)>,
     pub(crate) cap_violations: Mutex<Vec<String>>,
@@ -146,7 +149,14 @@ impl<S> Faulty<S> {
         if d.fault {
             let req = current_request();
             self.ctl.stats.faults.fetch_add(1, Ordering::Relaxed);
-            *self.ctl.faulted.lock().unwrap().entry(req).or_default() += 1;
+            {
+                let mut f = self.ctl.faulted.lock().unwrap();
+                let e = f.entry(req).or_default();
+                e.0 += 1;
+                if !(what.starts_with("touch") || what.starts_with("delete")) {
+                    e.1 += 1;
+                }
+            }
             self.ctl.events.push(format!(
                 "  #{req} store {what}: INJECTED FAULT (nothing forwarded)"
             ));

@@ -453,6 +453,8 @@ pub(crate) struct Req {
     pub(crate) created: Option<String>,
     /// Faults injected into this request's store calls.
     pub(crate) faults: u32,
+    /// Of those, the ones into a call whose failure fails the request.
+    pub(crate) fatal_faults: u32,
     /// The store error the response carries, if any.
     pub(crate) store_error: Option<StoreErrorKind>,
 }
@@ -464,7 +466,7 @@ impl Req {
     /// nothing).
     pub(crate) fn failed_cleanly(&self) -> bool {
         self.status >= 500
-            && (self.faults > 0
+            && (self.fatal_faults > 0
                 || self.kind == Kind::Fail500
                 || self.store_error == Some(StoreErrorKind::Full))
     }
@@ -496,6 +498,8 @@ pub(crate) struct Final {
     /// Each id the store ever saw, read straight from the store: its items.
     pub(crate) scan: Vec<(String, Vec<(String, String)>)>,
     pub(crate) end_ms: u64,
+    /// Probes that did not answer 2xx (a real store failure): reported.
+    pub(crate) probe_failures: Vec<String>,
 }
 
 #[derive(Default)]
@@ -723,7 +727,15 @@ where
             .layer(probe_layer.clone())
             .service_fn(handler);
         let res = svc.oneshot(req).await.expect("infallible");
-        assert!(res.status().is_success(), "a probe failed: {res:?}");
+        if !res.status().is_success() {
+            fin.probe_failures.push(format!(
+                "the final probe of id {} answered {} ({:?}): the store failed for real",
+                short_str(&id),
+                res.status(),
+                res.extensions().get::<StoreError>()
+            ));
+            continue;
+        }
         let r = report.lock().unwrap().clone();
         fin.probes.push((id, r));
     }
@@ -736,6 +748,7 @@ where
     figures.stalls = ctl.stats.stalls.load(Ordering::Relaxed);
 
     let mut violations = ctl.cap_violations.lock().unwrap().clone();
+    violations.extend(fin.probe_failures.iter().cloned());
     let verdict = oracle::check(setup, &reqs, &barriers, &fin, &mut figures);
     violations.extend(verdict);
     if violations.is_empty() {
@@ -809,14 +822,14 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
     });
     let store_error = res.extensions().get::<StoreError>().map(StoreError::kind);
     let rep = report.lock().unwrap().clone();
-    let faults = ctx
+    let (faults, fatal_faults) = ctx
         .ctl
         .faulted
         .lock()
         .unwrap()
         .get(&op)
         .copied()
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     let mut log = ctx.log.lock().unwrap();
     log.seq += 1;
     let end_seq = log.seq;
@@ -838,6 +851,7 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         seen: rep.seen,
         created: rep.created,
         faults,
+        fatal_faults,
         store_error,
     };
     ctx.events.push(format!("<- {}", describe_one(&r)));

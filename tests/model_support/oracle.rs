@@ -15,11 +15,14 @@
 //!   with the data through `cycle_id`. Its **creator** is that request, if it
 //!   answered 2xx (a 5xx creator created nothing).
 //! - `R` **saw** `L`: `R`'s handler loaded a session holding marker `L`.
-//! - `R` **failed cleanly**: 5xx, and either a fault was injected into one of
-//!   its store calls (before forwarding, so the call changed nothing) or its
-//!   handler answered 500. A 5xx without either (a real store error, e.g. a
-//!   Redis timeout) may have been applied: such a request counts as possibly
-//!   having done what it asked, everywhere below.
+//! - `R` **failed cleanly**: 5xx, and a fault was injected into one of its
+//!   store calls whose failure fails a request (`load`, `create`, `save`,
+//!   `cycle`, `end`; injected before forwarding, so the call changed
+//!   nothing), or its handler answered 500, or a memory store at its cap
+//!   refused to create (`StoreErrorKind::Full`, which creates nothing). A
+//!   5xx for any other reason (a real store error, e.g. a Redis timeout) may
+//!   have been applied: such a request counts as possibly having done what
+//!   it asked, everywhere below.
 //! - `A` **ended before** `B` **started**: `A.end_seq < B.start_seq`; they
 //!   **overlap** otherwise (unless `B` ended before `A` started).
 //! - Times: `I` idle timeout, `Abs` absolute timeout, `step = min(I/16, 60
