@@ -147,6 +147,7 @@ fn memory_setup(name: &'static str) -> Setup {
         long_step_per_mille: 70,
         stalls: true,
         immediate: true,
+        in_process: true,
         max_slots: 3,
         max_tabs: 3,
         max_phases: 4,
@@ -241,6 +242,7 @@ fn real_time_setup(name: &'static str) -> Setup {
         long_step_per_mille: 0,
         stalls: false,
         immediate: false,
+        in_process: false,
         max_slots: 3,
         max_tabs: 3,
         max_phases: 3,
@@ -279,6 +281,7 @@ fn model_memory_store_threads() {
         .unwrap();
     let setup = Setup {
         immediate: true,
+        in_process: true,
         max_slots: 6,
         ..real_time_setup("MemoryStore capped at 4, 2 threads")
     };

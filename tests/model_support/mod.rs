@@ -160,6 +160,9 @@ pub(crate) struct Setup {
     /// Whether a history may use the layer's in-place path
     /// (`answers_immediately`).
     pub(crate) immediate: bool,
+    /// Whether every store failure is an injected one (an in-process
+    /// store): then every 5xx must have failed cleanly.
+    pub(crate) in_process: bool,
     /// Most slots, and most tabs per slot.
     pub(crate) max_slots: u64,
     pub(crate) max_tabs: u64,

@@ -86,7 +86,9 @@
 //!    fail cleanly, and no *protected* `Shared` write (2xx, as in rule 1)
 //!    started after that write ended; if any protected write exists, the key
 //!    is present.
-//! 6. A 2xx request that created a session handed out its id.
+//! 6. A 2xx request that created a session handed out its id. On an
+//!    in-process store, every 5xx failed cleanly (no unexplained errors, e.g.
+//!    from the layer's in-place path).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -204,6 +206,13 @@ pub(crate) fn check(
                 r.op,
                 r.created.as_deref().unwrap_or("?"),
                 r.status
+            ));
+        }
+        if setup.in_process && r.status >= 500 && !r.failed_cleanly() {
+            v.push(format!(
+                "#{} answered {} ({:?}) though no fault was injected into it and the store is \
+                 in-process",
+                r.op, r.status, r.store_error
             ));
         }
         if r.kind == Kind::Destroy && r.ok() && r.seen.is_some() && r.set_cookie != Some(None) {
