@@ -133,17 +133,18 @@ impl Run {
     }
 }
 
-/// `MemoryStore` on virtual time: a 10-minute idle timeout, a 25-minute
-/// absolute one, delays of a few ms, time steps past either.
+/// `MemoryStore` on virtual time: a 10-minute idle timeout, a 12-minute
+/// absolute one (a session used across two or three short time steps
+/// reaches it), delays of a few ms, time steps past either.
 fn memory_setup(name: &'static str) -> Setup {
     Setup {
         name,
         idle: Duration::from_secs(600),
-        absolute: Duration::from_secs(1500),
+        absolute: Duration::from_secs(720),
         paused: true,
         margin_ms: 5,
         max_delay: Duration::from_millis(3),
-        short_step_per_mille: 300,
+        short_step_per_mille: 400,
         long_step_per_mille: 70,
         stalls: true,
         immediate: true,

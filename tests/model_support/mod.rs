@@ -541,6 +541,10 @@ pub(crate) struct Figures {
     pub(crate) protected_writes_checked: u64,
     pub(crate) dead_ids_checked: u64,
     pub(crate) destroy_cycle_races: u64,
+    /// Sessions the oracle knows expired (at a barrier), and of those the
+    /// ones only the absolute timeout can have ended.
+    pub(crate) expired_sessions: u64,
+    pub(crate) expired_by_absolute: u64,
 }
 
 impl Figures {
@@ -556,6 +560,8 @@ impl Figures {
         self.protected_writes_checked += o.protected_writes_checked;
         self.dead_ids_checked += o.dead_ids_checked;
         self.destroy_cycle_races += o.destroy_cycle_races;
+        self.expired_sessions += o.expired_sessions;
+        self.expired_by_absolute += o.expired_by_absolute;
     }
 }
 
@@ -565,7 +571,7 @@ impl std::fmt::Display for Figures {
             f,
             "{} histories, {} requests ({} 2xx, {} 5xx), {} store calls, {} faults injected, \
              {} stalls, {} time steps; checked {} acknowledged writes, {} dead ids; \
-             {} destroy/cycle races",
+             {} destroy/cycle races; {} sessions expired ({} by the absolute timeout)",
             self.histories,
             self.requests,
             self.ok,
@@ -576,7 +582,9 @@ impl std::fmt::Display for Figures {
             self.time_steps,
             self.protected_writes_checked,
             self.dead_ids_checked,
-            self.destroy_cycle_races
+            self.destroy_cycle_races,
+            self.expired_sessions,
+            self.expired_by_absolute
         )
     }
 }

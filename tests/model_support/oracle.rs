@@ -144,6 +144,20 @@ impl<'a> Model<'a> {
         Some((last + s.idle_ms()).min(c.end_ms + s.absolute_ms()) + s.margin_ms)
     }
 
+    /// `ub(L)` as if there were no absolute timeout (for the figures).
+    fn ub_idle_only(&self, l: &str, before_seq: u64) -> Option<u64> {
+        let c = self.creator.get(l)?;
+        let last = self
+            .saw(l)
+            .iter()
+            .filter(|r| r.end_seq < before_seq)
+            .map(|r| r.end_ms)
+            .max()
+            .unwrap_or(0)
+            .max(c.end_ms);
+        Some(last + self.setup.idle_ms() + self.setup.margin_ms)
+    }
+
     /// `lb(L)` over the whole history.
     fn lb(&self, l: &str) -> Option<u64> {
         let c = self.creator.get(l)?;
@@ -244,6 +258,10 @@ pub(crate) fn check(
         for b in barriers {
             if m.ub(l, b.seq).is_some_and(|ub| b.now_ms >= ub) {
                 expired_at.insert(l, b);
+                figures.expired_sessions += 1;
+                if m.ub_idle_only(l, b.seq).is_some_and(|ub| b.now_ms < ub) {
+                    figures.expired_by_absolute += 1;
+                }
                 break;
             }
         }
