@@ -1,9 +1,12 @@
 //! [`Faulty`]: a [`SessionStore`] wrapper that delays each call and fails
 //! some of them, driven by the history's seed.
 //!
-//! Faults are injected **before** the call is forwarded, so a failed call
-//! changed nothing: that is what lets the oracle say "a request that got a
-//! 5xx persisted nothing". Delays are taken both before forwarding and after
+//! Most faults are injected **before** the call is forwarded, so a failed
+//! call changed nothing: that is what lets the oracle say "a request that
+//! got a 5xx persisted nothing". Some are injected **after** the inner call
+//! was applied (as a Redis command that times out after it ran): those are
+//! counted apart, and the oracle treats their requests as possibly having
+//! done what they asked. Delays are taken both before forwarding and after
 //! the inner call answered (the effect is applied, the caller learns of it
 //! later), so the moment a call takes effect and the moment its request
 //! answers move independently.
@@ -37,6 +40,9 @@ fn current_request() -> u64 {
 pub(crate) struct FaultPlan {
     /// Chance per store call (per mille) of failing before forwarding.
     pub(crate) fault_per_mille: u64,
+    /// Chance per store call (per mille) of failing after the inner call
+    /// was applied.
+    pub(crate) applied_fault_per_mille: u64,
     /// Upper bound of each random delay, in microseconds (0: no delays).
     pub(crate) max_delay_us: u64,
     /// Chance per store call (per mille) of a long stall (`stall`) before
@@ -53,6 +59,7 @@ pub(crate) struct FaultPlan {
 pub(crate) struct CallStats {
     pub(crate) calls: AtomicU64,
     pub(crate) faults: AtomicU64,
+    pub(crate) applied_faults: AtomicU64,
     pub(crate) stalls: AtomicU64,
 }
 
@@ -64,11 +71,8 @@ pub(crate) struct Control {
     /// Every id the store was asked about or handed (create, cycle's new
     /// id, load, ...): the end-of-history scan looks at all of them.
     pub(crate) ids: Mutex<HashSet<SessionId>>,
-    /// Per request: how many faults were injected into its calls, and how
-    /// many of those were into calls whose failure fails the request
-    /// (`load`, `create`, `save`, `cycle`, `end`; the layer shrugs off a
-    /// failed `touch` or `delete` of an expired session).
-    pub(crate) faulted: Mutex<std::collections::HashMap<u64, (u32, u32)>>,
+    /// Per request: the faults injected into its calls.
+    pub(crate) faulted: Mutex<std::collections::HashMap<u64, FaultCount>>,
     /// Invariant 4: `len()` of a capped memory store after every call.
     cap: Option<(usize, Arc<dyn Fn() -> usize + Send + Sync>)>,
     pub(crate) cap_violations: Mutex<Vec<String>>,
@@ -95,6 +99,19 @@ impl Control {
     }
 }
 
+/// The faults injected into one request's store calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FaultCount {
+    /// All of them, before or after forwarding.
+    pub(crate) all: u32,
+    /// Before forwarding, into a call whose failure fails the request
+    /// (`load`, `create`, `save`, `cycle`, `end`; the layer shrugs off a
+    /// failed `touch`, or `delete` of an expired session).
+    pub(crate) fatal_before: u32,
+    /// After the inner call was applied.
+    pub(crate) after: u32,
+}
+
 /// The wrapper. `inner` is the real store.
 pub(crate) struct Faulty<S> {
     pub(crate) inner: S,
@@ -104,6 +121,7 @@ pub(crate) struct Faulty<S> {
 /// What to do with one call.
 struct Decision {
     fault: bool,
+    fail_after: bool,
     before: Duration,
     after: Duration,
 }
@@ -113,6 +131,7 @@ impl<S> Faulty<S> {
         let p = &self.ctl.plan;
         let mut rng = self.ctl.rng.lock().unwrap();
         let fault = rng.chance(p.fault_per_mille);
+        let fail_after = !fault && rng.chance(p.applied_fault_per_mille);
         let mut before = Duration::ZERO;
         let mut after = Duration::ZERO;
         if !p.immediate && p.max_delay_us > 0 {
@@ -130,6 +149,7 @@ impl<S> Faulty<S> {
         }
         Decision {
             fault,
+            fail_after,
             before,
             after,
         }
@@ -152,9 +172,9 @@ impl<S> Faulty<S> {
             {
                 let mut f = self.ctl.faulted.lock().unwrap();
                 let e = f.entry(req).or_default();
-                e.0 += 1;
+                e.all += 1;
                 if !(what.starts_with("touch") || what.starts_with("delete")) {
-                    e.1 += 1;
+                    e.fatal_before += 1;
                 }
             }
             self.ctl.events.push(format!(
@@ -165,8 +185,9 @@ impl<S> Faulty<S> {
         Ok(d)
     }
 
-    /// After the inner call: log it, check the cap, then the delay.
-    async fn leave(&self, d: Decision, what: String) {
+    /// After the inner call: log it, check the cap, then the delay, then
+    /// the fault after the fact (if any).
+    async fn leave(&self, d: Decision, what: String) -> Result<(), StoreError> {
         let req = current_request();
         self.ctl.events.push(format!("  #{req} store {what}"));
         if let Some((cap, len)) = &self.ctl.cap {
@@ -183,6 +204,25 @@ impl<S> Faulty<S> {
         if !d.after.is_zero() {
             tokio::time::sleep(d.after).await;
         }
+        if d.fail_after {
+            self.ctl
+                .stats
+                .applied_faults
+                .fetch_add(1, Ordering::Relaxed);
+            {
+                let mut f = self.ctl.faulted.lock().unwrap();
+                let e = f.entry(req).or_default();
+                e.all += 1;
+                e.after += 1;
+            }
+            self.ctl
+                .events
+                .push(format!("  #{req} store: APPLIED, THEN INJECTED FAULT"));
+            return Err(StoreError::unavailable(
+                "injected fault after the call was applied (model test)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -205,7 +245,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
             ),
             other => format!("load({}) -> {}", short(id), res(other)),
         };
-        self.leave(d, what).await;
+        self.leave(d, what).await?;
         r
     }
 
@@ -213,7 +253,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let d = self.enter(&format!("create({})", short(id)), &[id]).await?;
         let r = self.inner.create(id, record).await;
         self.leave(d, format!("create({}) -> {}", short(id), res(&r)))
-            .await;
+            .await?;
         r
     }
 
@@ -226,7 +266,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let d = self.enter(&format!("save({})", short(id)), &[id]).await?;
         let r = self.inner.save(id, changes, expires_at).await;
         self.leave(d, format!("save({}) -> {}", short(id), res(&r)))
-            .await;
+            .await?;
         r
     }
 
@@ -240,7 +280,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let what = format!("cycle({} -> {})", short(old), short(new));
         let d = self.enter(&what, &[old, new]).await?;
         let r = self.inner.cycle(old, new, changes, expires_at).await;
-        self.leave(d, format!("{what} -> {}", res(&r))).await;
+        self.leave(d, format!("{what} -> {}", res(&r))).await?;
         r
     }
 
@@ -248,7 +288,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let d = self.enter(&format!("delete({})", short(id)), &[id]).await?;
         let r = self.inner.delete(id).await;
         self.leave(d, format!("delete({}) -> {}", short(id), res(&r)))
-            .await;
+            .await?;
         r
     }
 
@@ -256,7 +296,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let d = self.enter(&format!("end({})", short(id)), &[id]).await?;
         let r = self.inner.end(id, public_id).await;
         self.leave(d, format!("end({}) -> {}", short(id), res(&r)))
-            .await;
+            .await?;
         r
     }
 
@@ -264,7 +304,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         let d = self.enter(&format!("touch({})", short(id)), &[id]).await?;
         let r = self.inner.touch(id, expires_at).await;
         self.leave(d, format!("touch({}) -> {}", short(id), res(&r)))
-            .await;
+            .await?;
         r
     }
 

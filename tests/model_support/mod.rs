@@ -419,6 +419,7 @@ fn plan(seed: u64, setup: &Setup) -> Plan {
         phases,
         faults: FaultPlan {
             fault_per_mille,
+            applied_fault_per_mille: fault_per_mille / 3,
             max_delay_us: max_delay.as_micros() as u64,
             stall_per_mille: if stalls { 15 } else { 0 },
             stall: setup.idle + Duration::from_millis(setup.idle_ms() / 20),
@@ -456,8 +457,11 @@ pub(crate) struct Req {
     pub(crate) created: Option<String>,
     /// Faults injected into this request's store calls.
     pub(crate) faults: u32,
-    /// Of those, the ones into a call whose failure fails the request.
+    /// Of those, the ones before forwarding into a call whose failure fails
+    /// the request.
     pub(crate) fatal_faults: u32,
+    /// Of those, the ones after the call was applied.
+    pub(crate) applied_faults: u32,
     /// The store error the response carries, if any.
     pub(crate) store_error: Option<StoreErrorKind>,
 }
@@ -496,7 +500,8 @@ pub(crate) struct Barrier {
 /// The final look at the store.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Final {
-    /// Each id ever handed out, probed through the layer (no faults).
+    /// Each id ever handed out or seen by the store, probed through the
+    /// layer (no faults).
     pub(crate) probes: Vec<(String, Report)>,
     /// Each id the store ever saw, read straight from the store: its items.
     pub(crate) scan: Vec<(String, Vec<(String, String)>)>,
@@ -536,6 +541,7 @@ pub(crate) struct Figures {
     pub(crate) server_errors: u64,
     pub(crate) store_calls: u64,
     pub(crate) faults: u64,
+    pub(crate) applied_faults: u64,
     pub(crate) stalls: u64,
     pub(crate) time_steps: u64,
     pub(crate) protected_writes_checked: u64,
@@ -555,6 +561,7 @@ impl Figures {
         self.server_errors += o.server_errors;
         self.store_calls += o.store_calls;
         self.faults += o.faults;
+        self.applied_faults += o.applied_faults;
         self.stalls += o.stalls;
         self.time_steps += o.time_steps;
         self.protected_writes_checked += o.protected_writes_checked;
@@ -569,7 +576,7 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} histories, {} requests ({} 2xx, {} 5xx), {} store calls, {} faults injected, \
+            "{} histories, {} requests ({} 2xx, {} 5xx), {} store calls, {} faults injected ({} after the call applied), \
              {} stalls, {} time steps; checked {} acknowledged writes, {} dead ids; \
              {} destroy/cycle races; {} sessions expired ({} by the absolute timeout)",
             self.histories,
@@ -578,6 +585,7 @@ impl std::fmt::Display for Figures {
             self.server_errors,
             self.store_calls,
             self.faults,
+            self.applied_faults,
             self.stalls,
             self.time_steps,
             self.protected_writes_checked,
@@ -715,10 +723,14 @@ where
         }
     }
     let keys = Arc::new(keys.into_iter().collect::<Vec<_>>());
-    let handed: BTreeSet<String> = reqs
+    // Every id handed out, and every id the store was asked about (a create
+    // or a cycle that applied and then failed put a session under an id no
+    // client ever got).
+    let mut handed: BTreeSet<String> = reqs
         .iter()
         .filter_map(|r| r.set_cookie.clone().flatten())
         .collect();
+    handed.extend(ctl.ids.lock().unwrap().iter().map(ToString::to_string));
     let probe_layer = configure(SessionLayer::new(store.clone()), setup);
     for id in handed {
         let report = Arc::new(Mutex::new(Report::default()));
@@ -756,6 +768,8 @@ where
     figures.server_errors = reqs.iter().filter(|r| r.status >= 500).count() as u64;
     figures.store_calls = ctl.stats.calls.load(Ordering::Relaxed);
     figures.faults = ctl.stats.faults.load(Ordering::Relaxed);
+    figures.applied_faults = ctl.stats.applied_faults.load(Ordering::Relaxed);
+    figures.faults += figures.applied_faults;
     figures.stalls = ctl.stats.stalls.load(Ordering::Relaxed);
 
     let mut violations = ctl.cap_violations.lock().unwrap().clone();
@@ -833,14 +847,14 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
     });
     let store_error = res.extensions().get::<StoreError>().map(StoreError::kind);
     let rep = report.lock().unwrap().clone();
-    let (faults, fatal_faults) = ctx
+    let f = ctx
         .ctl
         .faulted
         .lock()
         .unwrap()
         .get(&op)
         .copied()
-        .unwrap_or((0, 0));
+        .unwrap_or_default();
     let mut log = ctx.log.lock().unwrap();
     log.seq += 1;
     let end_seq = log.seq;
@@ -861,8 +875,9 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         set_cookie,
         seen: rep.seen,
         created: rep.created,
-        faults,
-        fatal_faults,
+        faults: f.all,
+        fatal_faults: f.fatal_before,
+        applied_faults: f.after,
         store_error,
     };
     ctx.events.push(format!("<- {}", describe_one(&r)));
