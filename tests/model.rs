@@ -4,16 +4,34 @@
 //! of the documented semantics (`tests/model_support/oracle.rs` lists the
 //! rules).
 //!
-//! Runs against `MemoryStore` (paused tokio time: delays are virtual and a
-//! seed replays the same interleaving), `MemoryStore` with a small
-//! `with_max_sessions` cap, and with the `redis` feature `RedisStore` on a
-//! standalone server and on a 3-node cluster (real time, real processes on
-//! loopback; without `redis-server` a loud SKIP, under `CI=true` a failure).
+//! Runs against:
+//!
+//! - `MemoryStore`, and `MemoryStore` with `with_max_sessions(4)`, on a
+//!   current-thread runtime with paused tokio time: delays are virtual, time
+//!   steps past the idle and absolute timeouts cost nothing, and a seed
+//!   replays the same interleaving;
+//! - `MemoryStore` capped at 4 on a 2-worker runtime on real time, so
+//!   requests run in parallel (creates racing for the last free place); not
+//!   replayable, no time steps;
+//! - a reference store (one `Mutex<HashMap>`), which must pass every
+//!   history: it checks the checker;
+//! - with the `redis` feature, `RedisStore` on a standalone server and on a
+//!   3-node cluster (real processes on loopback; real time with a 1 s idle
+//!   timeout, and a real sleep past it in about one history in ten; without
+//!   `redis-server` a loud SKIP, under `CI=true` a failure).
+//!
+//! An ignored diagnostic runs `MemoryStore` with `end` made to follow moves
+//! in the test (`-- --ignored`).
+//!
+//! What a history is, how the store misbehaves, and the rules checked:
+//! `tests/model_support/mod.rs`, `faulty.rs` and `oracle.rs`.
 //!
 //! Environment:
 //!
 //! - `MODEL_SEED=<n>`: run only the history of seed `n` (each test of this
-//!   file runs it against its store). A failure prints its seed.
+//!   file runs it against its store; name the test to pick one). A failure
+//!   prints its seed, the violations, the history, every store call in
+//!   order, and the final probes.
 //! - `MODEL_HISTORIES=<n>`: histories per store (default: a short run).
 //! - `MODEL_SECONDS=<s>`: run histories for `s` seconds per store instead.
 //! - `MODEL_BASE_SEED=<n>`: the base the histories' seeds derive from

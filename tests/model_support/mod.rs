@@ -15,8 +15,16 @@
 //! the history runs on a current-thread runtime with paused tokio time, so
 //! delays are virtual and a seed replays the same interleaving.
 //!
-//! When the history is done, every id ever handed out is probed through the
-//! layer, every id the store ever saw is read straight from the store, and
+//! The ops ([`Kind`]): read; write a key of its own (`k<op> = v<op>`);
+//! the same then `cycle_id`; write the shared key; clear (then write the
+//! marker back); `cycle_id`; `destroy`; write a key of its own and answer
+//! 500. A third of the histories use a mix heavy on `cycle_id` and
+//! `destroy`. Every session carries a marker item (`lineage = L<op>`,
+//! written by the request that created it) that names it whatever its id.
+//!
+//! When the history is done, every id ever handed out or seen by the store
+//! is probed through the layer (with every key the history wrote), every id
+//! the store ever saw is also read straight from the store, and
 //! [`oracle::check`] compares all of it with the documented semantics.
 
 pub(crate) mod faulty;
