@@ -1,0 +1,314 @@
+//! [`Faulty`]: a [`SessionStore`] wrapper that delays each call and fails
+//! some of them, driven by the history's seed.
+//!
+//! Most faults are injected **before** the call is forwarded, so a failed
+//! call changed nothing: that is what lets the oracle say "a request that
+//! got a 5xx persisted nothing". Some are injected **after** the inner call
+//! was applied (as a Redis command that times out after it ran): those are
+//! counted apart, and the oracle treats their requests as possibly having
+//! done what they asked. Delays are taken both before forwarding and after
+//! the inner call answered (the effect is applied, the caller learns of it
+//! later), so the moment a call takes effect and the moment its request
+//! answers move independently.
+//!
+//! Every call is written to the history's event log, tagged with the
+//! request it belongs to (a task-local set by the runner), so a failing
+//! history prints the store calls in the order they happened.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
+
+use super::{short, Events, Rng};
+
+tokio::task_local! {
+    /// The op number of the request whose future is being polled.
+    pub(crate) static REQUEST: u64;
+}
+
+/// The request a store call belongs to (0: none, e.g. the final probes).
+fn current_request() -> u64 {
+    REQUEST.try_with(|r| *r).unwrap_or(0)
+}
+
+/// How a history's store misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FaultPlan {
+    /// Chance per store call (per mille) of failing before forwarding.
+    pub(crate) fault_per_mille: u64,
+    /// Chance per store call (per mille) of failing after the inner call
+    /// was applied.
+    pub(crate) applied_fault_per_mille: u64,
+    /// Upper bound of each random delay, in microseconds (0: no delays).
+    pub(crate) max_delay_us: u64,
+    /// Chance per store call (per mille) of a long stall (`stall`) before
+    /// forwarding: the call then lands after the session may have expired.
+    pub(crate) stall_per_mille: u64,
+    pub(crate) stall: Duration,
+    /// Claim `answers_immediately` (no delays then): the layer runs the
+    /// store calls in place, its other code path.
+    pub(crate) immediate: bool,
+}
+
+/// Counters over one history.
+#[derive(Default, Debug)]
+pub(crate) struct CallStats {
+    pub(crate) calls: AtomicU64,
+    pub(crate) faults: AtomicU64,
+    pub(crate) applied_faults: AtomicU64,
+    pub(crate) stalls: AtomicU64,
+}
+
+/// What the wrapper shares with the runner.
+pub(crate) struct Control {
+    plan: FaultPlan,
+    rng: Mutex<Rng>,
+    pub(crate) stats: CallStats,
+    /// Every id the store was asked about or handed (create, cycle's new
+    /// id, load, ...): the end-of-history scan looks at all of them.
+    pub(crate) ids: Mutex<HashSet<SessionId>>,
+    /// Per request: the faults injected into its calls.
+    pub(crate) faulted: Mutex<std::collections::HashMap<u64, FaultCount>>,
+    /// Invariant 4: `len()` of a capped memory store after every call.
+    cap: Option<(usize, Arc<dyn Fn() -> usize + Send + Sync>)>,
+    pub(crate) cap_violations: Mutex<Vec<String>>,
+    events: Events,
+}
+
+impl Control {
+    pub(crate) fn new(
+        plan: FaultPlan,
+        seed: u64,
+        cap: Option<(usize, Arc<dyn Fn() -> usize + Send + Sync>)>,
+        events: Events,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            plan,
+            rng: Mutex::new(Rng::new(seed)),
+            stats: CallStats::default(),
+            ids: Mutex::new(HashSet::new()),
+            faulted: Mutex::new(Default::default()),
+            cap,
+            cap_violations: Mutex::new(Vec::new()),
+            events,
+        })
+    }
+}
+
+/// The faults injected into one request's store calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FaultCount {
+    /// All of them, before or after forwarding.
+    pub(crate) all: u32,
+    /// Before forwarding, into a call whose failure fails the request
+    /// (`load`, `create`, `save`, `cycle`, `end`; the layer shrugs off a
+    /// failed `touch`, or `delete` of an expired session).
+    pub(crate) fatal_before: u32,
+    /// After the inner call was applied.
+    pub(crate) after: u32,
+}
+
+/// The wrapper. `inner` is the real store.
+pub(crate) struct Faulty<S> {
+    pub(crate) inner: S,
+    pub(crate) ctl: Arc<Control>,
+}
+
+/// What to do with one call.
+struct Decision {
+    fault: bool,
+    fail_after: bool,
+    before: Duration,
+    after: Duration,
+}
+
+impl<S> Faulty<S> {
+    fn decide(&self) -> Decision {
+        let p = &self.ctl.plan;
+        let mut rng = self.ctl.rng.lock().unwrap();
+        let fault = rng.chance(p.fault_per_mille);
+        let fail_after = !fault && rng.chance(p.applied_fault_per_mille);
+        let mut before = Duration::ZERO;
+        let mut after = Duration::ZERO;
+        if !p.immediate && p.max_delay_us > 0 {
+            // Zero a third of the time, so some calls run back to back.
+            if rng.below(3) > 0 {
+                before = Duration::from_micros(rng.below(p.max_delay_us + 1));
+            }
+            if rng.below(3) > 0 {
+                after = Duration::from_micros(rng.below(p.max_delay_us + 1));
+            }
+        }
+        if !p.immediate && rng.chance(p.stall_per_mille) {
+            before += p.stall;
+            self.ctl.stats.stalls.fetch_add(1, Ordering::Relaxed);
+        }
+        Decision {
+            fault,
+            fail_after,
+            before,
+            after,
+        }
+    }
+
+    /// Before forwarding: the delay, then the fault (if any).
+    async fn enter(&self, what: &str, ids: &[&SessionId]) -> Result<Decision, StoreError> {
+        let d = self.decide();
+        {
+            let mut seen = self.ctl.ids.lock().unwrap();
+            seen.extend(ids.iter().copied().copied());
+        }
+        self.ctl.stats.calls.fetch_add(1, Ordering::Relaxed);
+        if !d.before.is_zero() {
+            tokio::time::sleep(d.before).await;
+        }
+        if d.fault {
+            let req = current_request();
+            self.ctl.stats.faults.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut f = self.ctl.faulted.lock().unwrap();
+                let e = f.entry(req).or_default();
+                e.all += 1;
+                if !(what.starts_with("touch") || what.starts_with("delete")) {
+                    e.fatal_before += 1;
+                }
+            }
+            self.ctl.events.push(format!(
+                "  #{req} store {what}: INJECTED FAULT (nothing forwarded)"
+            ));
+            return Err(StoreError::unavailable("injected fault (model test)"));
+        }
+        Ok(d)
+    }
+
+    /// After the inner call: log it, check the cap, then the delay, then
+    /// the fault after the fact (if any).
+    async fn leave(&self, d: Decision, what: String) -> Result<(), StoreError> {
+        let req = current_request();
+        self.ctl.events.push(format!("  #{req} store {what}"));
+        if let Some((cap, len)) = &self.ctl.cap {
+            let n = len();
+            let mut found = self.ctl.cap_violations.lock().unwrap();
+            // The first one tells the story; the store stays over its cap.
+            if n > *cap && found.is_empty() {
+                found.push(format!(
+                    "invariant 4: the memory store holds {n} sessions, over its cap of {cap}, \
+                     after `{what}` of request #{req} (first time seen)"
+                ));
+            }
+        }
+        if !d.after.is_zero() {
+            tokio::time::sleep(d.after).await;
+        }
+        if d.fail_after {
+            self.ctl
+                .stats
+                .applied_faults
+                .fetch_add(1, Ordering::Relaxed);
+            {
+                let mut f = self.ctl.faulted.lock().unwrap();
+                let e = f.entry(req).or_default();
+                e.all += 1;
+                e.after += 1;
+            }
+            self.ctl
+                .events
+                .push(format!("  #{req} store: APPLIED, THEN INJECTED FAULT"));
+            return Err(StoreError::unavailable(
+                "injected fault after the call was applied (model test)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn res<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> String {
+    match r {
+        Ok(v) => format!("{v:?}"),
+        Err(e) => format!("Err({e})"),
+    }
+}
+
+impl<S: SessionStore> SessionStore for Faulty<S> {
+    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+        let d = self.enter(&format!("load({})", short(id)), &[id]).await?;
+        let r = self.inner.load(id).await;
+        let what = match &r {
+            Ok(Some(rec)) => format!(
+                "load({}) -> found, lineage {}",
+                short(id),
+                rec.items.get(super::MARKER).unwrap_or("-")
+            ),
+            other => format!("load({}) -> {}", short(id), res(other)),
+        };
+        self.leave(d, what).await?;
+        r
+    }
+
+    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let d = self.enter(&format!("create({})", short(id)), &[id]).await?;
+        let r = self.inner.create(id, record).await;
+        self.leave(d, format!("create({}) -> {}", short(id), res(&r)))
+            .await?;
+        r
+    }
+
+    async fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let d = self.enter(&format!("save({})", short(id)), &[id]).await?;
+        let r = self.inner.save(id, changes, expires_at).await;
+        self.leave(d, format!("save({}) -> {}", short(id), res(&r)))
+            .await?;
+        r
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: u64,
+    ) -> Result<CycleOutcome, StoreError> {
+        let what = format!("cycle({} -> {})", short(old), short(new));
+        let d = self.enter(&what, &[old, new]).await?;
+        let r = self.inner.cycle(old, new, changes, expires_at).await;
+        self.leave(d, format!("{what} -> {}", res(&r))).await?;
+        r
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+        let d = self.enter(&format!("delete({})", short(id)), &[id]).await?;
+        let r = self.inner.delete(id).await;
+        self.leave(d, format!("delete({}) -> {}", short(id), res(&r)))
+            .await?;
+        r
+    }
+
+    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+        let d = self.enter(&format!("end({})", short(id)), &[id]).await?;
+        let r = self.inner.end(id, public_id).await;
+        self.leave(d, format!("end({}) -> {}", short(id), res(&r)))
+            .await?;
+        r
+    }
+
+    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+        let d = self.enter(&format!("touch({})", short(id)), &[id]).await?;
+        let r = self.inner.touch(id, expires_at).await;
+        self.leave(d, format!("touch({}) -> {}", short(id), res(&r)))
+            .await?;
+        r
+    }
+
+    fn answers_immediately(&self) -> bool {
+        self.ctl.plan.immediate
+    }
+}
