@@ -231,6 +231,27 @@ impl Redis {
         )
     }
 
+    /// A server with no persistence and `extra` arguments (e.g.
+    /// `["--maxmemory-policy", "allkeys-lru"]`).
+    pub(crate) fn start_args(extra: &[&str]) -> Redis {
+        let mut args = vec!["--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::start_with(&args, true)
+    }
+
+    /// A replica of `primary` (no persistence), ready once its link to the
+    /// primary is up.
+    pub(crate) fn start_replica_of(primary: &Redis) -> Redis {
+        let port = primary.port.to_string();
+        let r = Self::start_args(&["--replicaof", "127.0.0.1", &port]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r.info("replication").contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
     fn start_with(extra: &[&str], owns_dir: bool) -> Redis {
         let mut last = String::new();
         for _ in 0..10 {
@@ -329,6 +350,22 @@ impl Redis {
         c
     }
 
+    /// Whether the server process runs (not crashed).
+    pub(crate) fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// An admin connection, or `None` when the server does not answer.
+    pub(crate) fn try_admin(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let c = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(c)
+    }
+
     /// `INFO <section>` as text.
     pub(crate) fn info(&self, section: &str) -> String {
         redis::cmd("INFO")
@@ -386,19 +423,41 @@ impl Drop for Redis {
     }
 }
 
-/// A 3-primary Redis Cluster on loopback.
+/// A Redis Cluster on loopback: 3 primaries, and optionally one replica
+/// each.
 pub(crate) struct Cluster {
     nodes: Vec<Redis>,
 }
 
 impl Cluster {
+    /// 3 primaries, no replicas.
     pub(crate) fn start() -> Cluster {
-        Self::start_inner(true)
+        Self::start_inner(true, 0, 5000)
     }
 
-    fn start_inner(owns_dirs: bool) -> Cluster {
+    /// 3 primaries and 3 replicas (one each), with a `cluster-node-timeout`
+    /// of 1000 ms so a dead primary's replica takes over in a few seconds.
+    /// Ready once every replica's link to its primary is up.
+    pub(crate) fn start_with_replicas() -> Cluster {
+        let c = Self::start_inner(true, 1, 1000);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &c.nodes {
+            loop {
+                let info = n.info("replication");
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica never synced");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        c
+    }
+
+    fn start_inner(owns_dirs: bool, replicas: usize, node_timeout_ms: u32) -> Cluster {
+        let want = 3 * (1 + replicas);
         let mut nodes = Vec::new();
-        while nodes.len() < 3 {
+        while nodes.len() < want {
             let port = free_cluster_port();
             let dir = temp_dir(&format!("c{port}"));
             let args: Vec<String> = [
@@ -421,7 +480,7 @@ impl Cluster {
                 "--cluster-config-file",
                 &format!("nodes-{port}.conf"),
                 "--cluster-node-timeout",
-                "5000",
+                &node_timeout_ms.to_string(),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -442,7 +501,7 @@ impl Cluster {
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -457,8 +516,10 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until every node reports `cluster_state:ok` and knows 3 nodes.
+    /// Waits until every node reports `cluster_state:ok` and knows every
+    /// node.
     fn wait_ok(&self) {
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.nodes.iter().all(|n| {
@@ -466,7 +527,7 @@ impl Cluster {
                     .arg("INFO")
                     .query(&mut n.admin())
                     .unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
             if ready {
                 return;
@@ -482,6 +543,38 @@ impl Cluster {
 
     pub(crate) fn nodes(&self) -> &[Redis] {
         &self.nodes
+    }
+
+    pub(crate) fn nodes_mut(&mut self) -> &mut [Redis] {
+        &mut self.nodes
+    }
+
+    /// The index of the node that is the primary of `key`'s slot now, as
+    /// a live node's `CLUSTER NODES` says (`None` while nobody owns it).
+    pub(crate) fn primary_of(&self, key: &str) -> Option<usize> {
+        let node = self.nodes.iter().find(|n| n.is_running())?;
+        let mut c = node.try_admin()?;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut c)
+            .ok()?;
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c).ok()?;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 8 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let owns = f[8..].iter().any(|r| {
+                let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                matches!((lo.parse::<i64>(), hi.parse::<i64>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            if owns {
+                let port: u16 = f[1].split(['@', ':']).nth(1)?.parse().ok()?;
+                return self.nodes.iter().position(|n| n.port == port);
+            }
+        }
+        None
     }
 
     /// SIGKILL to every node.
@@ -523,7 +616,7 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
         return None;
     }
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false)))
+    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false, 0, 5000)))
 }
 
 // ---------------------------------------------------------------------------
