@@ -80,7 +80,7 @@ impl RedisStore {
     /// `url` is a redis-rs connection URL: `redis://[user:password@]host:port[/db]`,
     /// `rediss://` for TLS when redis-rs is built with a TLS feature, or
     /// `redis+unix:///path`. Fails with
-    /// [`StoreErrorKind::Unavailable`](crate::StoreErrorKind::Unavailable) when
+    /// [`StoreErrorKind::Unavailable`] when
     /// the server cannot be reached, and with `Other` for a malformed URL.
     ///
     /// The connection is a `redis::aio::ConnectionManager` that reconnects by
@@ -89,7 +89,7 @@ impl RedisStore {
     ///
     /// It also reads the server's `maxmemory-policy`
     /// ([`eviction_policy`](Self::eviction_policy)) and logs a warning when
-    /// it can evict sessions (see the [module docs](self#memory-and-eviction)).
+    /// it can evict sessions (see the [module docs](crate::store::redis#memory-and-eviction)).
     ///
     /// # Example
     ///
@@ -128,7 +128,7 @@ impl RedisStore {
     /// The client discovers the other nodes and the slot map by itself, and
     /// follows resharding and failover. Each session's key carries a hash
     /// tag, so every script touches one slot; see the
-    /// [module docs](self#cycle_id-and-logout-on-redis-cluster) for what
+    /// [module docs](crate::store::redis#cycle_id-and-logout-on-redis-cluster) for what
     /// `cycle` and `end` do on a cluster. Like [`connect`](Self::connect), it
     /// reads `maxmemory-policy` (from one node) and warns when it can evict.
     ///

@@ -13,7 +13,7 @@
 //! - **Metadata in fields no item can have.** The session's creation time
 //!   (the absolute timeout counts from it), its expiry (decimal
 //!   milliseconds since the Unix epoch) and its
-//!   [`PublicId`](crate::PublicId) (32 lowercase hex digits) are kept in the
+//!   [`PublicId`] (32 lowercase hex digits) are kept in the
 //!   fields `"\xffcreated_at"`, `"\xffexpires_at"` and `"\xffpublic_id"`.
 //!   Their names start with the byte `0xFF`, which never occurs in UTF-8,
 //!   and item names are Rust `&str`s: so no item name can ever collide with
@@ -214,6 +214,8 @@
 //! [`SessionStore::end`]: crate::SessionStore::end
 //! [`StoreErrorKind::Unavailable`]: crate::StoreErrorKind::Unavailable
 //! [`StoreErrorKind::Other`]: crate::StoreErrorKind::Other
+//! [`StoreErrorKind::Full`]: crate::StoreErrorKind::Full
+//! [`PublicId`]: crate::PublicId
 
 use std::fmt;
 use std::sync::Arc;
