@@ -114,13 +114,25 @@
 //! - C failing between its steps (a `503`) never hands out N; the session
 //!   is then lost (the user signs in again), never duplicated.
 //!
-//! The `ended` mark lives only a few seconds
-//! ([`with_command_timeout`](RedisStore::with_command_timeout) × 3 plus
-//! 2 s, plus the acknowledgement timeout when on). That is enough because
-//! C reports `Moved` only if its three steps answered within
-//! 3 × the command timeout of sending step 1: step 3 then ran before the
-//! mark (set after C's step 1) expired. A slower cycle deletes N and fails
-//! with a `503` instead.
+//! The `ended` mark lives only a few seconds: 3 × (the
+//! [command timeout](RedisStore::with_command_timeout) + the
+//! [acknowledgement timeout](RedisStore::with_replica_ack), if any) + 2 s,
+//! 8 s by default. That is enough because C reports `Moved` only if its
+//! three steps answered within 3 × (command timeout + acknowledgement
+//! timeout) of sending step 1: step 3 then ran before the mark (set after
+//! C's step 1) expired; the 2 s cover the app's and Redis's clocks running
+//! at slightly different rates. A slower cycle deletes N and fails with a
+//! `503` instead.
+//!
+//! # Requirements
+//!
+//! Redis 6.2 or later (`SET … PXAT`, `SET … GET`). On a standalone server
+//! the `cycle` and `end` scripts build the move pointer's key name inside
+//! the script (the public id is read from the hash), which a standalone
+//! server allows but a proxy that shards keys behind one endpoint (e.g.
+//! twemproxy, Envoy's Redis proxy) does not: use
+//! [`connect_cluster`](RedisStore::connect_cluster) for sharded
+//! deployments.
 //!
 //! # Memory and eviction
 //!
@@ -221,20 +233,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Value;
-
-use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
-use crate::error::StoreError;
-use crate::id::{PublicId, SessionId};
-
 mod cluster;
 mod conn;
 mod hash;
+mod ops;
 mod scripts;
 
-use conn::{redis_code, Ack, Conn};
-use hash::{clamp, parse_hash, Parsed};
-use scripts::{push_changes, SCRIPTS};
+use conn::{Ack, Conn};
+use ops::{int, warn_corrupted};
 
 /// The default bound on every Redis command: 2 seconds.
 ///
@@ -459,185 +465,5 @@ impl RedisStore {
     /// ```
     pub fn eviction_policy(&self) -> Option<&str> {
         self.eviction_policy.as_deref()
-    }
-
-    /// The Redis key of session `id`: `{prefix}{<id>}`.
-    fn key(&self, id: &SessionId) -> Vec<u8> {
-        let id = id.encode();
-        let mut key = Vec::with_capacity(self.prefix.len() + id.as_str().len() + 2);
-        key.extend_from_slice(self.prefix.as_bytes());
-        key.push(b'{');
-        key.extend_from_slice(id.as_str().as_bytes());
-        key.push(b'}');
-        key
-    }
-
-    /// The key of a session's move pointer: `{prefix}moved:{<public id>}`
-    /// (the scripts build the same name).
-    fn pointer_key(&self, public_id: &PublicId) -> Vec<u8> {
-        format!("{}moved:{{{public_id}}}", self.prefix).into_bytes()
-    }
-
-    /// Deletes a corrupted session's key and logs it. Never fails: the
-    /// caller reports the session as absent either way.
-    async fn drop_corrupted(&self, id: &SessionId, key: &[u8], reason: &str) {
-        warn_corrupted(id, reason);
-        if let Err(e) = self.delete_key(key).await {
-            tracing::warn!(session = ?id, error = %e, "could not delete corrupted session data");
-        }
-    }
-
-    /// `DEL key`; whether it existed.
-    async fn delete_key(&self, key: &[u8]) -> Result<bool, StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(key);
-        Ok(int(&self.write(&cmd).await?)? > 0)
-    }
-
-    /// Creates `record` under `key` if the key is free.
-    async fn create_key(&self, key: &[u8], record: &Record) -> Result<bool, StoreError> {
-        let v = self
-            .eval(&SCRIPTS.create, &[key], |cmd| {
-                cmd.arg(clamp(record.created_at))
-                    .arg(clamp(record.expires_at))
-                    .arg(record.public_id.to_string());
-                for (k, v) in record.items.iter() {
-                    cmd.arg(k).arg(v);
-                }
-            })
-            .await?;
-        Ok(int(&v)? == 1)
-    }
-}
-
-fn int(v: &Value) -> Result<i64, StoreError> {
-    match v {
-        Value::Int(n) => Ok(*n),
-        other => Err(StoreError::other(format!(
-            "unexpected reply from a RedisStore script: {other:?}"
-        ))),
-    }
-}
-
-fn warn_corrupted(id: &SessionId, reason: &str) {
-    tracing::warn!(
-        session = ?id,
-        reason,
-        "corrupted session data in Redis: treated as absent and deleted"
-    );
-}
-
-impl SessionStore for RedisStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        let key = self.key(id);
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(&key);
-        let reply = match self.run(self.conn.query(&cmd)).await {
-            Ok(v) => v,
-            Err(e) if redis_code(&e) == Some("WRONGTYPE") => {
-                self.drop_corrupted(id, &key, "the key is not a hash").await;
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        match parse_hash(reply) {
-            Parsed::Absent => Ok(None),
-            // Expired by the app's clock: Redis's TTL removes the key.
-            Parsed::Found(r) if r.expires_at <= now_millis() => Ok(None),
-            Parsed::Found(r) => Ok(Some(r)),
-            Parsed::Corrupt(reason) => {
-                self.drop_corrupted(id, &key, reason).await;
-                Ok(None)
-            }
-        }
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.create_key(&self.key(id), record).await
-    }
-
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        let v = self
-            .eval(&SCRIPTS.save, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now_millis())).arg(clamp(expires_at));
-                push_changes(cmd, changes);
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => SaveOutcome::Saved,
-            2 => SaveOutcome::Deleted,
-            -1 => {
-                warn_corrupted(id, "not a session hash");
-                SaveOutcome::Gone
-            }
-            _ => SaveOutcome::Gone,
-        })
-    }
-
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        if matches!(self.conn, Conn::Cluster(_)) {
-            return self.cycle_cluster(old, new, changes, expires_at).await;
-        }
-        let v = self
-            .eval(&SCRIPTS.cycle, &[&self.key(old), &self.key(new)], |cmd| {
-                cmd.arg(clamp(now_millis()))
-                    .arg(clamp(expires_at))
-                    .arg(&*self.prefix);
-                push_changes(cmd, changes);
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => CycleOutcome::Moved,
-            2 => CycleOutcome::Deleted,
-            3 => CycleOutcome::Collision,
-            -1 => {
-                warn_corrupted(old, "not a session hash");
-                CycleOutcome::Gone
-            }
-            _ => CycleOutcome::Gone,
-        })
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.delete_key(&self.key(id)).await.map(drop)
-    }
-
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        if matches!(self.conn, Conn::Cluster(_)) {
-            return self.end_cluster(id, public_id).await;
-        }
-        let keys: [&[u8]; 2] = [&self.key(id), &self.pointer_key(public_id)];
-        self.eval(&SCRIPTS.end, &keys, |cmd| {
-            cmd.arg(&*self.prefix);
-        })
-        .await
-        .map(drop)
-    }
-
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        let v = self
-            .eval(&SCRIPTS.touch, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now_millis())).arg(clamp(expires_at));
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => true,
-            -1 => {
-                warn_corrupted(id, "not a session hash");
-                false
-            }
-            _ => false,
-        })
     }
 }
