@@ -405,7 +405,7 @@ async fn replica_ack_with_a_frozen_replica_is_503() {
     if !redis_support::available() {
         return;
     }
-    let primary = Redis::start();
+    let primary = Redis::start_primary();
     let replica = Redis::start_replica_of(&primary);
     let store = RedisStore::connect(&primary.url())
         .await

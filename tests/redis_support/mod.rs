@@ -239,8 +239,16 @@ impl Redis {
         Self::start_with(&args, true)
     }
 
+    /// A server ready to have replicas: no persistence, and replicas sync at
+    /// once (`--repl-diskless-sync-delay 0`).
+    pub(crate) fn start_primary() -> Redis {
+        Self::start_args(&["--repl-diskless-sync-delay", "0"])
+    }
+
     /// A replica of `primary` (no persistence), ready once its link to the
-    /// primary is up.
+    /// primary is up. Start the primary with `--repl-diskless-sync-delay 0`
+    /// (as [`start_primary`](Self::start_primary) does), or the first sync
+    /// waits 5 s.
     pub(crate) fn start_replica_of(primary: &Redis) -> Redis {
         let port = primary.port.to_string();
         let r = Self::start_args(&["--replicaof", "127.0.0.1", &port]);
@@ -481,6 +489,9 @@ impl Cluster {
                 &format!("nodes-{port}.conf"),
                 "--cluster-node-timeout",
                 &node_timeout_ms.to_string(),
+                // Replicas sync at once, not after the default 5 s wait.
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .iter()
             .map(|s| s.to_string())
