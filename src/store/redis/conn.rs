@@ -435,6 +435,32 @@ pub(super) fn map_err(e: RedisError) -> StoreError {
 mod tests {
     use super::*;
 
+    /// A store error from a Redis error reply, as the server sends it.
+    fn from_reply(reply: &str) -> StoreError {
+        let v = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes())
+            .expect("an error reply parses as a value");
+        map_err(v.extract_error().expect_err("an error reply"))
+    }
+
+    #[test]
+    fn error_replies_map_to_their_class() {
+        use StoreErrorKind::{Full, Other, Unavailable};
+        for (reply, kind) in [
+            ("OOM command not allowed when used memory > 'maxmemory'.", Full),
+            ("BUSY Redis is busy running a script.", Unavailable),
+            ("LOADING Redis is loading the dataset in memory", Unavailable),
+            ("MASTERDOWN Link with MASTER is down", Unavailable),
+            ("TRYAGAIN Multiple keys request during rehashing of slot", Unavailable),
+            ("CLUSTERDOWN The cluster is down", Unavailable),
+            ("READONLY You can't write against a read only replica.", Unavailable),
+            ("ERR unknown command", Other),
+            ("WRONGTYPE Operation against a key holding the wrong kind of value", Other),
+        ] {
+            let e = from_reply(reply);
+            assert_eq!(e.kind(), kind, "{reply}: {e}");
+        }
+    }
+
     #[test]
     fn evicting_policies_are_recognised() {
         for p in [
