@@ -293,6 +293,13 @@ impl RedisStore {
     /// followed by `WAIT` on the same connection (so on the node that owns
     /// the key), in one pipeline; fewer acknowledgements than asked is an
     /// `Unavailable` error, though the write itself was applied.
+    ///
+    /// Why a pipeline: redis-rs routes a lone `WAIT` on a cluster to *every*
+    /// primary and answers the minimum (its routing table lists `WAIT` as
+    /// all-primaries, aggregate min), which would wait on nodes that saw no
+    /// write and on a fresh connection's offset. A pipeline goes as one unit
+    /// to the node of its first keyed command, on the connection the write
+    /// used, which is what `WAIT` counts from.
     pub(super) async fn write(&self, cmd: &Cmd) -> Result<Value, StoreError> {
         let Some(ack) = self.ack else {
             return self.run(self.conn.query(cmd)).await;
@@ -446,15 +453,30 @@ mod tests {
     fn error_replies_map_to_their_class() {
         use StoreErrorKind::{Full, Other, Unavailable};
         for (reply, kind) in [
-            ("OOM command not allowed when used memory > 'maxmemory'.", Full),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                Full,
+            ),
             ("BUSY Redis is busy running a script.", Unavailable),
-            ("LOADING Redis is loading the dataset in memory", Unavailable),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                Unavailable,
+            ),
             ("MASTERDOWN Link with MASTER is down", Unavailable),
-            ("TRYAGAIN Multiple keys request during rehashing of slot", Unavailable),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                Unavailable,
+            ),
             ("CLUSTERDOWN The cluster is down", Unavailable),
-            ("READONLY You can't write against a read only replica.", Unavailable),
+            (
+                "READONLY You can't write against a read only replica.",
+                Unavailable,
+            ),
             ("ERR unknown command", Other),
-            ("WRONGTYPE Operation against a key holding the wrong kind of value", Other),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                Other,
+            ),
         ] {
             let e = from_reply(reply);
             assert_eq!(e.kind(), kind, "{reply}: {e}");
