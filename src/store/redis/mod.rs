@@ -95,7 +95,9 @@
 //! 1. `DEL A`. If A existed, the session was still under the id this
 //!    request loaded, and no move has taken it (a move deletes A in its
 //!    step 1 first): the session is ended. A pointer naming A (left by an
-//!    earlier move into A) is deleted too, so nothing is left behind.
+//!    earlier move into A) is deleted too, so nothing is left behind. (If
+//!    that earlier move's step 3 lands only after this `end`, its pointer
+//!    names a dead id and stays until its TTL: garbage, bounded in time.)
 //! 2. Otherwise, one command (`SET pointer ended PX <ttl> GET`) marks the
 //!    pointer ended and reads the id it held; that id's session is deleted.
 //!
