@@ -455,3 +455,76 @@ mod checks {
         assert!(keys.is_empty(), "{} keys left behind: {keys:?}", keys.len());
     }
 }
+
+// ---------------------------------------------------------------------------
+// Cluster: a logout between the steps of a move
+// ---------------------------------------------------------------------------
+
+/// Item 2 on a Cluster, between the steps of a move: C has taken A (step 1)
+/// and is creating N (step 2) on a node that hangs (SIGSTOP); meanwhile L's
+/// `end(A, P)` finds A gone and marks the move pointer ended. When the node
+/// runs again, C's step 3 sees the mark: C reports `Gone` and deletes N, so
+/// the id it would have handed out never holds the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_logout_between_the_steps_of_a_move_ends_the_session() {
+    if !redis_support::available() {
+        return;
+    }
+    // A cluster of its own: a node of it hangs for a moment.
+    let cluster = Cluster::start();
+    let prefix = unique_prefix();
+    let connect = || async {
+        RedisStore::connect_cluster(&cluster.urls())
+            .await
+            .unwrap()
+            .with_key_prefix(prefix.clone())
+    };
+    let (c_store, l_store) = (connect().await, connect().await);
+    let node = |key: &str| cluster.primary_of(key).unwrap();
+    let key = |id: &SessionId| format!("{prefix}{{{id}}}");
+    // A on node a; N on another node n; the pointer (named after P) off n.
+    let a = new_id();
+    let on_a = node(&key(&a));
+    let n = std::iter::repeat_with(new_id)
+        .find(|n| node(&key(n)) != on_a)
+        .unwrap();
+    let on_n = node(&key(&n));
+    let p = std::iter::repeat_with(PublicId::generate)
+        .find(|p| node(&format!("{prefix}moved:{{{p}}}")) != on_n)
+        .unwrap();
+    let mut rec = record(&[("user", "alice")], 60_000);
+    rec.public_id = p;
+    assert!(c_store.create(&a, &rec).await.unwrap());
+
+    cluster.nodes()[on_n].freeze();
+    let exp = rec.expires_at;
+    let c = tokio::spawn(async move { c_store.cycle(&a, &n, &ChangeSet::new(), exp).await });
+    // Wait (bounded) until C's step 1 took A: C now waits on node n.
+    let started = std::time::Instant::now();
+    let mut admin_a = cluster.nodes()[on_a].admin();
+    while redis::cmd("EXISTS")
+        .arg(key(&a))
+        .query::<i64>(&mut admin_a)
+        .unwrap()
+        == 1
+    {
+        assert!(started.elapsed().as_secs() < 30, "C never took A");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let ended = l_store.end(&a, &p).await;
+    cluster.nodes()[on_n].thaw();
+    ended.unwrap();
+    let moved = common::guard(c).await.unwrap().unwrap();
+    assert_eq!(moved, CycleOutcome::Gone, "a move that lost to a logout");
+    let mut admin = cluster.admin();
+    let exists: i64 = redis::cmd("EXISTS").arg(key(&n)).query(&mut admin).unwrap();
+    assert_eq!(
+        exists, 0,
+        "the logout was undone: the session lives under N"
+    );
+    let mark: String = redis::cmd("GET")
+        .arg(format!("{prefix}moved:{{{p}}}"))
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(mark, "ended");
+}
