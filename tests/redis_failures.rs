@@ -309,6 +309,19 @@ fn wait_replicated(cluster: &Cluster) {
     }
 }
 
+/// The index of the replica of the primary at `primary`.
+fn replica_of(cluster: &Cluster, primary: usize) -> usize {
+    let port = cluster.nodes()[primary].port();
+    cluster
+        .nodes()
+        .iter()
+        .position(|n| {
+            n.info("replication")
+                .contains(&format!("master_port:{port}\r"))
+        })
+        .expect("the primary has a replica")
+}
+
 /// Sessions spread over slots: `(cookie, user)` pairs made through `app`.
 async fn sessions(app: &axum::Router, n: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -376,8 +389,26 @@ async fn cluster_failover_is_503_then_the_sessions_are_back() {
         .cloned()
         .collect();
     assert!(!on_victim.is_empty());
+    // Its replica hangs first, so no failover can happen until it runs
+    // again: meanwhile every request on the dead primary's slots must be a
+    // 503 (never an empty session), whatever the timing.
+    let replica = replica_of(&cluster, victim);
+    cluster.nodes()[replica].freeze();
     let started = Instant::now();
     cluster.nodes_mut()[victim].crash();
+    for round in 0..2 {
+        for (id, user) in &all {
+            let r = call(&app, "get=user", Some(&cookie(id))).await;
+            if on_victim.iter().any(|(v, _)| v == id) {
+                assert_eq!(r.status, 503, "round {round}, primary dead: {r:?}");
+            } else if r.status == 200 {
+                assert_eq!(&r.body, user, "{r:?}");
+            } else {
+                assert_eq!(r.status, 503, "{r:?}");
+            }
+        }
+    }
+    cluster.nodes()[replica].thaw();
     let unavailable = until_all_back(&app, &all).await;
     eprintln!(
         "failover: every session back {:?} after the kill; {unavailable} answers were 503; \
@@ -482,15 +513,7 @@ async fn replica_ack_on_a_cluster_waits_on_the_key_owner_and_survives_failover()
 
     // Freeze the replica of the first session's shard.
     let frozen_shard = shard(&all[0].0);
-    let primary_port = cluster.nodes()[frozen_shard].port();
-    let replica = cluster
-        .nodes()
-        .iter()
-        .position(|n| {
-            n.info("replication")
-                .contains(&format!("master_port:{primary_port}"))
-        })
-        .unwrap();
+    let replica = replica_of(&cluster, frozen_shard);
     cluster.nodes()[replica].freeze();
     let other = all
         .iter()
