@@ -191,9 +191,22 @@ impl Proc {
     }
 
     /// Closes the wrapper's stdin (it stops the server: SIGTERM, wait) and
-    /// waits for the wrapper.
+    /// waits for the wrapper. A server that ignores SIGTERM for 10 s (one
+    /// busy running a script does) gets SIGKILL, so a failed test cannot
+    /// hang the run.
     fn stop(mut self) {
         drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.sh.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(self.pid.to_string())
+                    .status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.sh.wait();
     }
 }
