@@ -17,9 +17,10 @@
 //! - [`shared`] and [`shared_cluster`] are one server and one cluster per
 //!   test binary, for the tests that only need *a* Redis; tests keep apart
 //!   by key prefix ([`unique_prefix`]).
-//! - [`CountingProxy`] (in `proxy.rs`) forwards TCP to a server and counts the commands the
-//!   client sends: the store's round trips, exactly (Redis's own
-//!   `INFO commandstats` also counts the commands run inside scripts).
+//! - [`CountingProxy`] (in `proxy.rs`) forwards TCP to a server and counts
+//!   the commands the client sends: the store's round trips, exactly
+//!   (Redis's own `INFO commandstats` also counts the commands run inside
+//!   scripts).
 //!
 //! Every server runs under a tiny `sh` wrapper that holds a pipe from the
 //! test process on its stdin: when the test process exits, however it
