@@ -27,9 +27,13 @@
 //!
 //! ```text
 //! redis-cli --scan --pattern 'session:*'
-//! redis-cli HGETALL 'session:{<id>}'     # one field per item, plus \xffcreated_at and \xffexpires_at
+//! redis-cli HGETALL 'session:{<id>}'     # one field per item, plus \xffcreated_at, \xffexpires_at, \xffpublic_id
 //! redis-cli PTTL 'session:{<id>}'        # the idle timeout, counting down
+//! redis-cli --scan --pattern 'session:moved:*'   # after sign-in: where each moved session lives now
 //! ```
+//!
+//! Sessions need `maxmemory-policy noeviction` (an evicted session is a
+//! silent logout); the example prints the policy it finds.
 //!
 //! Stop Redis while the servers run: requests that carry a session cookie
 //! get `503 Service Unavailable` (never an empty session); start it again
@@ -71,6 +75,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store_b = connect(&redis_url).await?;
 
     println!("sessions in Redis at {redis_url}");
+    match store_a.eviction_policy() {
+        Some("noeviction") => {
+            println!("maxmemory-policy: noeviction (good: no session is evicted)")
+        }
+        Some(p) => println!(
+            "maxmemory-policy: {p}: Redis may evict sessions (a silent logout); \
+             set `maxmemory-policy noeviction`"
+        ),
+        None => println!("maxmemory-policy: unknown (CONFIG refused); make sure it is noeviction"),
+    }
     println!("instance A: {url_a}/");
     println!("instance B: {url_b}/");
     println!("a cookie from one works on the other; try (add -i to see Set-Cookie):");

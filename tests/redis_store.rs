@@ -275,8 +275,19 @@ mod checks {
         assert_eq!(env.query::<String>(redis::cmd("TYPE").arg(&key)), "hash");
         let v: String = env.query(redis::cmd("HGET").arg(&key).arg("user_id"));
         assert_eq!(v, "12345");
-        // Two metadata fields plus one item.
-        assert_eq!(env.query::<i64>(redis::cmd("HLEN").arg(&key)), 3);
+        // Three metadata fields (created, expires, public id) plus one item.
+        assert_eq!(env.query::<i64>(redis::cmd("HLEN").arg(&key)), 4);
+        let public: String = env.query(redis::cmd("HGET").arg(&key).arg(&b"\xffpublic_id"[..]));
+        assert_eq!(
+            public,
+            env.store
+                .load(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .public_id
+                .to_string()
+        );
         if let Admin::Cluster(_) = env.admin {
             let slot = |k: &str| -> i64 { env.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(k)) };
             assert_eq!(slot(&key), slot(&format!("{{{id}}}")));
@@ -699,6 +710,8 @@ mod checks {
                     .arg("1")
                     .arg(&b"\xffexpires_at"[..])
                     .arg(&past)
+                    .arg(&b"\xffpublic_id"[..])
+                    .arg(tower_session_storage::PublicId::generate().to_string())
                     .arg("a")
                     .arg("1"),
             );

@@ -7,15 +7,20 @@
 //!   directory, stopped (SIGTERM, then waited for) when dropped. It can be
 //!   crashed ([`Redis::crash`], SIGKILL), restarted on the same port and
 //!   directory ([`Redis::restart`]), and frozen ([`Redis::freeze`], SIGSTOP).
+//!   [`Redis::start_replica_of`] starts a replica of a server
+//!   ([`Redis::start_primary`]), ready once it has synced.
 //! - [`Cluster`] is a 3-primary Redis Cluster made with
 //!   `redis-cli --cluster create`, ready once every node reports
-//!   `cluster_state:ok`.
+//!   `cluster_state:ok`; [`Cluster::start_with_replicas`] adds one replica
+//!   per primary and a 1 s `cluster-node-timeout` for quick failovers
+//!   ([`Cluster::primary_of`] says which node owns a key now).
 //! - [`shared`] and [`shared_cluster`] are one server and one cluster per
 //!   test binary, for the tests that only need *a* Redis; tests keep apart
 //!   by key prefix ([`unique_prefix`]).
-//! - [`CountingProxy`] forwards TCP to a server and counts the commands the
-//!   client sends: the store's round trips, exactly (Redis's own
-//!   `INFO commandstats` also counts the commands run inside scripts).
+//! - [`CountingProxy`] (in `proxy.rs`) forwards TCP to a server and counts
+//!   the commands the client sends: the store's round trips, exactly
+//!   (Redis's own `INFO commandstats` also counts the commands run inside
+//!   scripts).
 //!
 //! Every server runs under a tiny `sh` wrapper that holds a pipe from the
 //! test process on its stdin: when the test process exits, however it
@@ -24,12 +29,17 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)]
 
+mod proxy;
+
+#[allow(unused_imports)]
+pub(crate) use proxy::CountingProxy;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The wrapper: starts the server, prints its pid, waits for stdin to close
@@ -191,9 +201,22 @@ impl Proc {
     }
 
     /// Closes the wrapper's stdin (it stops the server: SIGTERM, wait) and
-    /// waits for the wrapper.
+    /// waits for the wrapper. A server that ignores SIGTERM for 10 s (one
+    /// busy running a script does) gets SIGKILL, so a failed test cannot
+    /// hang the run.
     fn stop(mut self) {
         drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.sh.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(self.pid.to_string())
+                    .status();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.sh.wait();
     }
 }
@@ -229,6 +252,35 @@ impl Redis {
             ],
             true,
         )
+    }
+
+    /// A server with no persistence and `extra` arguments (e.g.
+    /// `["--maxmemory-policy", "allkeys-lru"]`).
+    pub(crate) fn start_args(extra: &[&str]) -> Redis {
+        let mut args = vec!["--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::start_with(&args, true)
+    }
+
+    /// A server ready to have replicas: no persistence, and replicas sync at
+    /// once (`--repl-diskless-sync-delay 0`).
+    pub(crate) fn start_primary() -> Redis {
+        Self::start_args(&["--repl-diskless-sync-delay", "0"])
+    }
+
+    /// A replica of `primary` (no persistence), ready once its link to the
+    /// primary is up. Start the primary with `--repl-diskless-sync-delay 0`
+    /// (as [`start_primary`](Self::start_primary) does), or the first sync
+    /// waits 5 s.
+    pub(crate) fn start_replica_of(primary: &Redis) -> Redis {
+        let port = primary.port.to_string();
+        let r = Self::start_args(&["--replicaof", "127.0.0.1", &port]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !r.info("replication").contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
     }
 
     fn start_with(extra: &[&str], owns_dir: bool) -> Redis {
@@ -329,6 +381,22 @@ impl Redis {
         c
     }
 
+    /// Whether the server process runs (not crashed).
+    pub(crate) fn is_running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    /// An admin connection, or `None` when the server does not answer.
+    pub(crate) fn try_admin(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let c = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        c.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+        Some(c)
+    }
+
     /// `INFO <section>` as text.
     pub(crate) fn info(&self, section: &str) -> String {
         redis::cmd("INFO")
@@ -386,19 +454,41 @@ impl Drop for Redis {
     }
 }
 
-/// A 3-primary Redis Cluster on loopback.
+/// A Redis Cluster on loopback: 3 primaries, and optionally one replica
+/// each.
 pub(crate) struct Cluster {
     nodes: Vec<Redis>,
 }
 
 impl Cluster {
+    /// 3 primaries, no replicas.
     pub(crate) fn start() -> Cluster {
-        Self::start_inner(true)
+        Self::start_inner(true, 0, 5000)
     }
 
-    fn start_inner(owns_dirs: bool) -> Cluster {
+    /// 3 primaries and 3 replicas (one each), with a `cluster-node-timeout`
+    /// of 1000 ms so a dead primary's replica takes over in a few seconds.
+    /// Ready once every replica's link to its primary is up.
+    pub(crate) fn start_with_replicas() -> Cluster {
+        let c = Self::start_inner(true, 1, 1000);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for n in &c.nodes {
+            loop {
+                let info = n.info("replication");
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica never synced");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        c
+    }
+
+    fn start_inner(owns_dirs: bool, replicas: usize, node_timeout_ms: u32) -> Cluster {
+        let want = 3 * (1 + replicas);
         let mut nodes = Vec::new();
-        while nodes.len() < 3 {
+        while nodes.len() < want {
             let port = free_cluster_port();
             let dir = temp_dir(&format!("c{port}"));
             let args: Vec<String> = [
@@ -421,7 +511,10 @@ impl Cluster {
                 "--cluster-config-file",
                 &format!("nodes-{port}.conf"),
                 "--cluster-node-timeout",
-                "5000",
+                &node_timeout_ms.to_string(),
+                // Replicas sync at once, not after the default 5 s wait.
+                "--repl-diskless-sync-delay",
+                "0",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -442,7 +535,7 @@ impl Cluster {
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -457,8 +550,10 @@ impl Cluster {
         cluster
     }
 
-    /// Waits until every node reports `cluster_state:ok` and knows 3 nodes.
+    /// Waits until every node reports `cluster_state:ok` and knows every
+    /// node.
     fn wait_ok(&self) {
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.nodes.iter().all(|n| {
@@ -466,7 +561,7 @@ impl Cluster {
                     .arg("INFO")
                     .query(&mut n.admin())
                     .unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+                info.contains("cluster_state:ok") && info.contains(&known)
             });
             if ready {
                 return;
@@ -482,6 +577,38 @@ impl Cluster {
 
     pub(crate) fn nodes(&self) -> &[Redis] {
         &self.nodes
+    }
+
+    pub(crate) fn nodes_mut(&mut self) -> &mut [Redis] {
+        &mut self.nodes
+    }
+
+    /// The index of the node that is the primary of `key`'s slot now, as
+    /// a live node's `CLUSTER NODES` says (`None` while nobody owns it).
+    pub(crate) fn primary_of(&self, key: &str) -> Option<usize> {
+        let node = self.nodes.iter().find(|n| n.is_running())?;
+        let mut c = node.try_admin()?;
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut c)
+            .ok()?;
+        let text: String = redis::cmd("CLUSTER").arg("NODES").query(&mut c).ok()?;
+        for line in text.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.len() < 8 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let owns = f[8..].iter().any(|r| {
+                let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                matches!((lo.parse::<i64>(), hi.parse::<i64>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+            });
+            if owns {
+                let port: u16 = f[1].split(['@', ':']).nth(1)?.parse().ok()?;
+                return self.nodes.iter().position(|n| n.port == port);
+            }
+        }
+        None
     }
 
     /// SIGKILL to every node.
@@ -523,129 +650,5 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
         return None;
     }
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false)))
-}
-
-// ---------------------------------------------------------------------------
-// Counting proxy
-// ---------------------------------------------------------------------------
-
-/// A TCP proxy on `127.0.0.1:<random port>` in front of a server, counting
-/// the commands (RESP arrays) the clients send through it.
-pub(crate) struct CountingProxy {
-    port: u16,
-    commands: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingProxy {
-    pub(crate) async fn start(upstream_port: u16) -> CountingProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let commands = Arc::new(AtomicUsize::new(0));
-        let counter = commands.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
-                    else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let down = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    });
-                    forward_counting(&mut cr, &mut sw, &counter).await;
-                    down.abort();
-                });
-            }
-        });
-        CountingProxy {
-            port,
-            commands,
-            task,
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Commands sent through the proxy so far.
-    pub(crate) fn commands(&self) -> usize {
-        self.commands.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CountingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn forward_counting(
-    from: &mut tokio::net::tcp::OwnedReadHalf,
-    to: &mut tokio::net::tcp::OwnedWriteHalf,
-    counter: &AtomicUsize,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        // Count every complete command before forwarding the bytes, so a
-        // reply can never arrive before its command was counted.
-        while let Some(len) = resp_command_len(&pending) {
-            counter.fetch_add(1, Ordering::SeqCst);
-            pending.drain(..len);
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The length of the first complete RESP command (`*N` then `N` bulk
-/// strings) in `b`, or `None` when it is not complete yet.
-fn resp_command_len(b: &[u8]) -> Option<usize> {
-    fn line(b: &[u8], at: usize) -> Option<(i64, usize)> {
-        let end = at + b.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-        let n = std::str::from_utf8(&b[at + 1..end]).ok()?.parse().ok()?;
-        Some((n, end + 2))
-    }
-    if b.first()? != &b'*' {
-        // Inline command: one line.
-        let end = b.windows(2).position(|w| w == b"\r\n")?;
-        return Some(end + 2);
-    }
-    let (n, mut at) = line(b, 0)?;
-    for _ in 0..n {
-        let (len, start) = line(b, at)?;
-        at = start + len as usize + 2;
-        if at > b.len() {
-            return None;
-        }
-    }
-    Some(at)
-}
-
-#[test]
-fn resp_command_len_counts_whole_commands_only() {
-    let cmd = b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n";
-    assert_eq!(resp_command_len(cmd), Some(cmd.len()));
-    assert_eq!(resp_command_len(&cmd[..cmd.len() - 1]), None);
-    assert_eq!(resp_command_len(b"PING\r\n"), Some(6));
-    let mut two = cmd.to_vec();
-    two.extend_from_slice(cmd);
-    assert_eq!(resp_command_len(&two), Some(cmd.len()));
+    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false, 0, 5000)))
 }
