@@ -202,6 +202,14 @@ macro_rules! concurrency_checks {
             let Some(store) = $make().await else { return };
             crate::common::concurrency::cycle_racing_a_writer_wins(store).await;
         }
+
+        /// Row 35 over HTTP: a logout racing a `cycle_id` ends the session
+        /// under every id.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn destroy_racing_a_cycle_ends_the_session() {
+            let Some(store) = $make().await else { return };
+            crate::common::concurrency::destroy_racing_a_cycle_ends_the_session(store).await;
+        }
     };
 }
 
