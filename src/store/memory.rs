@@ -666,4 +666,252 @@ mod tests {
         assert_eq!(store.len(), 3);
         assert!(store.load(&short).await.unwrap().is_none());
     }
+
+    /// Everything the store keeps beside the sessions themselves: the ids
+    /// filed in the expiry index, and the remembered moves.
+    fn index_entries(store: &MemoryStore) -> usize {
+        store.inner.wheel().values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Sign-in/sign-out churn through every way a session can go (delete,
+    /// end, an emptying save, a cycle that empties it, found expired on
+    /// load, reclaimed when due), half of them after a cycle: with no session
+    /// left alive, the index is back where it started within a constant, at
+    /// every moment in between too.
+    #[tokio::test(start_paused = true)]
+    async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
+        // The most the index may hold beyond twice the live sessions.
+        const BOUND: usize = 2 * 1024 + 64;
+        let store = MemoryStore::new();
+        let start = index_entries(&store);
+        let mut empty = ChangeSet::new();
+        empty.clear();
+        for i in 0..12_000u32 {
+            let now = now_millis();
+            let short = i % 8 >= 6;
+            let ttl = if short { 1_000 } else { 3_600_000 };
+            let r = record(now, ttl, &[("csrf", "x")]);
+            let p = r.public_id;
+            let mut id = SessionId::generate();
+            assert!(store.create(&id, &r).await.unwrap());
+            if i % 2 == 0 {
+                let n = SessionId::generate();
+                let out = store.cycle(&id, &n, &set("user", "u"), now + ttl).await;
+                assert_eq!(out.unwrap(), CycleOutcome::Moved);
+                id = n;
+            }
+            match i % 8 {
+                0 | 1 => store.delete(&id).await.unwrap(),
+                2 | 3 => store.end(&id, &p).await.unwrap(),
+                4 => {
+                    let out = store.save(&id, &empty, now + ttl).await.unwrap();
+                    assert_eq!(out, SaveOutcome::Deleted);
+                }
+                5 => {
+                    let n = SessionId::generate();
+                    let out = store.cycle(&id, &n, &empty, now + ttl).await.unwrap();
+                    assert_eq!(out, CycleOutcome::Deleted);
+                }
+                6 => {
+                    tokio::time::advance(Duration::from_millis(1_001)).await;
+                    assert!(store.load(&id).await.unwrap().is_none());
+                }
+                _ => {
+                    // Reclaimed by the sweep once due.
+                    tokio::time::advance(Duration::from_millis(2_001)).await;
+                    let _ = store.load(&SessionId::generate()).await.unwrap();
+                }
+            }
+            let held = index_entries(&store);
+            assert!(
+                held <= start + 2 * store.len() + BOUND,
+                "after {i} rounds: {held} index entries for {} sessions",
+                store.len()
+            );
+        }
+        // Whatever is still due is reclaimed by later operations.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        for _ in 0..100 {
+            let _ = store.load(&SessionId::generate()).await.unwrap();
+        }
+        assert_eq!(store.len(), 0);
+        let held = index_entries(&store);
+        assert!(held <= start + BOUND, "{held} index entries, no session");
+    }
+
+    /// Live sessions cycled again and again (every sign-in cycles): the
+    /// index stays within a constant of twice the live sessions.
+    #[tokio::test]
+    async fn cycling_live_sessions_keeps_the_index_bounded() {
+        const BOUND: usize = 2 * 1024 + 64;
+        let store = MemoryStore::new();
+        let now = now_millis();
+        let mut ids: Vec<SessionId> = (0..500).map(|_| SessionId::generate()).collect();
+        for id in &ids {
+            assert!(store
+                .create(id, &record(now, 3_600_000, &[("a", "1")]))
+                .await
+                .unwrap());
+        }
+        for round in 0..40 {
+            for id in &mut ids {
+                let n = SessionId::generate();
+                let out = store.cycle(id, &n, &set("r", "1"), now + 3_600_000).await;
+                assert_eq!(out.unwrap(), CycleOutcome::Moved);
+                *id = n;
+            }
+            let held = index_entries(&store);
+            assert!(
+                held <= 2 * store.len() + BOUND,
+                "round {round}: {held} index entries for {} sessions",
+                store.len()
+            );
+        }
+        assert_eq!(store.len(), 500);
+    }
+
+    /// Two fresh ids that fall in the same shard of the map.
+    fn same_shard_ids(store: &MemoryStore) -> (SessionId, SessionId) {
+        let a = SessionId::generate();
+        let shard = store.inner.map.determine_map(&a);
+        loop {
+            let b = SessionId::generate();
+            if store.inner.map.determine_map(&b) == shard {
+                return (a, b);
+            }
+        }
+    }
+
+    /// A cycle onto an id that is taken, in the same shard as the old id:
+    /// `Collision`, nothing changed, and no deadlock.
+    #[tokio::test]
+    async fn cycle_onto_a_taken_id_in_the_same_shard_returns() {
+        let store = MemoryStore::new();
+        let (old, new) = same_shard_ids(&store);
+        let now = now_millis();
+        let r = record(now, 60_000, &[("a", "1")]);
+        assert!(store.create(&old, &r).await.unwrap());
+        assert!(store
+            .create(&new, &record(now, 60_000, &[("z", "9")]))
+            .await
+            .unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = store.clone();
+        std::thread::spawn(move || {
+            let out = s.inner.cycle(&old, &new, &set("b", "2"), now + 60_000);
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("cycle onto a taken id in the same shard did not return");
+        assert_eq!(out, CycleOutcome::Collision);
+        assert_eq!(
+            store.load(&old).await.unwrap().unwrap().items.get("b"),
+            None
+        );
+        assert_eq!(
+            store.load(&new).await.unwrap().unwrap().items.get("z"),
+            Some("9")
+        );
+        assert_eq!(store.len(), 2);
+    }
+
+    /// The same, with the new id taken *while* the cycle runs (another
+    /// request creating a session under it, in the same shard): the cycle
+    /// must return, whatever the interleaving.
+    #[test]
+    fn cycle_racing_a_create_of_its_new_id_in_the_same_shard_returns() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let store = MemoryStore::new();
+        let (a, b) = same_shard_ids(&store);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cycler = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // As long as it takes the interleaving to happen (or not).
+                let until = std::time::Instant::now() + Duration::from_secs(3);
+                while std::time::Instant::now() < until {
+                    let now = now_millis();
+                    if store.inner.load(&a).is_none() {
+                        let _ = store.inner.create(&a, &record(now, 60_000, &[("a", "1")]));
+                    }
+                    let _ = store.inner.cycle(&a, &b, &set("b", "2"), now + 60_000);
+                }
+                stop.store(true, Ordering::Relaxed);
+                let _ = tx.send(());
+            })
+        };
+        for _ in 0..2 {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = now_millis();
+                    let _ = store.inner.create(&b, &record(now, 60_000, &[("z", "9")]));
+                    futures_now(store.delete(&b)).unwrap();
+                }
+            });
+        }
+        let finished = rx.recv_timeout(Duration::from_secs(15));
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            finished.is_ok(),
+            "cycle deadlocked on an id taken meanwhile in the same shard"
+        );
+        cycler.join().unwrap();
+    }
+
+    fn futures_now<F: Future>(f: F) -> F::Output {
+        use std::task::{Context, Poll, Waker};
+        match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("MemoryStore answers at once"),
+        }
+    }
+
+    /// The map is split finely enough that growing one shard never moves
+    /// more than a few thousand entries, at any size up to the cap.
+    #[test]
+    fn shards_follow_the_cap() {
+        for cap in [10_000_000, 1_000_000, 100_000] {
+            let store = MemoryStore::new().with_max_sessions(cap);
+            let shards = store.inner.map.shards().len();
+            assert!(
+                cap / shards <= 4096,
+                "cap {cap}: {shards} shards, {} entries each at the cap",
+                cap / shards
+            );
+        }
+    }
+
+    /// After a mass expiry, operations give the map's capacity back, a few
+    /// shards at a time.
+    #[tokio::test(start_paused = true)]
+    async fn capacity_is_given_back_after_a_mass_expiry() {
+        let store = MemoryStore::new().with_max_sessions(200_000);
+        let now = now_millis();
+        for _ in 0..100_000 {
+            store
+                .create(&SessionId::generate(), &record(now, 1_000, &[("a", "1")]))
+                .await
+                .unwrap();
+        }
+        let keep = SessionId::generate();
+        store
+            .create(&keep, &record(now, 3_600_000, &[("k", "v")]))
+            .await
+            .unwrap();
+        let peak = store.inner.map.capacity();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for _ in 0..20_000 {
+            assert!(store.load(&keep).await.unwrap().is_some());
+        }
+        assert_eq!(store.len(), 1);
+        let after = store.inner.map.capacity();
+        assert!(
+            after * 16 < peak,
+            "capacity {peak} at 100k sessions, still {after} with 1 left"
+        );
+    }
 }
