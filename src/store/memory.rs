@@ -151,60 +151,25 @@ impl std::hash::Hasher for IdHasher {
 }
 
 type Hasher = std::hash::BuildHasherDefault<IdHasher>;
-type IdMap = DashMap<SessionId, Slot, Hasher>;
+type IdMap = DashMap<SessionId, Record, Hasher>;
 /// For each session cycled at least once: the id it lives under now.
 type MoveMap = DashMap<PublicId, SessionId, Hasher>;
 
-/// One session as the map holds it: a [`Record`]'s fields plus the store's
-/// own bookkeeping, in the same 48 bytes (the flags fill what was padding).
-struct Slot {
-    public_id: PublicId,
-    items: Items,
-    created_at: u64,
-    expires_at: u64,
-    /// The second ([`bucket_of`], saturated to `u32`) under which the expiry
-    /// index holds this id. An index entry under another second is stale.
-    filed: u32,
-    /// Whether `moves` remembers this session (it was cycled).
-    moved: bool,
-    /// A cycle's hold on its new id while it moves the session: not a
-    /// session yet, invisible to every other operation.
-    reserved: bool,
+/// A cycle's hold on its new id while it moves the session there: not a
+/// session (no items, created at the end of time, expired at its start),
+/// invisible to every other operation. The map holds plain [`Record`]s, so
+/// an entry costs what the record does (64 bytes with its id).
+fn reservation(public_id: PublicId) -> Record {
+    Record {
+        items: Items::new(),
+        created_at: u64::MAX,
+        expires_at: 0,
+        public_id,
+    }
 }
 
-impl Slot {
-    fn new(record: &Record, filed: u32) -> Self {
-        Slot {
-            public_id: record.public_id,
-            items: record.items.clone(),
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            filed,
-            moved: false,
-            reserved: false,
-        }
-    }
-
-    fn reservation(public_id: PublicId) -> Self {
-        Slot {
-            public_id,
-            items: Items::new(),
-            created_at: 0,
-            expires_at: 0,
-            filed: 0,
-            moved: false,
-            reserved: true,
-        }
-    }
-
-    fn record(&self) -> Record {
-        Record {
-            items: self.items.clone(),
-            created_at: self.created_at,
-            expires_at: self.expires_at,
-            public_id: self.public_id,
-        }
-    }
+fn is_reservation(r: &Record) -> bool {
+    r.created_at == u64::MAX && r.expires_at == 0
 }
 
 struct Inner {
@@ -272,12 +237,6 @@ const CHUNK: usize = 256;
 
 fn bucket_of(expires_at: u64) -> u64 {
     expires_at.div_ceil(1000)
-}
-
-/// A second as a [`Slot`] records it: seconds past `u32::MAX` (the year
-/// 2106) all look alike, and are never due.
-fn token(bucket: u64) -> u32 {
-    u32::try_from(bucket).unwrap_or(u32::MAX)
 }
 
 /// How many shards a map gets for `max_sessions`: about [`SHARD_TARGET`]
@@ -409,23 +368,12 @@ impl Inner {
     }
 
     /// Accounts for a session just removed from the map (its guard
-    /// released): gives its place back and forgets where it moved. The
-    /// caller holds no stripe lock.
-    fn forget(&self, id: &SessionId, slot: &Slot) {
+    /// released): gives its place back, and forgets where it moved if it
+    /// was cycled. Takes no stripe lock: a cycle that would move this
+    /// session finds it gone, and `end` only deletes what it finds.
+    fn forget(&self, id: &SessionId, record: &Record) {
         self.len.fetch_sub(1, Ordering::Relaxed);
-        if slot.moved {
-            let _stripe = self.stripe(&slot.public_id);
-            self.moves.remove_if(&slot.public_id, |_, at| at == id);
-        }
-    }
-
-    /// [`forget`](Self::forget) for a caller that holds the stripe lock of
-    /// `slot.public_id`.
-    fn forget_locked(&self, id: &SessionId, slot: &Slot) {
-        self.len.fetch_sub(1, Ordering::Relaxed);
-        if slot.moved {
-            self.moves.remove_if(&slot.public_id, |_, at| at == id);
-        }
+        self.moves.remove_if(&record.public_id, |_, at| at == id);
     }
 
     /// The small amount of upkeep every operation does: reclaim a few due
@@ -437,8 +385,7 @@ impl Inner {
             self.sweep(now, SWEEP_BUDGET, false);
         }
         let live = self.len.load(Ordering::Relaxed);
-        if self.filed.load(Ordering::Relaxed) > live.saturating_mul(2).saturating_add(INDEX_SLACK)
-        {
+        if self.filed.load(Ordering::Relaxed) > live.saturating_mul(2).saturating_add(INDEX_SLACK) {
             self.compact();
         }
         let peak = self.peak.load(Ordering::Relaxed);
@@ -455,7 +402,7 @@ impl Inner {
         // On the stack: a heap buffer of this size is a "large" request to
         // glibc's malloc, which first consolidates every small chunk freed
         // so far; after a mass expiry that alone can take milliseconds.
-        let mut batch = [(0u64, SessionId::NIL); MAX_BATCH];
+        let mut batch = [SessionId::NIL; MAX_BATCH];
         let mut n = 0;
         let budget = budget.min(MAX_BATCH);
         {
@@ -472,14 +419,13 @@ impl Inner {
                 let Some(mut first) = wheel.chunks.first_entry() else {
                     break;
                 };
-                let b = first.key().0;
-                if b.saturating_mul(1000) > now {
+                if first.key().0.saturating_mul(1000) > now {
                     break;
                 }
                 let ids = first.get_mut();
                 let take = (budget - n).min(ids.len());
                 for id in ids.drain(ids.len() - take..) {
-                    batch[n] = (b, id);
+                    batch[n] = id;
                     n += 1;
                 }
                 if ids.is_empty() {
@@ -491,21 +437,19 @@ impl Inner {
         }
         let mut refile = [(0u64, SessionId::NIL); MAX_BATCH];
         let mut r = 0;
-        for &(b, id) in &batch[..n] {
-            let Entry::Occupied(mut e) = self.map.entry(id) else {
-                continue;
+        for &id in &batch[..n] {
+            let Entry::Occupied(e) = self.map.entry(id) else {
+                continue; // stale: the session went before it expired
             };
-            let slot = e.get_mut();
-            if slot.reserved || slot.filed != token(b) {
-                continue; // stale: the session went, or is filed elsewhere
+            let record = e.get();
+            if is_reservation(record) {
+                continue; // a cycle's new id, not filed yet
             }
-            if slot.expires_at <= now {
-                let slot = e.remove();
-                self.forget(&id, &slot);
+            if record.expires_at <= now {
+                let record = e.remove();
+                self.forget(&id, &record);
             } else {
-                let at = bucket_of(slot.expires_at);
-                slot.filed = token(at);
-                refile[r] = (at, id);
+                refile[r] = (bucket_of(record.expires_at), id);
                 r += 1;
             }
         }
@@ -549,12 +493,7 @@ impl Inner {
                 (key, ids)
             };
             examined += ids.len();
-            let filed = token(key.0);
-            ids.retain(|id| {
-                self.map
-                    .get(id)
-                    .is_some_and(|s| !s.reserved && s.filed == filed)
-            });
+            ids.retain(|id| self.map.get(id).is_some_and(|r| !is_reservation(&r)));
             if ids.is_empty() {
                 continue;
             }
@@ -609,19 +548,19 @@ impl Inner {
         let now = now_millis();
         self.maintain(now);
         {
-            let slot = self.map.get(id)?;
-            if slot.reserved {
+            let record = self.map.get(id)?;
+            if is_reservation(&record) {
                 return None;
             }
-            if slot.expires_at > now {
-                return Some(slot.record());
+            if record.expires_at > now {
+                return Some(record.clone());
             }
         }
-        if let Some((_, slot)) = self
+        if let Some((_, record)) = self
             .map
-            .remove_if(id, |_, s| !s.reserved && s.expires_at <= now)
+            .remove_if(id, |_, r| r.expires_at <= now && !is_reservation(r))
         {
-            self.forget(id, &slot);
+            self.forget(id, &record);
         }
         None
     }
@@ -668,17 +607,16 @@ impl Inner {
                 }
             }
         }
-        let at = bucket_of(record.expires_at);
         match self.map.entry(*id) {
             Entry::Occupied(_) => {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 return Ok(false);
             }
             Entry::Vacant(v) => {
-                v.insert(Slot::new(record, token(at)));
+                v.insert(record.clone());
             }
         }
-        self.file([(at, *id)]);
+        self.file([(bucket_of(record.expires_at), *id)]);
         Ok(true)
     }
 
@@ -687,13 +625,13 @@ impl Inner {
         self.maintain(now);
         let (removed, outcome) = match self.map.entry(*id) {
             Entry::Vacant(_) => return SaveOutcome::Gone,
-            Entry::Occupied(e) if e.get().reserved => return SaveOutcome::Gone,
+            Entry::Occupied(e) if is_reservation(e.get()) => return SaveOutcome::Gone,
             Entry::Occupied(e) if e.get().expires_at <= now => (e.remove(), SaveOutcome::Gone),
             Entry::Occupied(mut e) => {
-                let slot = e.get_mut();
-                slot.items.apply(changes);
-                if !slot.items.is_empty() {
-                    slot.expires_at = slot.expires_at.max(expires_at);
+                let record = e.get_mut();
+                record.items.apply(changes);
+                if !record.items.is_empty() {
+                    record.expires_at = record.expires_at.max(expires_at);
                     return SaveOutcome::Saved;
                 }
                 (e.remove(), SaveOutcome::Deleted)
@@ -713,7 +651,7 @@ impl Inner {
         let now = now_millis();
         self.maintain(now);
         let public_id = match self.map.get(old) {
-            Some(s) if !s.reserved => s.public_id,
+            Some(r) if !is_reservation(&r) => r.public_id,
             _ => return CycleOutcome::Gone,
         };
         // The lock `end` takes for this session: whichever of the two runs
@@ -724,42 +662,42 @@ impl Inner {
         match self.map.entry(*new) {
             Entry::Occupied(_) => return CycleOutcome::Collision,
             Entry::Vacant(v) => {
-                v.insert(Slot::reservation(public_id));
+                v.insert(reservation(public_id));
             }
         }
         let unreserve = || {
-            self.map.remove_if(new, |_, s| s.reserved);
+            self.map.remove_if(new, |_, r| is_reservation(r));
         };
-        let Some((_, mut slot)) = self
+        let Some((_, mut record)) = self
             .map
-            .remove_if(old, |_, s| !s.reserved && s.public_id == public_id)
+            .remove_if(old, |_, r| r.public_id == public_id && !is_reservation(r))
         else {
             unreserve();
             return CycleOutcome::Gone;
         };
-        if slot.expires_at <= now {
+        if record.expires_at <= now {
             unreserve();
-            self.forget_locked(old, &slot);
+            self.forget(old, &record);
             return CycleOutcome::Gone;
         }
-        slot.items.apply(changes);
-        if slot.items.is_empty() {
+        record.items.apply(changes);
+        if record.items.is_empty() {
             unreserve();
-            self.forget_locked(old, &slot);
+            self.forget(old, &record);
             return CycleOutcome::Deleted;
         }
-        slot.expires_at = slot.expires_at.max(expires_at);
-        let at = bucket_of(slot.expires_at);
-        slot.filed = token(at);
-        slot.moved = true;
+        record.expires_at = record.expires_at.max(expires_at);
+        let at = bucket_of(record.expires_at);
+        // Remembered before the session appears under `new`, so that any
+        // removal of it from then on also forgets the move.
+        self.moves.insert(public_id, *new);
         match self.map.get_mut(new) {
-            Some(mut held) => *held = slot,
+            Some(mut held) => *held = record,
             // Nothing removes a reservation but its owner; kept total.
             None => {
-                self.map.insert(*new, slot);
+                self.map.insert(*new, record);
             }
         }
-        self.moves.insert(public_id, *new);
         drop(stripe);
         self.file([(at, *new)]);
         CycleOutcome::Moved
@@ -767,37 +705,26 @@ impl Inner {
 
     fn delete(&self, id: &SessionId) {
         self.maintain(now_millis());
-        if let Some((_, slot)) = self.map.remove_if(id, |_, s| !s.reserved) {
-            self.forget(id, &slot);
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
         }
     }
 
     fn end(&self, id: &SessionId, public_id: &PublicId) {
         self.maintain(now_millis());
-        let mut other = None;
-        {
-            let _stripe = self.stripe(public_id);
-            if let Some((_, slot)) = self.map.remove_if(id, |_, s| !s.reserved) {
-                if slot.public_id == *public_id {
-                    self.forget_locked(id, &slot);
-                } else {
-                    // Another session under this id (not one the layer
-                    // loaded): its own stripe is taken below.
-                    other = Some(slot);
-                }
-            }
-            if let Some((_, at)) = self.moves.remove(public_id) {
-                if let Some((_, slot)) = self
-                    .map
-                    .remove_if(&at, |_, s| !s.reserved && s.public_id == *public_id)
-                {
-                    self.len.fetch_sub(1, Ordering::Relaxed);
-                    drop(slot);
-                }
-            }
+        let _stripe = self.stripe(public_id);
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
         }
-        if let Some(slot) = other {
-            self.forget(id, &slot);
+        // Wherever a cycle moved it. Under the stripe lock, no cycle of this
+        // session is halfway.
+        if let Some((_, at)) = self.moves.remove(public_id) {
+            if let Some((_, record)) = self
+                .map
+                .remove_if(&at, |_, r| r.public_id == *public_id && !is_reservation(r))
+            {
+                self.forget(&at, &record);
+            }
         }
     }
 
@@ -805,7 +732,7 @@ impl Inner {
         let now = now_millis();
         self.maintain(now);
         match self.map.get_mut(id) {
-            Some(mut r) if !r.reserved && r.expires_at > now => {
+            Some(mut r) if !is_reservation(&r) && r.expires_at > now => {
                 r.expires_at = r.expires_at.max(expires_at);
                 true
             }
@@ -1102,7 +1029,14 @@ mod tests {
     /// Everything the store keeps beside the sessions themselves: the ids
     /// filed in the expiry index, and the remembered moves.
     fn index_entries(store: &MemoryStore) -> usize {
-        store.inner.wheel().chunks.values().map(Vec::len).sum::<usize>() + store.inner.moves.len()
+        store
+            .inner
+            .wheel()
+            .chunks
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            + store.inner.moves.len()
     }
 
     /// Sign-in/sign-out churn through every way a session can go (delete,
