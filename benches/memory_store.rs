@@ -282,7 +282,8 @@ fn growth(n: usize) {
         changes.set("seen", "1");
         let mut wall_pauses = Pauses(Vec::with_capacity(n / 16));
         let mut own_pauses = Pauses(Vec::with_capacity(n / 16));
-        let mut worst = (Duration::ZERO, "");
+        // The slowest (own time): how long, which operation, sessions held.
+        let mut worst = (Duration::ZERO, "", 0);
         let mut ops = 0usize;
         let started = Instant::now();
         // Until the expired ones are reclaimed, then as long again (at
@@ -300,7 +301,7 @@ fn growth(n: usize) {
                 _ => (timed(&delay, || store.touch(id, exp)).await, "touch"),
             };
             if own > worst.0 {
-                worst = (own, what);
+                worst = (own, what, store.len());
             }
             wall_pauses.0.push(wall);
             own_pauses.0.push(own);
@@ -320,7 +321,10 @@ fn growth(n: usize) {
         );
         wall_pauses.report("  load/save/touch while reclaiming and shrinking, wall");
         own_pauses.report("  the same, own time");
-        println!("  slowest own: {} {:?}", worst.1, worst.0);
+        println!(
+            "  slowest own: {} {:?}, with {} sessions left",
+            worst.1, worst.0, worst.2
+        );
         println!(
             "  RSS after the mass expiry {} ({} at the peak, {} empty)",
             mb(rss_after),
