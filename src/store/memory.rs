@@ -182,6 +182,12 @@ fn is_reservation(r: &Record) -> bool {
     r.created_at == u64::MAX && r.expires_at == 0
 }
 
+/// Set in a stored record's `created_at` once `moves` remembers the session
+/// (it was cycled), so removing a session that never was costs no look-up
+/// there. A real `created_at` (ms since 1970) never reaches this bit;
+/// [`load`](Inner::load) hands records out without it.
+const MOVED: u64 = 1 << 63;
+
 struct Inner {
     map: IdMap,
     moves: MoveMap,
@@ -398,7 +404,9 @@ impl Inner {
     /// session finds it gone, and `end` only deletes what it finds.
     fn forget(&self, id: &SessionId, record: &Record) {
         self.len.fetch_sub(1, Ordering::Relaxed);
-        self.moves.remove_if(&record.public_id, |_, at| at == id);
+        if record.created_at & MOVED != 0 {
+            self.moves.remove_if(&record.public_id, |_, at| at == id);
+        }
     }
 
     /// The small amount of upkeep every operation does: reclaim a few due
@@ -584,7 +592,9 @@ impl Inner {
                 return None;
             }
             if record.expires_at > now {
-                return Some(record.clone());
+                let mut record = record.clone();
+                record.created_at &= !MOVED;
+                return Some(record);
             }
         }
         if let Some((_, record)) = self
@@ -718,6 +728,7 @@ impl Inner {
             return CycleOutcome::Deleted;
         }
         record.expires_at = record.expires_at.max(expires_at);
+        record.created_at |= MOVED;
         let at = bucket_of(record.expires_at);
         // Remembered before the session appears under `new`, so that any
         // removal of it from then on also forgets the move.
@@ -940,6 +951,27 @@ mod tests {
         let r = store.load(&new).await.unwrap().unwrap();
         assert_eq!(r.items.get("a"), Some("1"));
         assert_eq!(r.items.get("b"), Some("2"));
+    }
+
+    /// The store's own mark on a cycled session never reaches a load: the
+    /// absolute timeout counts from the `created_at` the session was made
+    /// with, across any number of cycles.
+    #[tokio::test]
+    async fn cycled_sessions_load_with_the_created_at_they_were_made_with() {
+        let store = MemoryStore::new();
+        let now = now_millis();
+        let r = record(now - 5_000, 60_000, &[("a", "1")]);
+        let mut id = SessionId::generate();
+        store.create(&id, &r).await.unwrap();
+        for _ in 0..3 {
+            let n = SessionId::generate();
+            let out = store.cycle(&id, &n, &set("b", "2"), now + 60_000).await;
+            assert_eq!(out.unwrap(), CycleOutcome::Moved);
+            id = n;
+            let loaded = store.load(&id).await.unwrap().unwrap();
+            assert_eq!(loaded.created_at, now - 5_000);
+            assert_eq!(loaded.public_id, r.public_id);
+        }
     }
 
     #[tokio::test]
