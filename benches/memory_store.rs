@@ -5,6 +5,17 @@
 //! before criterion's groups (they are maxima, which criterion does not
 //! report).
 //!
+//! The growth run (`cargo bench --bench memory_store -- growth`) creates
+//! `MEMORY_STORE_GROWTH` sessions (default 1,000,000; the stalls it guards
+//! against showed from 0.9M to 10M) into a store capped just above that,
+//! on paused tokio time, and prints the longest single create at each
+//! doubling of the size; then all but 10k of them expire at once, and it
+//! prints the longest operation while they are reclaimed and the map gives
+//! its capacity back, and the resident set at each step. Each time is
+//! given twice: wall time, and "own" time, the wall time less the time the
+//! thread waited for a CPU meanwhile (`/proc/thread-self/schedstat`): on a
+//! loaded machine the scheduler alone makes millisecond pauses.
+//!
 //! The group `memory_store_contention` measures load + save on distinct
 //! sessions with 1 and 2 threads, for `MemoryStore` and for a single
 //! `Mutex<HashMap>` (the baseline, driven the same way). Time per op is wall
@@ -156,6 +167,170 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
             pauses.0.push(t.elapsed());
         }
         pauses.report("create into a full store of 1M expired sessions");
+    });
+}
+
+/// The resident set in bytes (`/proc/self/statm`), 0 where there is none.
+fn rss() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1e6)
+}
+
+/// Time this thread has spent runnable but waiting for a CPU (the second
+/// field of `/proc/thread-self/schedstat`, in ns). Where the file is
+/// missing, always 0 (wall time is then all there is).
+struct RunDelay(Option<std::fs::File>);
+
+impl RunDelay {
+    fn open() -> Self {
+        RunDelay(std::fs::File::open("/proc/thread-self/schedstat").ok())
+    }
+
+    fn ns(&self) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &self.0 else { return 0 };
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).unwrap_or(0);
+        std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Runs `op`; returns its wall time, and its wall time less the time the
+/// thread waited for a CPU meanwhile. (`MemoryStore` does its work when the
+/// method is called, before the future is polled: both are timed.)
+async fn timed<F: Future>(delay: &RunDelay, op: impl FnOnce() -> F) -> (Duration, Duration) {
+    let d0 = delay.ns();
+    let t = Instant::now();
+    black_box(op().await);
+    let wall = t.elapsed();
+    let waited = Duration::from_nanos(delay.ns().saturating_sub(d0));
+    (wall, wall.saturating_sub(waited))
+}
+
+/// The longest single operation while the store grows to `n` sessions, and
+/// while it shrinks back after a mass expiry; see the module docs.
+fn growth(n: usize) {
+    const LIVE: usize = 10_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let rss_empty = rss();
+        let store = MemoryStore::new().with_max_sessions(n + LIVE + 1_000);
+        println!("growth to {n} sessions (MEMORY_STORE_GROWTH), then a mass expiry:");
+        // Created first; they expire long after the others.
+        let live: Vec<SessionId> = (0..LIVE).map(|_| new_id()).collect();
+        for id in &live {
+            store
+                .create(id, &record(Duration::from_secs(100 * 3600)))
+                .await
+                .unwrap();
+        }
+        let r = record(Duration::from_secs(3600));
+        let delay = RunDelay::open();
+        let ms = Duration::from_millis(1);
+        // Longest (wall, own) since the last line; over 1 ms (wall, own).
+        let mut worst = (Duration::ZERO, Duration::ZERO);
+        let mut over_1ms = (0usize, 0usize);
+        let mut next = 125_000.min(n);
+        let started = Instant::now();
+        for i in 1..=n {
+            let id = new_id();
+            let (wall, own) = timed(&delay, || store.create(&id, &r)).await;
+            worst = (worst.0.max(wall), worst.1.max(own));
+            over_1ms.0 += usize::from(wall > ms);
+            over_1ms.1 += usize::from(own > ms);
+            if i == next || i == n {
+                println!(
+                    "  {i:>9} sessions: longest create since the last line {:?} wall, {:?} own; \
+                     over 1 ms so far: {} wall, {} own; RSS {}",
+                    worst.0,
+                    worst.1,
+                    over_1ms.0,
+                    over_1ms.1,
+                    mb(rss())
+                );
+                worst = (Duration::ZERO, Duration::ZERO);
+                next = (next * 2).min(n);
+            }
+        }
+        let per_create = started.elapsed() / n as u32;
+        assert_eq!(store.len(), n + LIVE);
+        let rss_peak = rss();
+        println!(
+            "  mean create {per_create:?} (with the timing); RSS {} empty, {} at the peak \
+             ({:.0} bytes a session)",
+            mb(rss_empty),
+            mb(rss_peak),
+            rss_peak.saturating_sub(rss_empty) as f64 / (n + LIVE) as f64
+        );
+
+        // Everything but the live ones expires at once.
+        tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+        let mut changes = ChangeSet::new();
+        changes.set("seen", "1");
+        let mut wall_pauses = Pauses(Vec::with_capacity(n / 16));
+        let mut own_pauses = Pauses(Vec::with_capacity(n / 16));
+        // The slowest (own time): how long, which operation, sessions held.
+        let mut worst = (Duration::ZERO, "", 0);
+        let mut ops = 0usize;
+        let started = Instant::now();
+        // Until the expired ones are reclaimed, then as long again (at
+        // least 40k operations) for the map to give its capacity back.
+        let mut drained_at = None;
+        loop {
+            let id = &live[ops % LIVE];
+            let exp = unix_ms() + 3_600_000;
+            let ((wall, own), what) = match ops % 3 {
+                0 => (timed(&delay, || store.load(id)).await, "load"),
+                1 => (
+                    timed(&delay, || store.save(id, &changes, exp)).await,
+                    "save",
+                ),
+                _ => (timed(&delay, || store.touch(id, exp)).await, "touch"),
+            };
+            if own > worst.0 {
+                worst = (own, what, store.len());
+            }
+            wall_pauses.0.push(wall);
+            own_pauses.0.push(own);
+            ops += 1;
+            match drained_at {
+                None if store.len() <= LIVE => drained_at = Some(ops),
+                Some(d) if ops >= 2 * d.max(20_000) => break,
+                _ => {}
+            }
+        }
+        let rss_after = rss();
+        println!(
+            "  reclaimed {n} expired sessions in {} operations, ran {ops} ({:?}); {} left",
+            drained_at.unwrap_or(ops),
+            started.elapsed(),
+            store.len()
+        );
+        wall_pauses.report("  load/save/touch while reclaiming and shrinking, wall");
+        own_pauses.report("  the same, own time");
+        println!(
+            "  slowest own: {} {:?}, with {} sessions left",
+            worst.1, worst.0, worst.2
+        );
+        println!(
+            "  RSS after the mass expiry {} ({} at the peak, {} empty)",
+            mb(rss_after),
+            mb(rss_peak),
+            mb(rss_empty)
+        );
     });
 }
 
@@ -359,6 +534,13 @@ fn main() {
     let filtered = args.iter().skip(1).any(|a| !a.starts_with('-'));
     if !filtered || args.iter().any(|a| a == "pause") {
         reclamation_pause(&rt);
+    }
+    if !filtered || args.iter().any(|a| a == "growth") {
+        let n = std::env::var("MEMORY_STORE_GROWTH")
+            .ok()
+            .map(|v| v.parse().expect("MEMORY_STORE_GROWTH is a session count"))
+            .unwrap_or(1_000_000);
+        growth(n);
     }
     benches();
     criterion::Criterion::default()

@@ -113,7 +113,9 @@ fn child(which: &str, n: usize) {
         .unwrap();
     let grown = match which {
         "ours" => {
-            let store = MemoryStore::new().with_max_sessions(usize::MAX);
+            // Capped just above what is created, as an app would size it
+            // (the cap also sets how finely the map is sharded).
+            let store = MemoryStore::new().with_max_sessions(n + 1);
             let app = Router::new()
                 .route("/", get(ours))
                 .layer(SessionLayer::new(store.clone()));

@@ -184,8 +184,10 @@
 //!
 //! # Stores
 //!
-//! - [`MemoryStore`] (default): a sharded `DashMap`, bounded, reclaiming
-//!   expired sessions a few at a time without a background task.
+//! - [`MemoryStore`] (default): a sharded `DashMap`, bounded (a hard cap on
+//!   sessions, and memory that follows the live sessions, whatever the mix
+//!   of creates, cycles and logouts), reclaiming expired sessions a few at a
+//!   time without a background task or a pause as it grows or shrinks.
 //! - `RedisStore` (feature `redis`): Redis or Redis Cluster, shared by many
 //!   app instances; change sets applied by server-side scripts that never
 //!   revive a deleted session. See the `store::redis` module.

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{call, cookie, dev_layer, max_age, script_routes, CountingStore, NoTtlStore};
-use tower_session_storage::MemoryStore;
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record};
+use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
 session_store_suite!(tower_session_storage::MemoryStore::new());
 
@@ -106,4 +107,224 @@ async fn timeouts_are_checked_on_load_even_if_the_store_never_evicts() {
 
     let r = call(&app, "set=a:2", Some(&cookie(&busy))).await;
     assert_ne!(r.new_id().unwrap(), busy);
+}
+
+// ---------------------------------------------------------------------------
+// Store-level checks: logouts racing cycles, and the cap under concurrency
+// ---------------------------------------------------------------------------
+
+/// Runs a `MemoryStore` future: it is ready the first time it is polled
+/// (`answers_immediately`), so plain threads need no runtime.
+fn now<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("MemoryStore answers at once"),
+    }
+}
+
+fn fresh_id() -> SessionId {
+    common::parse_id(&common::made_up_id())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn signed_out(items: &[(&str, &str)]) -> Record {
+    let now = unix_ms();
+    Record {
+        items: items.iter().copied().collect::<Items>(),
+        created_at: now,
+        expires_at: now + 3_600_000,
+        public_id: PublicId::generate(),
+    }
+}
+
+fn set(k: &str, v: &str) -> ChangeSet {
+    let mut c = ChangeSet::new();
+    c.set(k, v);
+    c
+}
+
+/// Request L loads A and signs out (`destroy`); meanwhile request C signs in
+/// on the same session (cycles A -> N) and finishes first. L's `end(A, P)`
+/// must end the session under N too: a logout is never undone by a racing
+/// sign-in.
+#[test]
+fn end_follows_a_session_moved_by_a_racing_cycle() {
+    let store = MemoryStore::new();
+    let a = fresh_id();
+    assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
+    // L loads A.
+    let loaded = now(store.load(&a)).unwrap().unwrap();
+    // C loads A too, signs in and moves the session to N.
+    let n = fresh_id();
+    let exp = unix_ms() + 3_600_000;
+    assert_eq!(
+        now(store.cycle(&a, &n, &set("user", "alice"), exp)).unwrap(),
+        CycleOutcome::Moved
+    );
+    // L's response ends what it loaded.
+    now(store.end(&a, &loaded.public_id)).unwrap();
+    assert!(now(store.load(&a)).unwrap().is_none());
+    assert!(
+        now(store.load(&n)).unwrap().is_none(),
+        "the session moved to N by the racing sign-in must be ended too"
+    );
+    assert_eq!(store.len(), 0);
+
+    // Several moves: end with the first id reaches the latest one.
+    let a = fresh_id();
+    assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
+    let loaded = now(store.load(&a)).unwrap().unwrap();
+    let mut cur = a;
+    for _ in 0..3 {
+        let next = fresh_id();
+        assert_eq!(
+            now(store.cycle(&cur, &next, &set("k", "v"), exp)).unwrap(),
+            CycleOutcome::Moved
+        );
+        cur = next;
+    }
+    now(store.end(&a, &loaded.public_id)).unwrap();
+    assert!(now(store.load(&cur)).unwrap().is_none());
+    assert_eq!(store.len(), 0);
+
+    // An end that ran first is seen by a later cycle: nothing is revived.
+    let a = fresh_id();
+    assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
+    let loaded = now(store.load(&a)).unwrap().unwrap();
+    now(store.end(&a, &loaded.public_id)).unwrap();
+    assert_eq!(
+        now(store.cycle(&a, &fresh_id(), &set("user", "alice"), exp)).unwrap(),
+        CycleOutcome::Gone
+    );
+    assert_eq!(store.len(), 0);
+}
+
+/// Threads cycle sessions and end them (by the id they were created under,
+/// or by one seen later) at the same time. Afterwards no id, old or new,
+/// holds any of them, and the store is empty.
+#[test]
+fn end_and_cycle_racing_on_threads_leave_no_id_holding_the_session() {
+    use std::sync::{Barrier, Mutex};
+    const SESSIONS: usize = 300;
+    const CYCLERS: usize = 3;
+    const ENDERS: usize = 2;
+    for _round in 0..5 {
+        let store = MemoryStore::new();
+        let sessions: Vec<(SessionId, PublicId)> = (0..SESSIONS)
+            .map(|_| {
+                let id = fresh_id();
+                let r = signed_out(&[("csrf", "x")]);
+                assert!(now(store.create(&id, &r)).unwrap());
+                (id, r.public_id)
+            })
+            .collect();
+        let current: Vec<Mutex<SessionId>> = sessions.iter().map(|s| Mutex::new(s.0)).collect();
+        let every_id = Mutex::new(sessions.iter().map(|s| s.0).collect::<Vec<_>>());
+        let barrier = Barrier::new(CYCLERS + ENDERS);
+        std::thread::scope(|scope| {
+            for t in 0..CYCLERS {
+                let (store, current, every_id, barrier) = (&store, &current, &every_id, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let exp = unix_ms() + 3_600_000;
+                    for round in 0..4 {
+                        for i in (0..SESSIONS).map(|i| (i * 7 + t * 13 + round) % SESSIONS) {
+                            let cur = *current[i].lock().unwrap();
+                            let new = fresh_id();
+                            every_id.lock().unwrap().push(new);
+                            let out = now(store.cycle(&cur, &new, &set("user", "u"), exp)).unwrap();
+                            if out == CycleOutcome::Moved {
+                                let mut c = current[i].lock().unwrap();
+                                if *c == cur {
+                                    *c = new;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            for t in 0..ENDERS {
+                let (store, current, sessions, barrier) = (&store, &current, &sessions, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for i in (0..SESSIONS).filter(|i| i % ENDERS == t) {
+                        // Give the cyclers time to move some sessions first.
+                        std::thread::yield_now();
+                        let (first, public_id) = sessions[i];
+                        let id = if i % 3 == 0 {
+                            *current[i].lock().unwrap()
+                        } else {
+                            first
+                        };
+                        now(store.end(&id, &public_id)).unwrap();
+                    }
+                });
+            }
+        });
+        for id in every_id.lock().unwrap().iter() {
+            assert!(
+                now(store.load(id)).unwrap().is_none(),
+                "an ended session is still held under one of its ids"
+            );
+        }
+        assert_eq!(store.len(), 0);
+    }
+}
+
+/// `with_max_sessions(n)` is a hard bound: threads creating at once never
+/// get more than `n` sessions in, at any moment or at the end.
+#[test]
+fn the_cap_holds_under_concurrent_creates() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Barrier;
+    const CAP: usize = 64;
+    const THREADS: usize = 8;
+    for _round in 0..100 {
+        let store = MemoryStore::new().with_max_sessions(CAP);
+        let made = AtomicUsize::new(0);
+        let done = AtomicBool::new(false);
+        let barrier = Barrier::new(THREADS + 1);
+        let worst = std::thread::scope(|scope| {
+            let watcher = scope.spawn(|| {
+                barrier.wait();
+                let mut worst = 0;
+                while !done.load(Ordering::Relaxed) {
+                    worst = worst.max(store.len());
+                }
+                worst.max(store.len())
+            });
+            let creators: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        for _ in 0..CAP / 4 {
+                            match now(store.create(&fresh_id(), &signed_out(&[("a", "1")]))) {
+                                Ok(true) => {
+                                    made.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Ok(false) => panic!("a fresh id was taken"),
+                                Err(e) => assert_eq!(e.kind(), StoreErrorKind::Full, "{e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for c in creators {
+                c.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        let made = made.load(Ordering::Relaxed);
+        assert!(made <= CAP, "{made} sessions created past a cap of {CAP}");
+        assert!(worst <= CAP, "len() was {worst} with a cap of {CAP}");
+        assert_eq!(store.len(), made);
+    }
 }

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::future::{ready, Future};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
+use super::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
 use crate::error::{StoreError, StoreErrorKind};
-use crate::id::SessionId;
+use crate::id::{PublicId, SessionId};
 
 /// The default cap on the number of sessions in a [`MemoryStore`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;
@@ -22,16 +23,46 @@ const SWEEP_BUDGET: usize = 64;
 /// How many due sessions a create into a full store may examine before it
 /// gives up and reports the store full (bounds that request's pause).
 const FULL_SWEEP_BUDGET: usize = 1024;
+/// How many stale entries (ids of sessions gone or moved) the expiry index
+/// may hold beyond one per live session before operations start compacting
+/// it. The index holds at most `2 × live + INDEX_SLACK` ids, give or take
+/// what one step is working on.
+const INDEX_SLACK: usize = 1024;
+/// The most ids one compaction step examines (it takes whole chunks).
+const COMPACT_BUDGET: usize = 256;
+/// The most chunks one compaction step takes.
+const COMPACT_CHUNKS: usize = 8;
+/// Sessions per map shard at the cap: growing a shard moves at most this
+/// many entries (tens of microseconds), under that shard's lock only.
+const SHARD_TARGET: usize = 2048;
+/// The most shards a map gets (128 bytes each): enough for 64M sessions at
+/// [`SHARD_TARGET`] a shard.
+const MAX_SHARDS: usize = 1 << 15;
+/// Capacity is given back once the store holds less than a quarter of its
+/// peak, and the peak was at least this many sessions.
+const SHRINK_MIN_PEAK: usize = 4096;
+/// Shards (of each map) one operation shrinks while capacity is given back.
+const SHRINK_SHARDS_PER_OP: usize = 2;
+/// A request this large is a "large" one to glibc's malloc (past its
+/// per-thread cache and its small bins); see [`settle_allocator`].
+const SETTLE_BYTES: usize = 2048;
+/// Locks that make `cycle` and `end` on one session atomic with respect to
+/// each other, picked by the session's public id.
+const STRIPES: usize = 64;
 
 /// An in-memory store on a [`DashMap`] keyed by [`SessionId`]: the default.
 ///
-/// - **Shared snapshots.** A load hands out the session's [`Items`](super::Items) (one
+/// - **Shared snapshots.** A load hands out the session's [`Items`] (one
 ///   shared buffer), not a deep copy; a save applies the request's
 ///   [`ChangeSet`] to the entry under that entry's shard lock, swapping in
-///   the new buffer (requests still holding the old one keep it). No lock is ever held across an `.await`
-///   (every operation is synchronous inside).
-/// - **Bounded.** At most [`with_max_sessions`](Self::with_max_sessions)
-///   sessions ([`DEFAULT_MAX_SESSIONS`] by default). When full, expired
+///   the new buffer (requests still holding the old one keep it). No lock is
+///   ever held across an `.await` (every operation is synchronous inside),
+///   and no operation holds a shard's lock while it touches another entry.
+/// - **Bounded sessions.** At most
+///   [`with_max_sessions`](Self::with_max_sessions) sessions
+///   ([`DEFAULT_MAX_SESSIONS`] by default), a hard bound under any
+///   concurrency: a create reserves its place in an atomic count before it
+///   inserts, and every removal gives the place back. When full, expired
 ///   sessions are reclaimed first; if it is still full, creating a session
 ///   fails with [`StoreErrorKind::Full`], which the layer answers with `503`.
 ///   Live sessions are never evicted to make room.
@@ -41,8 +72,52 @@ const FULL_SWEEP_BUDGET: usize = 1024;
 ///   meanwhile is filed again under its new expiry). There is no background
 ///   task and no pass over the whole map, so no request waits on a
 ///   stop-the-world cleanup, and nothing needs to be started or stopped.
+/// - **Memory bounded by the live sessions, at every moment.** A session
+///   that goes before it expires (deleted, ended, emptied, or moved to a new
+///   id by a cycle) leaves a stale id in the expiry index. While stale ids
+///   outnumber the live sessions by more than 1024, every operation
+///   compacts a few chunks of the index (at most 256 ids, outside the
+///   index's lock), so the index holds at most about `2 × live + 1024` ids
+///   (16 bytes each) whatever the mix of operations, and returns to that
+///   constant after churn that leaves no session alive.
+/// - **Logouts follow moves.** [`end`](SessionStore::end) finds a session
+///   even after a concurrent [`cycle`](SessionStore::cycle) moved it: the
+///   store remembers, for each session that was cycled at least once, where
+///   its [`PublicId`] lives now (a 32-byte entry, about 60 bytes with its
+///   table, per such session). That memory is
+///   made by the first cycle and released with the session on every path
+///   that removes it (reclaimed when expired, found expired on load,
+///   emptied by a save or a cycle, deleted, ended), so it never outlives
+///   the session. `cycle` and `end` on one session take the same lock
+///   (one of 64, picked by the public id), so whichever runs second sees
+///   what the first did.
+/// - **No stall as it grows.** The map is split into shards by the cap
+///   (about 2048 sessions a shard at the cap, at most 32768 shards), so
+///   growing one shard's table, which happens under that shard's lock,
+///   moves a couple of thousand entries at most: no operation waits on a
+///   rehash of a large table. After the store shrinks below a quarter of
+///   its peak, operations give the spare table capacity back, two shards
+///   at a time.
 ///
-/// Clones share the same sessions.
+/// # Memory to plan for
+///
+/// Measured with `examples/memory.rs` (1M sessions created through the
+/// layer, each holding two items, 48 bytes of keys and values): about 233
+/// heap bytes and 250 resident bytes a session: the map entry (64 bytes,
+/// in tables between 44% and 88% full), the items' buffer, and 16 bytes in
+/// the expiry index. Add about 60 bytes for each session cycled at least
+/// once (its remembered move), at most 16 bytes a live session (plus 16 KiB)
+/// for stale index ids, and 256 bytes a shard (2 MB at a cap of 10M).
+///
+/// Plan the resident set for the peak. Capacity given back after a mass
+/// expiry returns to the allocator; how much of it reaches the operating
+/// system is up to the allocator. With glibc, 10M sessions at 1.35 GB
+/// resident fell to 0.69 GB once all but 10k had expired, and 4M sessions
+/// from 0.66 GB to 0.18 GB (`cargo bench --bench memory_store -- growth`).
+///
+/// The shard count is chosen when the cap is set on a store that no clone
+/// shares yet (as `MemoryStore::new().with_max_sessions(n)` does). Clones
+/// share the same sessions.
 ///
 /// # Example
 ///
@@ -59,7 +134,7 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-/// Hashes a [`SessionId`] by folding its 128 bits to 64.
+/// Hashes a [`SessionId`] (or a [`PublicId`]) by folding its 128 bits to 64.
 ///
 /// Ids are made by the server from 122 random bits, so every bit of the fold
 /// is random already: SipHash would only cost time. A client can present any
@@ -74,7 +149,7 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Not reached for `SessionId` (it hashes as one `u128`); kept total.
+        // Not reached for the ids (each hashes as one `u128`); kept total.
         for &b in bytes {
             self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
@@ -85,15 +160,54 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type IdMap = DashMap<SessionId, Record, std::hash::BuildHasherDefault<IdHasher>>;
+type Hasher = std::hash::BuildHasherDefault<IdHasher>;
+type IdMap = DashMap<SessionId, Record, Hasher>;
+/// For each session cycled at least once: the id it lives under now.
+type MoveMap = DashMap<PublicId, SessionId, Hasher>;
+
+/// A cycle's hold on its new id while it moves the session there: not a
+/// session (no items, created at the end of time, expired at its start),
+/// invisible to every other operation. The map holds plain [`Record`]s, so
+/// an entry costs what the record does (64 bytes with its id).
+fn reservation(public_id: PublicId) -> Record {
+    Record {
+        items: Items::new(),
+        created_at: u64::MAX,
+        expires_at: 0,
+        public_id,
+    }
+}
+
+fn is_reservation(r: &Record) -> bool {
+    r.created_at == u64::MAX && r.expires_at == 0
+}
+
+/// Set in a stored record's `created_at` once `moves` remembers the session
+/// (it was cycled), so removing a session that never was costs no look-up
+/// there. A real `created_at` (ms since 1970) never reaches this bit;
+/// [`load`](Inner::load) hands records out without it.
+const MOVED: u64 = 1 << 63;
 
 struct Inner {
     map: IdMap,
+    moves: MoveMap,
+    stripes: Box<[Mutex<()>]>,
     max_sessions: AtomicUsize,
+    /// Sessions held: a create reserves its place here before it inserts,
+    /// every removal gives it back after, so the map never holds more
+    /// sessions than this, and this never exceeds the cap.
+    len: AtomicUsize,
+    /// The most sessions held since capacity was last given back.
+    peak: AtomicUsize,
+    /// Where the next shrink step starts (counts up; taken modulo shards).
+    shrink_cursor: AtomicUsize,
     /// Sessions filed by the second they expire (`ceil(expires_at / 1000)`),
     /// in chunks of at most [`CHUNK`] ids, so no push ever moves a large
     /// vector: the key is (second, chunk number).
     wheel: Mutex<Wheel>,
+    /// Ids in the wheel (live and stale), as `Wheel::ids`, readable without
+    /// the lock.
+    filed: AtomicUsize,
     /// The ms at which the first filed second is due; `u64::MAX` when empty.
     next_due: AtomicU64,
 }
@@ -116,23 +230,84 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-type Wheel = BTreeMap<(u64, u32), Vec<SessionId>>;
+/// The expiry index.
+struct Wheel {
+    chunks: BTreeMap<(u64, u32), Vec<SessionId>>,
+    /// How many ids the chunks hold.
+    ids: usize,
+    /// The key the next compaction step starts from.
+    cursor: (u64, u32),
+}
 
-/// The most ids one chunk of the expiry index holds.
-const CHUNK: usize = 1024;
+#[cfg(test)]
+impl Wheel {
+    /// How many chunks there are.
+    fn len(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// The most ids one chunk of the expiry index holds (a compaction step may
+/// put a few more back into one).
+const CHUNK: usize = 256;
+
+/// Makes the allocator merge the small blocks freed so far, now, while they
+/// are few.
+///
+/// glibc's malloc sets freed small blocks (a session's items buffer is one)
+/// aside and merges them all at the next large request, whoever makes it.
+/// After a mass expiry, reclaiming a million sessions without one large
+/// request in between leaves a million blocks for the next one (the first
+/// shard being shrunk, say): milliseconds in one operation, measured with
+/// `benches/memory_store.rs` (`growth`). A large request after each sweep
+/// step that freed sessions keeps that work to the few dozen blocks the step
+/// freed. Under other allocators this is one cheap allocation.
+fn settle_allocator() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(SETTLE_BYTES)));
+}
 
 fn bucket_of(expires_at: u64) -> u64 {
     expires_at.div_ceil(1000)
 }
 
+/// How many shards a map gets for `max_sessions`: about [`SHARD_TARGET`]
+/// sessions each at the cap, never fewer than DashMap's default.
+fn shard_amount(max_sessions: usize) -> usize {
+    let default = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_mul(4)
+        .next_power_of_two()
+        .max(4);
+    (max_sessions / SHARD_TARGET)
+        .checked_next_power_of_two()
+        .unwrap_or(MAX_SHARDS)
+        .max(default)
+        .min(MAX_SHARDS)
+}
+
+fn new_map<K: Eq + std::hash::Hash, V>(shards: usize) -> DashMap<K, V, Hasher> {
+    DashMap::with_capacity_and_hasher_and_shard_amount(0, Hasher::default(), shards)
+}
+
 impl MemoryStore {
     /// An empty store holding at most [`DEFAULT_MAX_SESSIONS`] sessions.
     pub fn new() -> Self {
+        let shards = shard_amount(DEFAULT_MAX_SESSIONS);
         Self {
             inner: Arc::new(Inner {
-                map: IdMap::default(),
+                map: new_map(shards),
+                moves: new_map(shards),
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
-                wheel: Mutex::new(BTreeMap::new()),
+                len: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                shrink_cursor: AtomicUsize::new(0),
+                wheel: Mutex::new(Wheel {
+                    chunks: BTreeMap::new(),
+                    ids: 0,
+                    cursor: (0, 0),
+                }),
+                filed: AtomicUsize::new(0),
                 next_due: AtomicU64::new(u64::MAX),
             }),
         }
@@ -142,8 +317,14 @@ impl MemoryStore {
     ///
     /// When the cap is reached, expired sessions are reclaimed first; if none
     /// can be, creating a new session fails with `503 Service Unavailable`
-    /// while existing sessions keep working. The default is
-    /// [`DEFAULT_MAX_SESSIONS`] (1,000,000). The setting is shared by clones.
+    /// while existing sessions keep working. The cap holds under any
+    /// concurrency. The default is [`DEFAULT_MAX_SESSIONS`] (1,000,000). The
+    /// setting is shared by clones.
+    ///
+    /// Called on a store that is empty and not yet cloned (as below), it also
+    /// splits the map into shards for that many sessions (about 2048 a shard
+    /// at the cap), so that no operation stalls on a large rehash as the
+    /// store grows.
     ///
     /// # Example
     ///
@@ -153,19 +334,26 @@ impl MemoryStore {
     /// let store = MemoryStore::new().with_max_sessions(10_000);
     /// # let _ = store;
     /// ```
-    pub fn with_max_sessions(self, max: usize) -> Self {
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
         self.inner.max_sessions.store(max, Ordering::Relaxed);
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            let shards = shard_amount(max);
+            if *inner.len.get_mut() == 0 && inner.map.shards().len() != shards {
+                inner.map = new_map(shards);
+                inner.moves = new_map(shards);
+            }
+        }
         self
     }
 
     /// How many sessions are held, including expired ones not yet reclaimed.
     pub fn len(&self) -> usize {
-        self.inner.map.len()
+        self.inner.len.load(Ordering::Relaxed)
     }
 
     /// Whether no session is held.
     pub fn is_empty(&self) -> bool {
-        self.inner.map.is_empty()
+        self.len() == 0
     }
 }
 
@@ -174,18 +362,29 @@ impl Inner {
         self.wheel.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The lock `cycle` and `end` take for the session named `public_id`.
+    fn stripe(&self, public_id: &PublicId) -> MutexGuard<'_, ()> {
+        let i = self.moves.hasher().hash_one(public_id) as usize % self.stripes.len();
+        self.stripes[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn set_next_due(&self, wheel: &Wheel) {
         let due = wheel
+            .chunks
             .first_key_value()
             .map_or(u64::MAX, |((b, _), _)| b.saturating_mul(1000));
         self.next_due.store(due, Ordering::Relaxed);
+        self.filed.store(wheel.ids, Ordering::Relaxed);
     }
 
+    /// Files ids under the seconds given with them.
     fn file(&self, entries: impl IntoIterator<Item = (u64, SessionId)>) {
         let mut wheel = self.wheel();
-        for (expires_at, id) in entries {
-            let b = bucket_of(expires_at);
-            let last = wheel.range_mut((b, 0)..=(b, u32::MAX)).next_back();
+        for (b, id) in entries {
+            wheel.ids += 1;
+            let last = wheel.chunks.range_mut((b, 0)..=(b, u32::MAX)).next_back();
             let seq = match last {
                 Some((_, ids)) if ids.len() < CHUNK => {
                     ids.push(id);
@@ -194,26 +393,48 @@ impl Inner {
                 Some(((_, seq), _)) => seq.wrapping_add(1),
                 None => 0,
             };
-            wheel.insert((b, seq), vec![id]);
+            wheel.chunks.insert((b, seq), vec![id]);
         }
         self.set_next_due(&wheel);
     }
 
-    /// Reclaims some due sessions if any are due and nobody else is at it.
-    /// One atomic load when nothing is due.
-    fn maybe_sweep(&self, now: u64) {
+    /// Accounts for a session just removed from the map (its guard
+    /// released): gives its place back, and forgets where it moved if it
+    /// was cycled. Takes no stripe lock: a cycle that would move this
+    /// session finds it gone, and `end` only deletes what it finds.
+    fn forget(&self, id: &SessionId, record: &Record) {
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        if record.created_at & MOVED != 0 {
+            self.moves.remove_if(&record.public_id, |_, at| at == id);
+        }
+    }
+
+    /// The small amount of upkeep every operation does: reclaim a few due
+    /// sessions, compact a few chunks of the index while it holds too many
+    /// stale ids, give back a few shards' spare capacity after the store
+    /// shrank. A few atomic loads when there is nothing to do.
+    fn maintain(&self, now: u64) {
         if now >= self.next_due.load(Ordering::Relaxed) {
             self.sweep(now, SWEEP_BUDGET, false);
+        }
+        let live = self.len.load(Ordering::Relaxed);
+        if self.filed.load(Ordering::Relaxed) > live.saturating_mul(2).saturating_add(INDEX_SLACK) {
+            self.compact();
+        }
+        let peak = self.peak.load(Ordering::Relaxed);
+        if peak >= SHRINK_MIN_PEAK && live.saturating_mul(4) < peak {
+            self.shrink_step(live);
         }
     }
 
     /// Examines up to `budget` sessions filed under due seconds: removes the
-    /// expired ones, files the refreshed ones again. Returns how many it
-    /// examined. With `wait == false` it gives way to a sweep already running.
+    /// expired ones, files the refreshed ones again, drops stale ids. Returns
+    /// how many it examined. With `wait == false` it gives way to a sweep
+    /// already running.
     fn sweep(&self, now: u64, budget: usize, wait: bool) -> usize {
-        // On the stack: a heap buffer of this size is a "large" request to
-        // glibc's malloc, which first consolidates every small chunk freed
-        // so far; after a mass expiry that alone can take milliseconds.
+        // On the stack: no allocation for the batch. The one large request
+        // a step makes is the deliberate one after it freed sessions
+        // (`settle_allocator`), when the blocks to merge are few.
         let mut batch = [SessionId::NIL; MAX_BATCH];
         let mut n = 0;
         let budget = budget.min(MAX_BATCH);
@@ -228,7 +449,7 @@ impl Inner {
                 }
             };
             while n < budget {
-                let Some(mut first) = wheel.first_entry() else {
+                let Some(mut first) = wheel.chunks.first_entry() else {
                     break;
                 };
                 if first.key().0.saturating_mul(1000) > now {
@@ -243,92 +464,222 @@ impl Inner {
                 if ids.is_empty() {
                     first.remove();
                 }
+                wheel.ids -= take;
             }
             self.set_next_due(&wheel);
         }
         let mut refile = [(0u64, SessionId::NIL); MAX_BATCH];
         let mut r = 0;
+        let mut removed = 0;
         for &id in &batch[..n] {
-            if let Entry::Occupied(e) = self.map.entry(id) {
-                if e.get().expires_at <= now {
-                    e.remove();
-                } else {
-                    refile[r] = (e.get().expires_at, id);
-                    r += 1;
-                }
+            let Entry::Occupied(e) = self.map.entry(id) else {
+                continue; // stale: the session went before it expired
+            };
+            let record = e.get();
+            if is_reservation(record) {
+                continue; // a cycle's new id, not filed yet
+            }
+            if record.expires_at <= now {
+                let record = e.remove();
+                self.forget(&id, &record);
+                drop(record);
+                removed += 1;
+            } else {
+                refile[r] = (bucket_of(record.expires_at), id);
+                r += 1;
             }
         }
         if r > 0 {
             self.file(refile[..r].iter().copied());
         }
+        if removed > 0 {
+            settle_allocator();
+        }
         n
+    }
+
+    /// One compaction step: takes a few chunks of the index, from where the
+    /// last step stopped, and puts back only the ids still filed there.
+    /// Gives way to anyone holding the index.
+    fn compact(&self) {
+        let mut examined = 0;
+        for _ in 0..COMPACT_CHUNKS {
+            if examined >= COMPACT_BUDGET {
+                break;
+            }
+            let (key, mut ids) = {
+                let Ok(mut wheel) = self.wheel.try_lock() else {
+                    return;
+                };
+                let next = wheel
+                    .chunks
+                    .range(wheel.cursor..)
+                    .next()
+                    .or_else(|| wheel.chunks.first_key_value())
+                    .map(|(k, _)| *k);
+                let Some(key) = next else {
+                    return;
+                };
+                let Some(ids) = wheel.chunks.remove(&key) else {
+                    return;
+                };
+                wheel.ids -= ids.len();
+                wheel.cursor = match key.1.checked_add(1) {
+                    Some(seq) => (key.0, seq),
+                    None => (key.0.saturating_add(1), 0),
+                };
+                self.set_next_due(&wheel);
+                (key, ids)
+            };
+            examined += ids.len();
+            ids.retain(|id| self.map.get(id).is_some_and(|r| !is_reservation(&r)));
+            if ids.is_empty() {
+                continue;
+            }
+            // Back under the same key, behind the cursor: this pass does not
+            // see them again.
+            let mut wheel = self.wheel();
+            wheel.ids += ids.len();
+            match wheel.chunks.entry(key) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(ids);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    o.get_mut().append(&mut ids);
+                }
+            }
+            self.set_next_due(&wheel);
+        }
+    }
+
+    /// Gives back the spare capacity of a few shards (of both maps). Each
+    /// shard is rebuilt for what it holds now under its own lock, which
+    /// costs what that shard holds (a couple of thousand entries at most).
+    /// After a whole pass, the peak is what the store holds now.
+    fn shrink_step(&self, live: usize) {
+        let shards = self.map.shards().len();
+        for _ in 0..SHRINK_SHARDS_PER_OP {
+            let i = self.shrink_cursor.fetch_add(1, Ordering::Relaxed) % shards;
+            {
+                let hasher = self.map.hasher();
+                let mut shard = self.map.shards()[i].write();
+                let len = shard.len();
+                if shard.capacity() > 2 * len + 8 {
+                    shard.shrink_to(len, |(k, _)| hasher.hash_one(k));
+                }
+            }
+            if let Some(shard) = self.moves.shards().get(i) {
+                let hasher = self.moves.hasher();
+                let mut shard = shard.write();
+                let len = shard.len();
+                if shard.capacity() > 2 * len + 8 {
+                    shard.shrink_to(len, |(k, _)| hasher.hash_one(k));
+                }
+            }
+            if i + 1 == shards {
+                self.peak.store(live, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     fn load(&self, id: &SessionId) -> Option<Record> {
         let now = now_millis();
-        self.maybe_sweep(now);
-        let record = self.map.get(id)?;
-        if record.expires_at <= now {
-            drop(record);
-            self.map.remove_if(id, |_, r| r.expires_at <= now);
-            return None;
+        self.maintain(now);
+        {
+            let record = self.map.get(id)?;
+            if is_reservation(&record) {
+                return None;
+            }
+            if record.expires_at > now {
+                let mut record = record.clone();
+                record.created_at &= !MOVED;
+                return Some(record);
+            }
         }
-        Some(record.clone())
+        if let Some((_, record)) = self
+            .map
+            .remove_if(id, |_, r| r.expires_at <= now && !is_reservation(r))
+        {
+            self.forget(id, &record);
+        }
+        None
+    }
+
+    fn full(max: usize) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Full,
+            format!(
+                "memory store holds its maximum of {max} live sessions; \
+                 raise MemoryStore::with_max_sessions or shorten the idle timeout"
+            ),
+        )
+    }
+
+    /// Takes one place under the cap; `false` when the store is full.
+    fn reserve(&self, max: usize) -> bool {
+        match self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            }) {
+            Ok(n) => {
+                self.peak.fetch_max(n + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         let now = now_millis();
-        self.maybe_sweep(now);
+        self.maintain(now);
         let max = self.max_sessions.load(Ordering::Relaxed);
-        if self.map.len() >= max {
+        if !self.reserve(max) {
             let mut examined = 0;
-            while examined < FULL_SWEEP_BUDGET && self.map.len() >= max {
-                let n = self.sweep(now, 256, true);
-                if n == 0 {
+            loop {
+                let n = self.sweep(now, MAX_BATCH, true);
+                examined += n;
+                if self.reserve(max) {
                     break;
                 }
-                examined += n;
-            }
-            if self.map.len() >= max {
-                return Err(StoreError::new(
-                    StoreErrorKind::Full,
-                    format!(
-                        "memory store holds its maximum of {max} live sessions; \
-                         raise MemoryStore::with_max_sessions or shorten the idle timeout"
-                    ),
-                ));
+                if n == 0 || examined >= FULL_SWEEP_BUDGET {
+                    return Err(Self::full(max));
+                }
             }
         }
         match self.map.entry(*id) {
-            Entry::Occupied(_) => Ok(false),
+            Entry::Occupied(_) => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return Ok(false);
+            }
             Entry::Vacant(v) => {
                 v.insert(record.clone());
-                self.file([(record.expires_at, *id)]);
-                Ok(true)
             }
         }
+        self.file([(bucket_of(record.expires_at), *id)]);
+        Ok(true)
     }
 
     fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: u64) -> SaveOutcome {
         let now = now_millis();
-        self.maybe_sweep(now);
-        match self.map.entry(*id) {
-            Entry::Vacant(_) => SaveOutcome::Gone,
-            Entry::Occupied(e) if e.get().expires_at <= now => {
-                e.remove();
-                SaveOutcome::Gone
-            }
+        self.maintain(now);
+        let (removed, outcome) = match self.map.entry(*id) {
+            Entry::Vacant(_) => return SaveOutcome::Gone,
+            Entry::Occupied(e) if is_reservation(e.get()) => return SaveOutcome::Gone,
+            Entry::Occupied(e) if e.get().expires_at <= now => (e.remove(), SaveOutcome::Gone),
             Entry::Occupied(mut e) => {
                 let record = e.get_mut();
                 record.items.apply(changes);
-                if record.items.is_empty() {
-                    e.remove();
-                    return SaveOutcome::Deleted;
+                if !record.items.is_empty() {
+                    record.expires_at = record.expires_at.max(expires_at);
+                    return SaveOutcome::Saved;
                 }
-                record.expires_at = record.expires_at.max(expires_at);
-                SaveOutcome::Saved
+                (e.remove(), SaveOutcome::Deleted)
             }
-        }
+        };
+        self.forget(id, &removed);
+        outcome
     }
 
     fn cycle(
@@ -339,42 +690,91 @@ impl Inner {
         expires_at: u64,
     ) -> CycleOutcome {
         let now = now_millis();
-        if self.map.contains_key(new) {
-            return CycleOutcome::Collision;
+        self.maintain(now);
+        let public_id = match self.map.get(old) {
+            Some(r) if !is_reservation(&r) => r.public_id,
+            _ => return CycleOutcome::Gone,
+        };
+        // The lock `end` takes for this session: whichever of the two runs
+        // second sees what the first did.
+        let stripe = self.stripe(&public_id);
+        // Hold the new id first, so that a collision changes nothing and the
+        // old id is never seen gone and then back.
+        match self.map.entry(*new) {
+            Entry::Occupied(_) => return CycleOutcome::Collision,
+            Entry::Vacant(v) => {
+                v.insert(reservation(public_id));
+            }
         }
-        let Some((_, mut record)) = self.map.remove(old) else {
+        let unreserve = || {
+            self.map.remove_if(new, |_, r| is_reservation(r));
+        };
+        let Some((_, mut record)) = self
+            .map
+            .remove_if(old, |_, r| r.public_id == public_id && !is_reservation(r))
+        else {
+            unreserve();
             return CycleOutcome::Gone;
         };
         if record.expires_at <= now {
+            unreserve();
+            self.forget(old, &record);
             return CycleOutcome::Gone;
         }
         record.items.apply(changes);
         if record.items.is_empty() {
+            unreserve();
+            self.forget(old, &record);
             return CycleOutcome::Deleted;
         }
         record.expires_at = record.expires_at.max(expires_at);
-        let filed_at = record.expires_at;
-        match self.map.entry(*new) {
-            Entry::Vacant(v) => {
-                v.insert(record);
-            }
-            Entry::Occupied(_) => {
-                // Taken between the check and now: put the session back where
-                // it was (nobody else can create under `old`) and let the
-                // layer retry with another id.
-                self.map.insert(*old, record);
-                return CycleOutcome::Collision;
+        record.created_at |= MOVED;
+        let at = bucket_of(record.expires_at);
+        // Remembered before the session appears under `new`, so that any
+        // removal of it from then on also forgets the move.
+        self.moves.insert(public_id, *new);
+        match self.map.get_mut(new) {
+            Some(mut held) => *held = record,
+            // Nothing removes a reservation but its owner; kept total.
+            None => {
+                self.map.insert(*new, record);
             }
         }
-        self.file([(filed_at, *new)]);
+        drop(stripe);
+        self.file([(at, *new)]);
         CycleOutcome::Moved
+    }
+
+    fn delete(&self, id: &SessionId) {
+        self.maintain(now_millis());
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
+        }
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) {
+        self.maintain(now_millis());
+        let _stripe = self.stripe(public_id);
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
+        }
+        // Wherever a cycle moved it. Under the stripe lock, no cycle of this
+        // session is halfway.
+        if let Some((_, at)) = self.moves.remove(public_id) {
+            if let Some((_, record)) = self
+                .map
+                .remove_if(&at, |_, r| r.public_id == *public_id && !is_reservation(r))
+            {
+                self.forget(&at, &record);
+            }
+        }
     }
 
     fn touch(&self, id: &SessionId, expires_at: u64) -> bool {
         let now = now_millis();
-        self.maybe_sweep(now);
+        self.maintain(now);
         match self.map.get_mut(id) {
-            Some(mut r) if r.expires_at > now => {
+            Some(mut r) if !is_reservation(&r) && r.expires_at > now => {
                 r.expires_at = r.expires_at.max(expires_at);
                 true
             }
@@ -424,17 +824,18 @@ impl SessionStore for MemoryStore {
     }
 
     fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send {
-        self.inner.map.remove(id);
+        self.inner.delete(id);
         ready(Ok(()))
     }
 
+    /// Ends the session under `id`, and the session named `public_id`
+    /// wherever a cycle moved it.
     fn end(
         &self,
         id: &SessionId,
-        _public_id: &crate::PublicId,
+        public_id: &PublicId,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        // TODO(reliability): follow a move made by a racing cycle.
-        self.inner.map.remove(id);
+        self.inner.end(id, public_id);
         ready(Ok(()))
     }
 
@@ -552,6 +953,27 @@ mod tests {
         assert_eq!(r.items.get("b"), Some("2"));
     }
 
+    /// The store's own mark on a cycled session never reaches a load: the
+    /// absolute timeout counts from the `created_at` the session was made
+    /// with, across any number of cycles.
+    #[tokio::test]
+    async fn cycled_sessions_load_with_the_created_at_they_were_made_with() {
+        let store = MemoryStore::new();
+        let now = now_millis();
+        let r = record(now - 5_000, 60_000, &[("a", "1")]);
+        let mut id = SessionId::generate();
+        store.create(&id, &r).await.unwrap();
+        for _ in 0..3 {
+            let n = SessionId::generate();
+            let out = store.cycle(&id, &n, &set("b", "2"), now + 60_000).await;
+            assert_eq!(out.unwrap(), CycleOutcome::Moved);
+            id = n;
+            let loaded = store.load(&id).await.unwrap().unwrap();
+            assert_eq!(loaded.created_at, now - 5_000);
+            assert_eq!(loaded.public_id, r.public_id);
+        }
+    }
+
     #[tokio::test]
     async fn cycle_onto_a_taken_id_changes_nothing() {
         let store = MemoryStore::new();
@@ -665,5 +1087,263 @@ mod tests {
             .unwrap());
         assert_eq!(store.len(), 3);
         assert!(store.load(&short).await.unwrap().is_none());
+    }
+
+    /// Everything the store keeps beside the sessions themselves: the ids
+    /// filed in the expiry index, and the remembered moves.
+    fn index_entries(store: &MemoryStore) -> usize {
+        store
+            .inner
+            .wheel()
+            .chunks
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            + store.inner.moves.len()
+    }
+
+    /// Sign-in/sign-out churn through every way a session can go (delete,
+    /// end, an emptying save, a cycle that empties it, found expired on
+    /// load, reclaimed when due), each with and without a cycle first: with no session
+    /// left alive, the index is back where it started within a constant, at
+    /// every moment in between too.
+    #[tokio::test(start_paused = true)]
+    async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
+        // The most the index may hold beyond twice the live sessions.
+        const BOUND: usize = 2 * 1024 + 64;
+        let store = MemoryStore::new();
+        let start = index_entries(&store);
+        let mut empty = ChangeSet::new();
+        empty.clear();
+        for i in 0..12_000u32 {
+            let now = now_millis();
+            let short = i % 8 >= 6;
+            let ttl = if short { 1_000 } else { 3_600_000 };
+            let r = record(now, ttl, &[("csrf", "x")]);
+            let p = r.public_id;
+            let mut id = SessionId::generate();
+            assert!(store.create(&id, &r).await.unwrap());
+            // Every way out, for sessions cycled before (8 rounds out of
+            // 16) and sessions never cycled.
+            if i % 16 < 8 {
+                let n = SessionId::generate();
+                let out = store.cycle(&id, &n, &set("user", "u"), now + ttl).await;
+                assert_eq!(out.unwrap(), CycleOutcome::Moved);
+                id = n;
+            }
+            match i % 8 {
+                0 | 1 => store.delete(&id).await.unwrap(),
+                2 | 3 => store.end(&id, &p).await.unwrap(),
+                4 => {
+                    let out = store.save(&id, &empty, now + ttl).await.unwrap();
+                    assert_eq!(out, SaveOutcome::Deleted);
+                }
+                5 => {
+                    let n = SessionId::generate();
+                    let out = store.cycle(&id, &n, &empty, now + ttl).await.unwrap();
+                    assert_eq!(out, CycleOutcome::Deleted);
+                }
+                6 => {
+                    tokio::time::advance(Duration::from_millis(1_001)).await;
+                    assert!(store.load(&id).await.unwrap().is_none());
+                }
+                _ => {
+                    // Reclaimed by the sweep once due.
+                    tokio::time::advance(Duration::from_millis(2_001)).await;
+                    let _ = store.load(&SessionId::generate()).await.unwrap();
+                }
+            }
+            let held = index_entries(&store);
+            assert!(
+                held <= start + 2 * store.len() + BOUND,
+                "after {i} rounds: {held} index entries for {} sessions",
+                store.len()
+            );
+        }
+        // Whatever is still due is reclaimed by later operations.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        for _ in 0..100 {
+            let _ = store.load(&SessionId::generate()).await.unwrap();
+        }
+        assert_eq!(store.len(), 0);
+        assert_eq!(store.inner.moves.len(), 0, "a move outlived its session");
+        let held = index_entries(&store);
+        assert!(held <= start + BOUND, "{held} index entries, no session");
+    }
+
+    /// Live sessions cycled again and again (every sign-in cycles): the
+    /// index stays within a constant of twice the live sessions.
+    #[tokio::test]
+    async fn cycling_live_sessions_keeps_the_index_bounded() {
+        const BOUND: usize = 2 * 1024 + 64;
+        let store = MemoryStore::new();
+        let now = now_millis();
+        let mut ids: Vec<SessionId> = (0..500).map(|_| SessionId::generate()).collect();
+        for id in &ids {
+            assert!(store
+                .create(id, &record(now, 3_600_000, &[("a", "1")]))
+                .await
+                .unwrap());
+        }
+        for round in 0..40 {
+            for id in &mut ids {
+                let n = SessionId::generate();
+                let out = store.cycle(id, &n, &set("r", "1"), now + 3_600_000).await;
+                assert_eq!(out.unwrap(), CycleOutcome::Moved);
+                *id = n;
+            }
+            let held = index_entries(&store);
+            assert!(
+                held <= 2 * store.len() + BOUND,
+                "round {round}: {held} index entries for {} sessions",
+                store.len()
+            );
+        }
+        assert_eq!(store.len(), 500);
+    }
+
+    /// Two fresh ids that fall in the same shard of the map.
+    fn same_shard_ids(store: &MemoryStore) -> (SessionId, SessionId) {
+        let a = SessionId::generate();
+        let shard = store.inner.map.determine_map(&a);
+        loop {
+            let b = SessionId::generate();
+            if store.inner.map.determine_map(&b) == shard {
+                return (a, b);
+            }
+        }
+    }
+
+    /// A cycle onto an id that is taken, in the same shard as the old id:
+    /// `Collision`, nothing changed, and no deadlock.
+    #[tokio::test]
+    async fn cycle_onto_a_taken_id_in_the_same_shard_returns() {
+        let store = MemoryStore::new();
+        let (old, new) = same_shard_ids(&store);
+        let now = now_millis();
+        let r = record(now, 60_000, &[("a", "1")]);
+        assert!(store.create(&old, &r).await.unwrap());
+        assert!(store
+            .create(&new, &record(now, 60_000, &[("z", "9")]))
+            .await
+            .unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = store.clone();
+        std::thread::spawn(move || {
+            let out = s.inner.cycle(&old, &new, &set("b", "2"), now + 60_000);
+            let _ = tx.send(out);
+        });
+        let out = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("cycle onto a taken id in the same shard did not return");
+        assert_eq!(out, CycleOutcome::Collision);
+        assert_eq!(
+            store.load(&old).await.unwrap().unwrap().items.get("b"),
+            None
+        );
+        assert_eq!(
+            store.load(&new).await.unwrap().unwrap().items.get("z"),
+            Some("9")
+        );
+        assert_eq!(store.len(), 2);
+    }
+
+    /// The same, with the new id taken *while* the cycle runs (another
+    /// request creating a session under it, in the same shard): the cycle
+    /// must return, whatever the interleaving.
+    #[test]
+    fn cycle_racing_a_create_of_its_new_id_in_the_same_shard_returns() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let store = MemoryStore::new();
+        let (a, b) = same_shard_ids(&store);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let cycler = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // As long as it takes the interleaving to happen (or not).
+                let until = std::time::Instant::now() + Duration::from_secs(3);
+                while std::time::Instant::now() < until {
+                    let now = now_millis();
+                    if store.inner.load(&a).is_none() {
+                        let _ = store.inner.create(&a, &record(now, 60_000, &[("a", "1")]));
+                    }
+                    let _ = store.inner.cycle(&a, &b, &set("b", "2"), now + 60_000);
+                }
+                stop.store(true, Ordering::Relaxed);
+                let _ = tx.send(());
+            })
+        };
+        for _ in 0..2 {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = now_millis();
+                    let _ = store.inner.create(&b, &record(now, 60_000, &[("z", "9")]));
+                    futures_now(store.delete(&b)).unwrap();
+                }
+            });
+        }
+        let finished = rx.recv_timeout(Duration::from_secs(15));
+        stop.store(true, Ordering::Relaxed);
+        assert!(
+            finished.is_ok(),
+            "cycle deadlocked on an id taken meanwhile in the same shard"
+        );
+        cycler.join().unwrap();
+    }
+
+    fn futures_now<F: Future>(f: F) -> F::Output {
+        use std::task::{Context, Poll, Waker};
+        match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("MemoryStore answers at once"),
+        }
+    }
+
+    /// The map is split finely enough that growing one shard never moves
+    /// more than a few thousand entries, at any size up to the cap.
+    #[test]
+    fn shards_follow_the_cap() {
+        for cap in [10_000_000, 1_000_000, 100_000] {
+            let store = MemoryStore::new().with_max_sessions(cap);
+            let shards = store.inner.map.shards().len();
+            assert!(
+                cap / shards <= 4096,
+                "cap {cap}: {shards} shards, {} entries each at the cap",
+                cap / shards
+            );
+        }
+    }
+
+    /// After a mass expiry, operations give the map's capacity back, a few
+    /// shards at a time.
+    #[tokio::test(start_paused = true)]
+    async fn capacity_is_given_back_after_a_mass_expiry() {
+        let store = MemoryStore::new().with_max_sessions(200_000);
+        let now = now_millis();
+        for _ in 0..100_000 {
+            store
+                .create(&SessionId::generate(), &record(now, 1_000, &[("a", "1")]))
+                .await
+                .unwrap();
+        }
+        let keep = SessionId::generate();
+        store
+            .create(&keep, &record(now, 3_600_000, &[("k", "v")]))
+            .await
+            .unwrap();
+        let peak = store.inner.map.capacity();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for _ in 0..20_000 {
+            assert!(store.load(&keep).await.unwrap().is_some());
+        }
+        assert_eq!(store.len(), 1);
+        let after = store.inner.map.capacity();
+        assert!(
+            after * 16 < peak,
+            "capacity {peak} at 100k sessions, still {after} with 1 left"
+        );
     }
 }
