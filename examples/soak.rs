@@ -36,9 +36,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Extension, Router};
-use tower_session_storage::{
-    MemoryStore, SessionLayer, SessionStorage, SessionStore, Storage as _,
-};
+use tower_session_storage::{MemoryStore, SessionLayer, SessionStorage, SessionStore};
 
 #[derive(Default)]
 struct Counters {

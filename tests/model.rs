@@ -20,9 +20,6 @@
 //!   timeout, and a real sleep past it in about one history in ten; without
 //!   `redis-server` a loud SKIP, under `CI=true` a failure).
 //!
-//! An ignored diagnostic runs `MemoryStore` with `end` made to follow moves
-//! in the test (`-- --ignored`).
-//!
 //! What a history is, how the store misbehaves, and the rules checked:
 //! `tests/model_support/mod.rs`, `faulty.rs` and `oracle.rs`.
 //!
@@ -50,7 +47,7 @@ mod redis_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model_support::reference::{FollowMoves, RefStore};
+use model_support::reference::RefStore;
 use model_support::{history_seed, run_history, Cap, Figures, Setup};
 use tower_session_storage::{MemoryStore, SessionStore};
 
@@ -267,25 +264,6 @@ fn real_time_setup(name: &'static str) -> Setup {
         max_phases: 3,
         max_ops: 4,
     }
-}
-
-/// Diagnostic, not part of the suite: today's `MemoryStore` with `end`
-/// made to follow moves by a wrapper in the test (`FollowMoves`), to tell
-/// the known defect (`end` only deletes the loaded id) apart from anything
-/// else the model finds. `cargo test --all-features --test model -- --ignored`
-#[test]
-#[ignore = "diagnostic: MemoryStore with end fixed in the test"]
-fn model_memory_store_end_following_moves() {
-    run_paused(
-        memory_setup("MemoryStore, end following moves"),
-        2500,
-        || {
-            let store = MemoryStore::new().with_max_sessions(4);
-            let s = store.clone();
-            let cap: Cap = Some((4, Arc::new(move || s.len())));
-            (FollowMoves::new(store), cap)
-        },
-    );
 }
 
 /// Real threads: `MemoryStore` capped at 4 on a 2-worker runtime, on real
