@@ -17,8 +17,14 @@
 //! 3. `GET /me`, then two more `GET /cycle` (privilege changes);
 //! 4. `GET /signout` (destroy) **at the same time as** another `GET /cycle`
 //!    on the same cookie: the race a logout must win;
-//! 5. `GET /me` with every id the round saw: each must be signed out. A
-//!    session still readable under any of them is counted as a violation.
+//! 5. `GET /me` with every id the round saw. When the logout loaded the
+//!    session (its response expires the cookie), each must be signed out:
+//!    a session still readable under any of them is a violation. When the
+//!    cycle finished before the logout was even read, the logout carried an
+//!    id that was already dead: it found no session and cannot end the one
+//!    under the new id (a retired id never acts on a session, whoever sends
+//!    it). Those rounds are counted as "late logouts" and the client signs
+//!    out again with the new id, as an app would after seeing no session.
 //!
 //! So no session outlives its round: whatever the store keeps must go back
 //! to where it started. Every 10 s and at the end it prints the requests,
@@ -43,6 +49,7 @@ struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     violations: AtomicU64,
+    late_logouts: AtomicU64,
     rounds: AtomicU64,
 }
 
@@ -101,15 +108,24 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-/// One request; returns the new session id from `Set-Cookie`, if any, and
-/// the body. Counts the request and a non-2xx answer.
+/// What one request got back.
+#[derive(Default)]
+struct Reply {
+    /// The new session id from `Set-Cookie`, if any.
+    id: Option<String>,
+    /// Whether `Set-Cookie` expired the cookie (a logout that found the session).
+    expired: bool,
+    body: String,
+}
+
+/// One request. Counts the request and a non-2xx answer.
 async fn request(
     client: &reqwest::Client,
     base: &str,
     path: &str,
     id: Option<&str>,
     c: &Counters,
-) -> (Option<String>, String) {
+) -> Reply {
     c.requests.fetch_add(1, Ordering::Relaxed);
     let mut req = client.get(format!("{base}{path}"));
     if let Some(id) = id {
@@ -117,38 +133,41 @@ async fn request(
     }
     let Ok(res) = req.send().await else {
         c.errors.fetch_add(1, Ordering::Relaxed);
-        return (None, String::new());
+        return Reply::default();
     };
     if !res.status().is_success() {
         c.errors.fetch_add(1, Ordering::Relaxed);
     }
-    let id = res
+    let ours = res
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next()?.strip_prefix("id="))
-        .find(|v| !v.is_empty())
+        .next()
         .map(str::to_owned);
-    (id, res.text().await.unwrap_or_default())
+    Reply {
+        expired: ours.as_deref() == Some(""),
+        id: ours.filter(|v| !v.is_empty()),
+        body: res.text().await.unwrap_or_default(),
+    }
 }
 
 async fn client_loop(base: String, c: Arc<Counters>, until: Instant) {
     let client = reqwest::Client::new();
     while Instant::now() < until {
         let mut seen = Vec::with_capacity(6);
-        let Some(id) = request(&client, &base, "/start", None, &c).await.0 else {
+        let Some(id) = request(&client, &base, "/start", None, &c).await.id else {
             continue;
         };
         seen.push(id.clone());
-        let mut id = match request(&client, &base, "/signin", Some(&id), &c).await.0 {
-            Some(new) => new,
-            None => continue,
+        let Some(mut id) = request(&client, &base, "/signin", Some(&id), &c).await.id else {
+            continue;
         };
         seen.push(id.clone());
         request(&client, &base, "/me", Some(&id), &c).await;
         for _ in 0..2 {
-            if let Some(new) = request(&client, &base, "/cycle", Some(&id), &c).await.0 {
+            if let Some(new) = request(&client, &base, "/cycle", Some(&id), &c).await.id {
                 id = new;
                 seen.push(id.clone());
             }
@@ -158,10 +177,17 @@ async fn client_loop(base: String, c: Arc<Counters>, until: Instant) {
             request(&client, &base, "/signout", Some(&id), &c),
             request(&client, &base, "/cycle", Some(&id), &c),
         );
-        seen.extend(signout.0.into_iter().chain(cycle.0));
+        if !signout.expired {
+            // The cycle won before the logout was read: the logout's id was
+            // already dead. Sign out again with the id the cycle handed out.
+            c.late_logouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(new) = &cycle.id {
+                request(&client, &base, "/signout", Some(new), &c).await;
+            }
+        }
+        seen.extend(cycle.id);
         for id in &seen {
-            let (_, body) = request(&client, &base, "/me", Some(id), &c).await;
-            if body == "alice" {
+            if request(&client, &base, "/me", Some(id), &c).await.body == "alice" {
                 c.violations.fetch_add(1, Ordering::Relaxed);
                 eprintln!("VIOLATION: a signed-out session is still readable");
             }
@@ -173,8 +199,9 @@ async fn client_loop(base: String, c: Arc<Counters>, until: Instant) {
 fn report(label: &str, c: &Counters, start_rss: u64, sessions: Option<usize>) {
     let rss = rss_bytes();
     println!(
-        "{label}: rounds {} requests {} non-2xx {} violations {} | RSS {:.1} MiB (start {:.1} MiB, {:+.1} MiB) | sessions held {}",
+        "{label}: rounds {} (late logouts {}) requests {} non-2xx {} violations {} | RSS {:.1} MiB (start {:.1} MiB, {:+.1} MiB) | sessions held {}",
         c.rounds.load(Ordering::Relaxed),
+        c.late_logouts.load(Ordering::Relaxed),
         c.requests.load(Ordering::Relaxed),
         c.errors.load(Ordering::Relaxed),
         c.violations.load(Ordering::Relaxed),
@@ -207,9 +234,12 @@ async fn main() {
     };
     let sessions = || (store_kind == "memory").then(|| memory.len());
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        env_or("SOAK_PORT", 0u16),
+    )))
+    .await
+    .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
