@@ -704,6 +704,29 @@ fn row_27_secure_prefix_without_secure_is_refused() {
     );
 }
 
+/// Row 33: browsers match the prefixes without regard to case, so
+/// `__HOST-id` with a `Domain` is refused like `__Host-id`.
+#[test]
+#[should_panic(expected = "must not have a Domain: remove .with_domain(..)")]
+fn row_33_upper_case_host_prefix_with_domain_is_refused() {
+    build(
+        SessionLayer::new(MemoryStore::new())
+            .with_cookie_name("__HOST-id")
+            .with_domain("example.com"),
+    );
+}
+
+/// Row 33: `__secure-id` without `Secure` is refused like `__Secure-id`.
+#[test]
+#[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Secure- prefix")]
+fn row_33_lower_case_secure_prefix_without_secure_is_refused() {
+    build(
+        SessionLayer::new(MemoryStore::new())
+            .with_cookie_name("__secure-id")
+            .with_secure(false),
+    );
+}
+
 /// The settings the checks above refuse work once fixed, in axum too.
 #[tokio::test]
 async fn row_27_valid_prefixed_configs_are_accepted() {
