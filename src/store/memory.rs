@@ -432,6 +432,12 @@ impl Inner {
     /// how many it examined. With `wait == false` it gives way to a sweep
     /// already running.
     fn sweep(&self, now: u64, budget: usize, wait: bool) -> usize {
+        self.sweep_until(now, now, budget, wait)
+    }
+
+    /// [`sweep`](Self::sweep), taking the seconds filed up to `due` (at or
+    /// after `now`); only sessions expired at `now` are removed.
+    fn sweep_until(&self, now: u64, due: u64, budget: usize, wait: bool) -> usize {
         // On the stack: no allocation for the batch. The one large request
         // a step makes is the deliberate one after it freed sessions
         // (`settle_allocator`), when the blocks to merge are few.
@@ -452,7 +458,7 @@ impl Inner {
                 let Some(mut first) = wheel.chunks.first_entry() else {
                     break;
                 };
-                if first.key().0.saturating_mul(1000) > now {
+                if first.key().0.saturating_mul(1000) > due {
                     break;
                 }
                 let ids = first.get_mut();
@@ -637,13 +643,21 @@ impl Inner {
         let max = self.max_sessions.load(Ordering::Relaxed);
         if !self.reserve(max) {
             let mut examined = 0;
+            let mut due = now;
             loop {
-                let n = self.sweep(now, MAX_BATCH, true);
+                let n = self.sweep_until(now, due, MAX_BATCH, true);
                 examined += n;
                 if self.reserve(max) {
                     break;
                 }
                 if n == 0 || examined >= FULL_SWEEP_BUDGET {
+                    if due == now {
+                        // A session that expired within the current second
+                        // is filed under the second's end: look there once
+                        // too before refusing.
+                        due = now.saturating_add(999);
+                        continue;
+                    }
                     return Err(Self::full(max));
                 }
             }
@@ -654,7 +668,13 @@ impl Inner {
                 return Ok(false);
             }
             Entry::Vacant(v) => {
-                v.insert(record.clone());
+                let mut record = record.clone();
+                // The top bit of `created_at` is the store's own flag
+                // (`MOVED`), and `u64::MAX` marks a cycle's reservation: a
+                // caller's record can set neither (no real time reaches that
+                // bit; such a record simply expires by its `expires_at`).
+                record.created_at &= !MOVED;
+                v.insert(record);
             }
         }
         self.file([(bucket_of(record.expires_at), *id)]);
@@ -1056,6 +1076,78 @@ mod tests {
         tokio::time::advance(Duration::from_secs(8)).await;
         store.inner.sweep(now_millis(), 1000, true);
         assert!(store.is_empty());
+    }
+
+    /// A record handed to `create` cannot pose as the store's own markers:
+    /// a `created_at` with the top bit set (the `MOVED` flag) or equal to
+    /// `u64::MAX` (a cycle's reservation, with `expires_at` 0) is stored
+    /// without that bit, counted, and reclaimed like any expired session.
+    #[tokio::test]
+    async fn records_cannot_forge_the_stores_markers() {
+        let store = MemoryStore::new().with_max_sessions(2);
+        let forged = SessionId::generate();
+        let reservation_like = Record {
+            items: [("a", "1")].into_iter().collect(),
+            created_at: u64::MAX,
+            expires_at: 0,
+            public_id: crate::PublicId::generate(),
+        };
+        assert!(store.create(&forged, &reservation_like).await.unwrap());
+        assert!(store.load(&forged).await.unwrap().is_none(), "expired at 0");
+        assert_eq!(store.len(), 0, "reclaimed, not stuck as a reservation");
+        let flagged = SessionId::generate();
+        let mut r = record(now_millis(), 60_000, &[("a", "1")]);
+        r.created_at |= MOVED;
+        assert!(store.create(&flagged, &r).await.unwrap());
+        store.delete(&flagged).await.unwrap();
+        assert_eq!(store.len(), 0);
+        // The store is not left full by either.
+        for _ in 0..2 {
+            assert!(store
+                .create(
+                    &SessionId::generate(),
+                    &record(now_millis(), 60_000, &[("a", "1")])
+                )
+                .await
+                .unwrap());
+        }
+    }
+
+    /// Row 31: a full store makes room from a session that expired a few
+    /// milliseconds ago, within the current second (the index files it
+    /// under the second's end).
+    #[tokio::test(start_paused = true)]
+    async fn full_store_reclaims_a_session_expired_within_the_current_second() {
+        let store = MemoryStore::new().with_max_sessions(1);
+        // 100 ms into a second, so the whole test stays within it.
+        let at = now_millis() % 1000;
+        tokio::time::advance(Duration::from_millis((1100 - at) % 1000)).await;
+        let now = now_millis();
+        let short = SessionId::generate();
+        assert!(store
+            .create(&short, &record(now, 5, &[("a", "1")]))
+            .await
+            .unwrap());
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let id = SessionId::generate();
+        let created = store
+            .create(&id, &record(now_millis(), 60_000, &[("a", "1")]))
+            .await;
+        assert!(
+            matches!(created, Ok(true)),
+            "an expired session must make room: {created:?}"
+        );
+        assert_eq!(store.len(), 1);
+        // A live one is never evicted to make room.
+        let err = store
+            .create(
+                &SessionId::generate(),
+                &record(now_millis(), 60_000, &[("a", "1")]),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), StoreErrorKind::Full);
+        assert!(store.load(&id).await.unwrap().is_some());
     }
 
     #[tokio::test(start_paused = true)]
