@@ -116,6 +116,57 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
     assert_eq!(call(&app, "set=more:1&get=more", Some(&c)).await.ok(), "1");
 }
 
+/// A sign-in (`cycle_id`) on a Cluster whose memory is full: the move takes
+/// the session from its old slot and cannot write it into the new one. The
+/// first step probes for room with a write Redis refuses under `OOM` before
+/// it deletes anything, so the request answers 503 and the session is still
+/// there under its id: a full Redis never logs a user out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_cycle_under_oom_is_503_and_keeps_the_session() {
+    if !redis_support::available() {
+        return;
+    }
+    let cluster = Cluster::start();
+    let store = RedisStore::connect_cluster(&cluster.urls()).await.unwrap();
+    let old = new_id();
+    assert!(store
+        .create(&old, &record(&[("csrf", "x")], 600_000))
+        .await
+        .unwrap());
+    let set_maxmemory = |bytes: &str| {
+        for n in cluster.nodes() {
+            let mut c = n.admin();
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg("noeviction")
+                .query(&mut c)
+                .unwrap();
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(bytes)
+                .query(&mut c)
+                .unwrap();
+        }
+    };
+    set_maxmemory("1");
+    let mut changes = tower_session_storage::store::ChangeSet::new();
+    changes.set("user", "alice");
+    let cycled = store
+        .cycle(&old, &new_id(), &changes, now() + 600_000)
+        .await;
+    set_maxmemory("0");
+    let err = cycled.expect_err("no room to move the session");
+    assert_eq!(err.kind(), StoreErrorKind::Full, "{err}");
+    let kept = store.load(&old).await.unwrap();
+    assert_eq!(
+        kept.as_ref().and_then(|r| r.items.get("csrf")),
+        Some("x"),
+        "a failed sign-in on a full Cluster logged the user out"
+    );
+}
+
 /// Item 3: a script running too long makes Redis answer `BUSY` to
 /// everyone: the request gets 503; after `SCRIPT KILL` the next succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

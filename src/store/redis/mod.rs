@@ -114,7 +114,11 @@
 //!   sees the mark otherwise; if it completed before L's mark, the pointer
 //!   held M and L deletes M.
 //! - C failing between its steps (a `503`) never hands out N; the session
-//!   is then lost (the user signs in again), never duplicated.
+//!   is then lost (the user signs in again), never duplicated. A full Redis
+//!   (`OOM`) does not get that far: step 1 makes a write Redis refuses under
+//!   `OOM` before it deletes anything, so the move fails with the session
+//!   intact under A. What remains is a connection lost or a command timed
+//!   out between the steps.
 //!
 //! The `ended` mark lives only a few seconds: 3 × (the
 //! [command timeout](RedisStore::with_command_timeout) + the

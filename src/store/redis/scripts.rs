@@ -187,6 +187,11 @@ const TAKE_LUA: &str = concat!(
 local meta, st = state(KEYS[1], tonumber(ARGV[1]))
 if not meta then return st end
 local all = redis.call('HGETALL', KEYS[1])
+-- A write Redis refuses under OOM (maxmemory + noeviction) before anything
+-- is deleted: on a full Redis the move fails here, with the session intact,
+-- instead of after it left its old slot. (A script's first such write is
+-- the one Redis checks.)
+redis.call('HSET', KEYS[1], '\255taking', '1')
 redis.call('DEL', KEYS[1])
 return all
 "#
