@@ -13,33 +13,12 @@ mod common;
 mod redis_support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{call, cookie, dev_layer, script_routes};
+use redis_support::fixtures::{new_id, now, record};
 use redis_support::{Cluster, Redis};
-use tower_session_storage::store::{Items, Record};
-use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore, StoreErrorKind};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn new_id() -> SessionId {
-    uuid::Uuid::new_v4().to_string().parse().unwrap()
-}
-
-fn record(items: &[(&str, &str)], ttl_ms: u64) -> Record {
-    let t = now();
-    Record {
-        items: items.iter().copied().collect::<Items>(),
-        created_at: t,
-        expires_at: t + ttl_ms,
-        public_id: PublicId::generate(),
-    }
-}
+use tower_session_storage::{RedisStore, SessionStore, StoreErrorKind};
 
 // ---------------------------------------------------------------------------
 // Redis's own refusals: OOM, BUSY

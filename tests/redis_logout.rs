@@ -12,45 +12,16 @@ mod common;
 mod redis_support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{call, cookie, dev_layer, script_routes};
+use redis_support::fixtures::{new_id, now, record, sets};
 use redis_support::{unique_prefix, Cluster, Redis};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
 
 // ---------------------------------------------------------------------------
 // Set-up
 // ---------------------------------------------------------------------------
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn new_id() -> SessionId {
-    uuid::Uuid::new_v4().to_string().parse().unwrap()
-}
-
-fn record(items: &[(&str, &str)], ttl_ms: u64) -> Record {
-    let t = now();
-    Record {
-        items: items.iter().copied().collect::<Items>(),
-        created_at: t,
-        expires_at: t + ttl_ms,
-        public_id: PublicId::generate(),
-    }
-}
-
-fn sets(pairs: &[(&str, &str)]) -> ChangeSet {
-    let mut c = ChangeSet::new();
-    for (k, v) in pairs {
-        c.set(k, v);
-    }
-    c
-}
 
 /// A store on the shared server or cluster, and a look at its keys.
 struct Env {

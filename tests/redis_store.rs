@@ -18,9 +18,10 @@ mod redis_support;
 mod redis_example;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{cookie, dev_layer, guard, raw_client, send, serve_script, TestServer};
+use redis_support::fixtures::{new_id, now, sets};
 use redis_support::{unique_prefix, Cluster, CountingProxy, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
 use tower_session_storage::{
@@ -45,17 +46,6 @@ async fn cluster_store() -> Option<RedisStore> {
     Some(store.with_key_prefix(unique_prefix()))
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-fn new_id() -> SessionId {
-    uuid::Uuid::new_v4().to_string().parse().unwrap()
-}
-
 fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
     Record {
         items: items.iter().copied().collect::<Items>(),
@@ -63,14 +53,6 @@ fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
         expires_at,
         public_id: tower_session_storage::PublicId::generate(),
     }
-}
-
-fn sets(pairs: &[(&str, &str)]) -> ChangeSet {
-    let mut c = ChangeSet::new();
-    for (k, v) in pairs {
-        c.set(k, v);
-    }
-    c
 }
 
 fn items_of(r: &Record) -> Vec<(String, String)> {

@@ -652,3 +652,44 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     Some(CLUSTER.get_or_init(|| Cluster::start_inner(false, 0, 5000)))
 }
+
+/// Fixtures the Redis test files share: the wall clock in ms, fresh ids,
+/// records and change sets.
+pub(crate) mod fixtures {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use tower_session_storage::store::{ChangeSet, Items, Record};
+    use tower_session_storage::{PublicId, SessionId};
+
+    /// Now, in ms since the Unix epoch (the clock the store compares with).
+    pub(crate) fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    /// A fresh, well-formed session id.
+    pub(crate) fn new_id() -> SessionId {
+        uuid::Uuid::new_v4().to_string().parse().unwrap()
+    }
+
+    /// A record holding `items`, created now, expiring in `ttl_ms`.
+    pub(crate) fn record(items: &[(&str, &str)], ttl_ms: u64) -> Record {
+        let t = now();
+        Record {
+            items: items.iter().copied().collect::<Items>(),
+            created_at: t,
+            expires_at: t + ttl_ms,
+            public_id: PublicId::generate(),
+        }
+    }
+
+    /// A change set that sets `pairs`.
+    pub(crate) fn sets(pairs: &[(&str, &str)]) -> ChangeSet {
+        let mut c = ChangeSet::new();
+        for (k, v) in pairs {
+            c.set(k, v);
+        }
+        c
+    }
+}
