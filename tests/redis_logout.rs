@@ -14,7 +14,7 @@ mod redis_support;
 use std::sync::{Arc, Mutex};
 
 use common::{call, cookie, dev_layer, script_routes};
-use redis_support::fixtures::{new_id, now, record, sets};
+use redis_support::fixtures::{new_id, now, record, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
@@ -23,62 +23,7 @@ use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
 // Set-up
 // ---------------------------------------------------------------------------
 
-/// A store on the shared server or cluster, and a look at its keys.
-struct Env {
-    store: RedisStore,
-    prefix: String,
-    admin: Admin,
-}
-
-enum Admin {
-    Standalone(&'static Redis),
-    Cluster(&'static Cluster),
-}
-
 impl Env {
-    async fn standalone() -> Option<Env> {
-        let server = redis_support::shared()?;
-        let prefix = unique_prefix();
-        let store = RedisStore::connect(&server.url())
-            .await
-            .unwrap()
-            .with_key_prefix(prefix.clone());
-        Some(Env {
-            store,
-            prefix,
-            admin: Admin::Standalone(server),
-        })
-    }
-
-    async fn cluster() -> Option<Env> {
-        let cluster = redis_support::shared_cluster()?;
-        let prefix = unique_prefix();
-        let store = RedisStore::connect_cluster(&cluster.urls())
-            .await
-            .unwrap()
-            .with_key_prefix(prefix.clone());
-        Some(Env {
-            store,
-            prefix,
-            admin: Admin::Cluster(cluster),
-        })
-    }
-
-    fn key(&self, id: &SessionId) -> String {
-        format!("{}{{{id}}}", self.prefix)
-    }
-
-    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        match self.admin {
-            Admin::Standalone(r) => cmd.query(&mut r.admin()).unwrap(),
-            Admin::Cluster(c) => cmd.query(&mut c.admin()).unwrap(),
-        }
-    }
-
-    fn exists(&self, id: &SessionId) -> bool {
-        self.query::<i64>(redis::cmd("EXISTS").arg(self.key(id))) == 1
-    }
-
     /// Every key under this env's prefix, on every node.
     fn keys(&self) -> Vec<String> {
         let nodes: Vec<&Redis> = match self.admin {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{cookie, dev_layer, guard, raw_client, send, serve_script, TestServer};
-use redis_support::fixtures::{new_id, now, sets};
+use redis_support::fixtures::{new_id, now, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, CountingProxy, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
 use tower_session_storage::{
@@ -62,64 +62,7 @@ fn items_of(r: &Record) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A store plus a way to look at and tamper with its keys directly.
-struct Env {
-    store: RedisStore,
-    prefix: String,
-    admin: Admin,
-}
-
-enum Admin {
-    Standalone(&'static Redis),
-    Cluster(&'static Cluster),
-}
-
 impl Env {
-    async fn standalone() -> Option<Env> {
-        let server = redis_support::shared()?;
-        let prefix = unique_prefix();
-        let store = RedisStore::connect(&server.url())
-            .await
-            .unwrap()
-            .with_key_prefix(prefix.clone());
-        Some(Env {
-            store,
-            prefix,
-            admin: Admin::Standalone(server),
-        })
-    }
-
-    async fn cluster() -> Option<Env> {
-        let cluster = redis_support::shared_cluster()?;
-        let prefix = unique_prefix();
-        let store = RedisStore::connect_cluster(&cluster.urls())
-            .await
-            .unwrap()
-            .with_key_prefix(prefix.clone());
-        Some(Env {
-            store,
-            prefix,
-            admin: Admin::Cluster(cluster),
-        })
-    }
-
-    /// The documented key of a session: `{prefix}{<id>}`.
-    fn key(&self, id: &SessionId) -> String {
-        format!("{}{{{id}}}", self.prefix)
-    }
-
-    /// Runs a command directly against Redis (blocking; admin only).
-    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
-        match self.admin {
-            Admin::Standalone(r) => cmd.query(&mut r.admin()).unwrap(),
-            Admin::Cluster(c) => cmd.query(&mut c.admin()).unwrap(),
-        }
-    }
-
-    fn exists(&self, id: &SessionId) -> bool {
-        self.query::<i64>(redis::cmd("EXISTS").arg(self.key(id))) == 1
-    }
-
     fn pttl(&self, id: &SessionId) -> i64 {
         self.query(redis::cmd("PTTL").arg(self.key(id)))
     }

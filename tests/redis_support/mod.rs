@@ -654,11 +654,79 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
 }
 
 /// Fixtures the Redis test files share: the wall clock in ms, fresh ids,
-/// records and change sets.
+/// records and change sets, and [`Env`](fixtures::Env), a store on the
+/// shared server or cluster with a direct look at its keys.
 pub(crate) mod fixtures {
     use std::time::{SystemTime, UNIX_EPOCH};
     use tower_session_storage::store::{ChangeSet, Items, Record};
-    use tower_session_storage::{PublicId, SessionId};
+    use tower_session_storage::{PublicId, RedisStore, SessionId};
+
+    use super::{unique_prefix, Cluster, Redis};
+
+    /// A store on the shared server or cluster, under a prefix of its own,
+    /// and a way to look at and tamper with its keys directly. Test files
+    /// add the look-ups they need in `impl Env` blocks of their own.
+    pub(crate) struct Env {
+        pub(crate) store: RedisStore,
+        pub(crate) prefix: String,
+        pub(crate) admin: Admin,
+    }
+
+    pub(crate) enum Admin {
+        Standalone(&'static Redis),
+        Cluster(&'static Cluster),
+    }
+
+    impl Env {
+        /// On the shared standalone server; `None` when Redis is missing
+        /// (outside CI).
+        pub(crate) async fn standalone() -> Option<Env> {
+            let server = super::shared()?;
+            let prefix = unique_prefix();
+            let store = RedisStore::connect(&server.url())
+                .await
+                .unwrap()
+                .with_key_prefix(prefix.clone());
+            Some(Env {
+                store,
+                prefix,
+                admin: Admin::Standalone(server),
+            })
+        }
+
+        /// On the shared 3-node cluster.
+        pub(crate) async fn cluster() -> Option<Env> {
+            let cluster = super::shared_cluster()?;
+            let prefix = unique_prefix();
+            let store = RedisStore::connect_cluster(&cluster.urls())
+                .await
+                .unwrap()
+                .with_key_prefix(prefix.clone());
+            Some(Env {
+                store,
+                prefix,
+                admin: Admin::Cluster(cluster),
+            })
+        }
+
+        /// The documented key of a session: `{prefix}{<id>}`.
+        pub(crate) fn key(&self, id: &SessionId) -> String {
+            format!("{}{{{id}}}", self.prefix)
+        }
+
+        /// Runs a command directly against Redis (blocking; admin only).
+        pub(crate) fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+            match self.admin {
+                Admin::Standalone(r) => cmd.query(&mut r.admin()).unwrap(),
+                Admin::Cluster(c) => cmd.query(&mut c.admin()).unwrap(),
+            }
+        }
+
+        /// Whether the session's key exists.
+        pub(crate) fn exists(&self, id: &SessionId) -> bool {
+            self.query::<i64>(redis::cmd("EXISTS").arg(self.key(id))) == 1
+        }
+    }
 
     /// Now, in ms since the Unix epoch (the clock the store compares with).
     pub(crate) fn now() -> u64 {
