@@ -1232,8 +1232,12 @@ pub(crate) mod concurrency {
     type Signals = Arc<Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>>;
 
     /// A server whose `/slow` handler loads the session, signals, waits for
-    /// the go, then writes `late=1` and `user=eve`.
-    async fn slow_writer_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+    /// the go, then runs `then` on the session; it answers the `user` it
+    /// loaded.
+    async fn slow_app<S: SessionStore>(
+        store: CountingStore<S>,
+        then: fn(&SessionStorage),
+    ) -> (TestServer, Signals) {
         let signals: Signals = Arc::default();
         let s2 = signals.clone();
         let app = script_routes()
@@ -1245,8 +1249,7 @@ pub(crate) mod concurrency {
                         let seen = s.get_item("user").unwrap_or_default();
                         loaded.send(()).unwrap();
                         go.await.unwrap();
-                        s.set_item("late", "1").unwrap();
-                        s.set_item("user", "eve").unwrap();
+                        then(&s);
                         seen
                     }
                 }),
@@ -1255,27 +1258,19 @@ pub(crate) mod concurrency {
         (TestServer::start(app).await, signals)
     }
 
-    /// A server whose `/slow` handler loads the session, signals, waits for
-    /// the go, then destroys the session (a logout that takes its time).
+    /// `/slow` writes `late=1` and `user=eve` after the go.
+    async fn slow_writer_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+        slow_app(store, |s| {
+            s.set_item("late", "1").unwrap();
+            s.set_item("user", "eve").unwrap();
+        })
+        .await
+    }
+
+    /// `/slow` destroys the session after the go (a logout that takes its
+    /// time).
     async fn slow_logout_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
-        let signals: Signals = Arc::default();
-        let s2 = signals.clone();
-        let app = script_routes()
-            .route(
-                "/slow",
-                get(move |Extension(s): Extension<SessionStorage>| {
-                    let (loaded, go) = s2.lock().unwrap().take().unwrap();
-                    async move {
-                        let seen = s.get_item("user").unwrap_or_default();
-                        loaded.send(()).unwrap();
-                        go.await.unwrap();
-                        s.destroy();
-                        seen
-                    }
-                }),
-            )
-            .layer(dev_layer(store));
-        (TestServer::start(app).await, signals)
+        slow_app(store, SessionStorage::destroy).await
     }
 
     /// Row 35: a logout racing a `cycle_id` on the same session. The logout
