@@ -41,18 +41,8 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
     let id = call(&app, "set=user:alice", None).await.new_id().unwrap();
     let c = cookie(&id);
     let key = format!("session:{{{id}}}");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .query(&mut server.admin())
-        .unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1")
-        .query(&mut server.admin())
-        .unwrap();
+    server.config_set("maxmemory-policy", "noeviction");
+    server.config_set("maxmemory", "1");
 
     let r = call(&app, "set=user:bob", None).await;
     assert_eq!(r.status, 503, "a new session while Redis is full: {r:?}");
@@ -86,12 +76,7 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
         .unwrap();
     assert_eq!(expires_before, expires_after, "the refresh did fail (OOM)");
 
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("0")
-        .query(&mut server.admin())
-        .unwrap();
+    server.config_set("maxmemory", "0");
     assert_eq!(call(&app, "set=more:1&get=more", Some(&c)).await.ok(), "1");
 }
 
@@ -114,19 +99,8 @@ async fn cluster_cycle_under_oom_is_503_and_keeps_the_session() {
         .unwrap());
     let set_maxmemory = |bytes: &str| {
         for n in cluster.nodes() {
-            let mut c = n.admin();
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory-policy")
-                .arg("noeviction")
-                .query(&mut c)
-                .unwrap();
-            let _: () = redis::cmd("CONFIG")
-                .arg("SET")
-                .arg("maxmemory")
-                .arg(bytes)
-                .query(&mut c)
-                .unwrap();
+            n.config_set("maxmemory-policy", "noeviction");
+            n.config_set("maxmemory", bytes);
         }
     };
     set_maxmemory("1");
@@ -157,12 +131,7 @@ async fn busy_script_is_503_and_the_next_request_succeeds() {
     let store = RedisStore::connect(&server.url()).await.unwrap();
     let app = script_routes().layer(dev_layer(store));
     let c = cookie(&call(&app, "set=user:alice", None).await.new_id().unwrap());
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("busy-reply-threshold")
-        .arg("100")
-        .query(&mut server.admin())
-        .unwrap();
+    server.config_set("busy-reply-threshold", "100");
     let url = server.url();
     let busy = std::thread::spawn(move || {
         let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();

@@ -369,6 +369,16 @@ impl Redis {
         self.proc.as_ref().expect("running").pid
     }
 
+    /// `CONFIG SET name value` on this server.
+    pub(crate) fn config_set(&self, name: &str, value: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut self.admin())
+            .unwrap();
+    }
+
     /// A blocking admin connection (5 s timeouts, so a frozen server fails
     /// the test instead of hanging it).
     pub(crate) fn admin(&self) -> redis::Connection {
