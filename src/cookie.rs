@@ -137,26 +137,35 @@ pub(crate) struct CookieConfig {
     pub(crate) same_site: SameSite,
     pub(crate) path: Box<str>,
     pub(crate) domain: Option<Box<str>>,
-    /// The attributes of a browser-session cookie (`; HttpOnly; …`), rendered
-    /// by the `cookie` crate once; reset whenever a setting changes.
-    pub(crate) suffix: std::sync::OnceLock<Box<str>>,
+    /// The attributes of a browser-session cookie (`; HttpOnly; …`),
+    /// rendered by the `cookie` crate once, by [`render`](Self::render), when
+    /// the layer is applied.
+    pub(crate) suffix: Box<str>,
 }
 
 impl Default for CookieConfig {
     fn default() -> Self {
-        Self {
+        let mut c = Self {
             name: "id".into(),
             secure: true,
             http_only: true,
             same_site: SameSite::Lax,
             path: "/".into(),
             domain: None,
-            suffix: std::sync::OnceLock::new(),
-        }
+            suffix: Box::default(),
+        };
+        c.render();
+        c
     }
 }
 
 impl CookieConfig {
+    /// Renders the attributes every browser-session cookie repeats.
+    pub(crate) fn render(&mut self) {
+        let full = self.base("").build().to_string();
+        self.suffix = full.get(self.name.len() + 1..).unwrap_or_default().into();
+    }
+
     fn base<'a>(&'a self, value: &'a str) -> cookie::CookieBuilder<'a> {
         let mut c = cookie::Cookie::build((&*self.name, value))
             .path(&*self.path)
@@ -179,11 +188,9 @@ impl CookieConfig {
         let enc = id.encode();
         if max_age.is_none() {
             // The common case: the attributes never change, so they are
-            // rendered once and only the name and id are added per response.
-            let suffix = self.suffix.get_or_init(|| {
-                let full = self.base("").build().to_string();
-                full.get(self.name.len() + 1..).unwrap_or_default().into()
-            });
+            // rendered once (`render`) and only the name and id are added
+            // per response.
+            let suffix = &*self.suffix;
             let mut v =
                 String::with_capacity(self.name.len() + 1 + enc.as_str().len() + suffix.len());
             v.push_str(&self.name);
@@ -377,13 +384,14 @@ mod tests {
             same_site: SameSite::Strict,
             ..CookieConfig::default()
         };
+        cfg.render();
         let id: SessionId = ID.parse().unwrap();
         for _ in 0..2 {
             let fast = cfg.set(&id, None).unwrap();
             let slow = cfg.base(&id.to_string()).build().to_string();
             assert_eq!(fast.to_str().unwrap(), slow);
             cfg.domain = Some("example.com".into());
-            cfg.suffix = std::sync::OnceLock::new();
+            cfg.render();
         }
     }
 

@@ -1,142 +1,275 @@
-//! [`ResponseFuture`], the future of [`SessionService`](crate::SessionService).
+//! [`ResponseFuture`]: one request's life, as one state machine.
+//!
+//! ```text
+//!            call()                         poll()
+//!   ┌──────────────────────┐
+//!   │ no id in the request ├──────────────────────────────┐
+//!   └──────────────────────┘                              ▼
+//!   Loading ── store answered at once? ── yes ──────▶ Calling ──▶ Saving ──▶ Done
+//!      │ no (a network store)                           ▲  │ nothing to save    ▲
+//!      └── poll the load ───────────────────────────────┘  └────────────────────┘
+//! ```
+//!
+//! `SessionService::call` starts every request in `Loading` and runs the
+//! load in place as far as the store has already answered; an in-process
+//! store always has, so the machine leaves `call` in `Calling` and the whole
+//! request allocates nothing but the handle. A network store's load is
+//! polled here. Saving works the same way: the [`Persist`] steps run in the
+//! first poll after the handler if the store answers at once.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
+use tower_service::Service;
 
-use crate::error::StoreError;
-use crate::service::{after_inner, complete, CookieAction, Direct, Next};
-use crate::store::now_millis;
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use crate::layer::Shared;
+use crate::load::{Found, Load};
+use crate::persist::{needs_store, Loaded, Persist};
+use crate::respond::{after_inner, complete, load_failed};
+use crate::storage::SessionStorage;
+use crate::store::{SessionStore, Timestamp};
 
 pin_project! {
-    /// The response future of [`SessionService`](crate::SessionService).
+    /// The response future of [`SessionService`](crate::SessionService):
+    /// load the session, call the inner service, save what it did, tell the
+    /// client.
     ///
-    /// The inner service's future runs in place. With an in-process store
-    /// (one that [answers immediately](crate::SessionStore::answers_immediately),
-    /// like [`MemoryStore`](crate::MemoryStore)), loading and saving run in
-    /// place too: no allocation for the future. With a networked store, a
-    /// request that carries an id runs load, inner service and save as one
-    /// boxed future, and one without an id boxes only a save, if it writes.
-    pub struct ResponseFuture<F, B, E> {
+    /// With an in-process store such as [`MemoryStore`](crate::MemoryStore)
+    /// nothing is boxed: the store answers at once and every step runs in
+    /// place. With a network store, each store call is one boxed future.
+    pub struct ResponseFuture<S, ReqBody, Store>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         #[pin]
-        kind: Kind<F, B, E>,
+        state: State<S, S::Future, ReqBody, S::Response>,
+        shared: Arc<Shared<Store>>,
+        grpc: bool,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<F, B, E> {
-        Direct {
+    #[project = StateProj]
+    enum State<S, F, ReqBody, Res> {
+        /// Waiting for a network store's load; the inner service (the one
+        /// that was made ready) and the request wait with it.
+        Loading {
+            load: Load,
+            inner: Option<S>,
+            req: Option<Request<ReqBody>>,
+        },
+        /// The inner service is answering.
+        Calling {
             #[pin]
             fut: F,
-            ctx: Option<Direct>,
+            session: Option<SessionStorage>,
+            loaded: Option<Loaded>,
+            now: Option<Timestamp>,
         },
+        /// Applying what the request did to the store.
         Saving {
-            fut: BoxFuture<Result<CookieAction, StoreError>>,
-            res: Option<Response<B>>,
-            ctx: Option<Direct>,
-            now: u64,
+            persist: Persist,
+            res: Option<Res>,
+            session: Option<SessionStorage>,
+            now: Timestamp,
         },
-        Boxed {
-            fut: BoxFuture<Result<Response<B>, E>>,
+        /// The response is known without the inner service (a failed load).
+        Answered {
+            res: Option<Res>,
         },
-        Ready {
-            res: Option<Response<B>>,
-        },
+        Done,
     }
 }
 
-impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) fn direct(fut: F, ctx: Direct) -> Self {
-        Self {
-            kind: Kind::Direct {
-                fut,
-                ctx: Some(ctx),
-            },
-        }
-    }
+const POLLED_AFTER_DONE: &str = "ResponseFuture polled after completion";
 
-    pub(crate) fn boxed(
-        fut: impl Future<Output = Result<Response<B>, E>> + Send + 'static,
-    ) -> Self {
-        Self {
-            kind: Kind::Boxed { fut: Box::pin(fut) },
-        }
-    }
-
-    pub(crate) fn ready(res: Response<B>) -> Self {
-        Self {
-            kind: Kind::Ready { res: Some(res) },
-        }
-    }
-}
-
-const DONE: &str = "ResponseFuture polled after completion";
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
+impl<S, ReqBody, Store, ResBody> ResponseFuture<S, ReqBody, Store>
 where
-    F: Future<Output = Result<Response<B>, E>>,
-    B: Default,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    Store: SessionStore,
+    ResBody: Default,
 {
-    type Output = Result<Response<B>, E>;
+    /// Starts a request: `id` is the session id it carries, if any.
+    pub(crate) fn start(
+        inner: &mut S,
+        req: Request<ReqBody>,
+        shared: Arc<Shared<Store>>,
+        id: Option<crate::SessionId>,
+        grpc: bool,
+    ) -> Self {
+        let state = match id {
+            None => call_inner(inner, req, &shared, None, None),
+            Some(id) => {
+                let mut load = Load::start(&*shared.store, id, Timestamp::now());
+                match load.drive(&*shared.store, &shared.config, None) {
+                    Poll::Ready(Ok(found)) => {
+                        call_inner(inner, req, &shared, found, Some(load.now()))
+                    }
+                    Poll::Ready(Err(e)) => State::Answered {
+                        res: Some(load_failed(e, grpc)),
+                    },
+                    Poll::Pending => {
+                        // The inner service is called after an await: take
+                        // the one that was driven to readiness and leave a
+                        // clone in its place,
+                        // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
+                        let clone = inner.clone();
+                        State::Loading {
+                            load,
+                            inner: Some(std::mem::replace(inner, clone)),
+                            req: Some(req),
+                        }
+                    }
+                }
+            }
+        };
+        Self {
+            state,
+            shared,
+            grpc,
+        }
+    }
+}
+
+/// Puts the handle into the request's extensions and calls the inner
+/// service.
+fn call_inner<S, ReqBody, Store>(
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+    shared: &Shared<Store>,
+    found: Found,
+    now: Option<Timestamp>,
+) -> State<S, S::Future, ReqBody, S::Response>
+where
+    S: Service<Request<ReqBody>>,
+{
+    let config = &shared.config;
+    let (loaded, items) = match found {
+        Some((loaded, items)) => (Some(loaded), Some(items)),
+        None => (None, None),
+    };
+    let session = SessionStorage::new(
+        loaded.map(|l| l.id),
+        items,
+        config.max_items,
+        config.max_bytes,
+    );
+    req.extensions_mut().insert(session.clone());
+    State::Calling {
+        fut: inner.call(req),
+        session: Some(session),
+        loaded,
+        now,
+    }
+}
+
+impl<S, ReqBody, Store, ResBody> Future for ResponseFuture<S, ReqBody, Store>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    Store: SessionStore,
+    ResBody: Default,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut kind = self.project().kind;
+        let this = self.project();
+        let mut state = this.state;
+        let shared = &**this.shared;
+        let (store, config, grpc) = (&*shared.store, &shared.config, *this.grpc);
         loop {
-            match kind.as_mut().project() {
-                KindProj::Boxed { fut } => return fut.as_mut().poll(cx),
-                KindProj::Ready { res } => return Poll::Ready(Ok(res.take().expect(DONE))),
-                KindProj::Direct { fut, ctx } => {
+            match state.as_mut().project() {
+                StateProj::Loading { load, inner, req } => {
+                    let result = ready!(load.drive(store, config, Some(cx)));
+                    let next = match (result, inner.take(), req.take()) {
+                        (Ok(found), Some(mut inner), Some(req)) => {
+                            call_inner(&mut inner, req, shared, found, Some(load.now()))
+                        }
+                        (Err(e), _, _) => State::Answered {
+                            res: Some(load_failed(e, grpc)),
+                        },
+                        _ => panic!("{POLLED_AFTER_DONE}"),
+                    };
+                    state.set(next);
+                }
+                StateProj::Calling {
+                    fut,
+                    session,
+                    loaded,
+                    now,
+                } => {
                     let result = ready!(fut.poll(cx));
-                    let d = ctx.take().expect(DONE);
-                    let res = match result {
+                    let Some(session) = session.take() else {
+                        panic!("{POLLED_AFTER_DONE}")
+                    };
+                    let (loaded, now) = (*loaded, *now);
+                    let mut res = match result {
                         Ok(res) => res,
                         Err(e) => {
-                            d.session.finish();
+                            session.finish();
+                            state.set(State::Done);
                             return Poll::Ready(Err(e));
                         }
                     };
-                    let config = d.saver.config();
-                    let (res, out) = match after_inner(config, &d.session, res, d.grpc) {
-                        Next::Respond(res) => return Poll::Ready(Ok(res)),
-                        Next::Persist(res, out) => (res, out),
+                    let out = match after_inner(config, &session, &mut res, grpc) {
+                        Some(out) if needs_store(loaded.as_ref(), &out) => out,
+                        _ => {
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(res));
+                        }
                     };
-                    if !d.needs_store(&out) {
-                        return Poll::Ready(Ok(res));
-                    }
-                    let now = d.now.unwrap_or_else(now_millis);
-                    if d.saver.immediate() {
-                        let result = d.saver.persist_now(d.loaded, out, now);
-                        let res = complete(config, &d.session, res, result, now, d.grpc);
-                        return Poll::Ready(Ok(res));
-                    }
-                    let fut = d.saver.clone().persist_boxed(d.loaded, out, now);
-                    kind.set(Kind::Saving {
-                        fut,
+                    let now = now.unwrap_or_else(Timestamp::now);
+                    state.set(State::Saving {
+                        persist: Persist::start(store, config, loaded, out, now),
                         res: Some(res),
-                        ctx: Some(d),
+                        session: Some(session),
                         now,
                     });
                 }
-                KindProj::Saving { fut, res, ctx, now } => {
-                    let result = ready!(fut.as_mut().poll(cx));
-                    let (res, d) = (res.take().expect(DONE), ctx.take().expect(DONE));
-                    let res = complete(d.saver.config(), &d.session, res, result, *now, d.grpc);
+                StateProj::Saving {
+                    persist,
+                    res,
+                    session,
+                    now,
+                } => {
+                    let result = ready!(persist.drive(store, config, Some(cx)));
+                    let (Some(res), Some(session)) = (res.take(), session.take()) else {
+                        panic!("{POLLED_AFTER_DONE}")
+                    };
+                    let res = complete(config, &session, res, result, *now, grpc);
+                    state.set(State::Done);
                     return Poll::Ready(Ok(res));
                 }
+                StateProj::Answered { res } => {
+                    let Some(res) = res.take() else {
+                        panic!("{POLLED_AFTER_DONE}")
+                    };
+                    state.set(State::Done);
+                    return Poll::Ready(Ok(res));
+                }
+                StateProj::Done => panic!("{POLLED_AFTER_DONE}"),
             }
         }
     }
 }
 
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+impl<S, ReqBody, Store> fmt::Debug for ResponseFuture<S, ReqBody, Store>
+where
+    S: Service<Request<ReqBody>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        let state = match self.state {
+            State::Loading { .. } => "loading",
+            State::Calling { .. } => "calling",
+            State::Saving { .. } => "saving",
+            State::Answered { .. } | State::Done => "answered",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }

@@ -1,4 +1,5 @@
-//! [`SessionLayer`]: the configuration, shared behind one `Arc`.
+//! [`SessionLayer`]: the builders, and [`Layer::layer`], which checks the
+//! settings once and shares them with every request of the service it makes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -7,7 +8,8 @@ use std::time::Duration;
 use http::HeaderName;
 use tower_layer::Layer;
 
-use crate::cookie::{CookieConfig, SameSite};
+use crate::config::Config;
+use crate::cookie::SameSite;
 use crate::service::SessionService;
 use crate::store::SessionStore;
 
@@ -45,90 +47,17 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
 ///     .with_absolute_timeout(Duration::from_secs(8 * 3600));
 /// # let _ = layer;
 /// ```
+#[must_use = "a SessionLayer does nothing until it wraps a service"]
 pub struct SessionLayer<Store> {
-    shared: Arc<Shared<Store>>,
+    store: Arc<Store>,
+    config: Config,
 }
 
+/// What every request of one [`SessionService`] shares: the store and the
+/// checked config, built once in [`Layer::layer`].
 pub(crate) struct Shared<Store> {
     pub(crate) store: Arc<Store>,
     pub(crate) config: Config,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) cookie: CookieConfig,
-    /// `Some`: the id travels in this header instead of the cookie.
-    pub(crate) header: Option<HeaderName>,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) absolute_timeout: Option<Duration>,
-    pub(crate) persistent: bool,
-    pub(crate) max_items: usize,
-    pub(crate) max_bytes: usize,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl Config {
-    /// When a session created at `created_at` expires if used at `now`.
-    pub(crate) fn expires_at(&self, now: u64, created_at: u64) -> u64 {
-        let idle = now.saturating_add(ms(self.idle_timeout));
-        match self.absolute_timeout {
-            Some(a) => idle.min(created_at.saturating_add(ms(a))),
-            None => idle,
-        }
-    }
-
-    /// Whether a stored session is no longer valid at `now`.
-    /// A record whose expiry precedes its creation cannot come from a
-    /// correct store (expiry only moves forward from creation): it is treated
-    /// as expired too.
-    pub(crate) fn is_expired(&self, created_at: u64, expires_at: u64, now: u64) -> bool {
-        expires_at <= now
-            || created_at > expires_at
-            || self
-                .absolute_timeout
-                .is_some_and(|a| created_at.saturating_add(ms(a)) <= now)
-    }
-
-    /// Whether moving the expiry from `stored` to `fresh` is worth a write.
-    ///
-    /// Activity is recorded with a resolution of a sixteenth of the idle
-    /// timeout, at most a minute: a session is touched at most once per that
-    /// span, and expires between the idle timeout minus that span and the
-    /// idle timeout after its last use.
-    pub(crate) fn refresh_due(&self, stored: u64, fresh: u64) -> bool {
-        let step = ms(self.idle_timeout / 16).min(60_000);
-        fresh > stored.saturating_add(step)
-    }
-
-    /// The cookie's Max-Age for a session expiring at `expires_at`, when the
-    /// cookie is persistent.
-    pub(crate) fn max_age(&self, expires_at: u64, now: u64) -> Option<Duration> {
-        self.persistent
-            .then(|| Duration::from_millis(expires_at.saturating_sub(now)))
-    }
-
-    fn problem(&self) -> Option<String> {
-        if let Some(p) = self.cookie.problem() {
-            return Some(p);
-        }
-        if self.idle_timeout.is_zero() {
-            return Some("the idle timeout must be longer than zero (with_idle_timeout)".into());
-        }
-        if self.absolute_timeout.is_some_and(|a| a.is_zero()) {
-            return Some(
-                "the absolute timeout must be longer than zero (with_absolute_timeout)".into(),
-            );
-        }
-        if self.max_items == 0 || self.max_bytes == 0 {
-            return Some(
-                "session caps must be at least 1 (with_max_items, with_max_session_bytes)".into(),
-            );
-        }
-        None
-    }
 }
 
 impl<Store: SessionStore> SessionLayer<Store> {
@@ -146,40 +75,17 @@ impl<Store: SessionStore> SessionLayer<Store> {
     /// ```
     pub fn new(store: Store) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                store: Arc::new(store),
-                config: Config {
-                    cookie: CookieConfig::default(),
-                    header: None,
-                    idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                    absolute_timeout: None,
-                    persistent: false,
-                    max_items: DEFAULT_MAX_ITEMS,
-                    max_bytes: DEFAULT_MAX_SESSION_BYTES,
-                },
-            }),
+            store: Arc::new(store),
+            config: Config::new(
+                DEFAULT_IDLE_TIMEOUT,
+                DEFAULT_MAX_ITEMS,
+                DEFAULT_MAX_SESSION_BYTES,
+            ),
         }
     }
 }
 
 impl<Store> SessionLayer<Store> {
-    fn config_mut(&mut self) -> &mut Config {
-        if Arc::get_mut(&mut self.shared).is_none() {
-            self.shared = Arc::new(Shared {
-                store: self.shared.store.clone(),
-                config: self.shared.config.clone(),
-            });
-        }
-        match Arc::get_mut(&mut self.shared) {
-            Some(s) => {
-                // A setting is about to change: drop what was rendered from it.
-                s.config.cookie.suffix = std::sync::OnceLock::new();
-                &mut s.config
-            }
-            None => unreachable!("a freshly made Arc is unique"),
-        }
-    }
-
     /// The cookie's name. Matched exactly and case-sensitively.
     ///
     /// A `__Host-` name (recommended when the app owns its host) requires
@@ -194,8 +100,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_cookie_name("__Host-id");
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.config_mut().cookie.name = name.into().into_boxed_str();
+        self.config.cookie.name = name.into().into_boxed_str();
         self
     }
 
@@ -212,8 +119,9 @@ impl<Store> SessionLayer<Store> {
     /// let dev = SessionLayer::new(MemoryStore::new()).with_secure(false);
     /// # let _ = dev;
     /// ```
+    #[must_use]
     pub fn with_secure(mut self, secure: bool) -> Self {
-        self.config_mut().cookie.secure = secure;
+        self.config.cookie.secure = secure;
         self
     }
 
@@ -227,8 +135,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_http_only(true);
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_http_only(mut self, http_only: bool) -> Self {
-        self.config_mut().cookie.http_only = http_only;
+        self.config.cookie.http_only = http_only;
         self
     }
 
@@ -244,8 +153,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_same_site(SameSite::Strict);
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
-        self.config_mut().cookie.same_site = same_site;
+        self.config.cookie.same_site = same_site;
         self
     }
 
@@ -258,8 +168,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_path("/app");
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
-        self.config_mut().cookie.path = path.into().into_boxed_str();
+        self.config.cookie.path = path.into().into_boxed_str();
         self
     }
 
@@ -273,8 +184,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_domain("example.com");
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
-        self.config_mut().cookie.domain = Some(domain.into().into_boxed_str());
+        self.config.cookie.domain = Some(domain.into().into_boxed_str());
         self
     }
 
@@ -295,8 +207,9 @@ impl<Store> SessionLayer<Store> {
     ///     .with_idle_timeout(Duration::from_secs(30 * 60));
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().idle_timeout = timeout;
+        self.config.expiry.idle = timeout;
         self
     }
 
@@ -312,8 +225,9 @@ impl<Store> SessionLayer<Store> {
     ///     .with_absolute_timeout(Duration::from_secs(8 * 3600));
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().absolute_timeout = Some(timeout);
+        self.config.expiry.absolute = Some(timeout);
         self
     }
 
@@ -329,8 +243,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_persistent_cookie(true);
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
-        self.config_mut().persistent = persistent;
+        self.config.persistent = persistent;
         self
     }
 
@@ -356,8 +271,9 @@ impl<Store> SessionLayer<Store> {
     ///     .with_header_transport(HeaderName::from_static("x-session-id"));
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_header_transport(mut self, name: HeaderName) -> Self {
-        self.config_mut().header = Some(name);
+        self.config.header = Some(name);
         self
     }
 
@@ -376,8 +292,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_max_items(32);
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_max_items(mut self, max: usize) -> Self {
-        self.config_mut().max_items = max;
+        self.config.max_items = max;
         self
     }
 
@@ -393,8 +310,9 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_max_session_bytes(16 * 1024);
     /// # let _ = layer;
     /// ```
+    #[must_use]
     pub fn with_max_session_bytes(mut self, max: usize) -> Self {
-        self.config_mut().max_bytes = max;
+        self.config.max_bytes = max;
         self
     }
 }
@@ -402,7 +320,8 @@ impl<Store> SessionLayer<Store> {
 impl<Store> Clone for SessionLayer<Store> {
     fn clone(&self) -> Self {
         Self {
-            shared: self.shared.clone(),
+            store: self.store.clone(),
+            config: self.config.clone(),
         }
     }
 }
@@ -410,7 +329,7 @@ impl<Store> Clone for SessionLayer<Store> {
 impl<Store> fmt::Debug for SessionLayer<Store> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionLayer")
-            .field("config", &self.shared.config)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -418,15 +337,17 @@ impl<Store> fmt::Debug for SessionLayer<Store> {
 impl<S, Store> Layer<S> for SessionLayer<Store> {
     type Service = SessionService<S, Store>;
 
-    /// Wraps `inner`.
-    ///
-    /// # Panics
-    ///
-    /// When the configuration cannot work; the message names the fix.
+    /// Checks the settings (panicking with a message that names the fix if
+    /// they cannot work) and wraps `inner`.
     fn layer(&self, inner: S) -> Self::Service {
-        if let Some(problem) = self.shared.config.problem() {
-            panic!("SessionLayer: {problem}");
-        }
-        SessionService::new(inner, self.shared.clone())
+        let config = match self.config.clone().build() {
+            Ok(config) => config,
+            Err(problem) => panic!("SessionLayer: {problem}"),
+        };
+        let shared = Shared {
+            store: self.store.clone(),
+            config,
+        };
+        SessionService::new(inner, Arc::new(shared))
     }
 }

@@ -214,14 +214,21 @@
 //! behind their features.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod config;
 mod cookie;
 mod error;
 mod future;
 mod id;
 mod layer;
+#[cfg(test)]
+mod lifecycle_tests;
+mod load;
+mod persist;
+mod respond;
 mod service;
 mod storage;
 pub mod store;
+mod time;
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the default store, a sharded in-process map.
 
 use std::collections::BTreeMap;
-use std::future::{ready, Future};
+use std::time::Duration;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::{now_millis, ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore};
+use super::{
+    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+};
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::{PublicId, SessionId};
 
@@ -172,14 +174,14 @@ type MoveMap = DashMap<PublicId, SessionId, Hasher>;
 fn reservation(public_id: PublicId) -> Record {
     Record {
         items: Items::new(),
-        created_at: u64::MAX,
-        expires_at: 0,
+        created_at: Timestamp::MAX,
+        expires_at: Timestamp::UNIX_EPOCH,
         public_id,
     }
 }
 
 fn is_reservation(r: &Record) -> bool {
-    r.created_at == u64::MAX && r.expires_at == 0
+    r.created_at == Timestamp::MAX && r.expires_at == Timestamp::UNIX_EPOCH
 }
 
 /// Set in a stored record's `created_at` once `moves` remembers the session
@@ -187,6 +189,17 @@ fn is_reservation(r: &Record) -> bool {
 /// there. A real `created_at` (ms since 1970) never reaches this bit;
 /// [`load`](Inner::load) hands records out without it.
 const MOVED: u64 = 1 << 63;
+
+/// Whether `created_at` carries the [`MOVED`] flag.
+fn is_moved(created_at: Timestamp) -> bool {
+    created_at.as_millis() & MOVED != 0
+}
+
+/// `created_at` with the [`MOVED`] flag set or cleared.
+fn flag_moved(created_at: Timestamp, moved: bool) -> Timestamp {
+    let ms = created_at.as_millis();
+    Timestamp::from_millis(if moved { ms | MOVED } else { ms & !MOVED })
+}
 
 struct Inner {
     map: IdMap,
@@ -266,8 +279,8 @@ fn settle_allocator() {
     drop(std::hint::black_box(Vec::<u8>::with_capacity(SETTLE_BYTES)));
 }
 
-fn bucket_of(expires_at: u64) -> u64 {
-    expires_at.div_ceil(1000)
+fn bucket_of(expires_at: Timestamp) -> u64 {
+    expires_at.as_millis().div_ceil(1000)
 }
 
 /// How many shards a map gets for `max_sessions`: about [`SHARD_TARGET`]
@@ -404,7 +417,7 @@ impl Inner {
     /// session finds it gone, and `end` only deletes what it finds.
     fn forget(&self, id: &SessionId, record: &Record) {
         self.len.fetch_sub(1, Ordering::Relaxed);
-        if record.created_at & MOVED != 0 {
+        if is_moved(record.created_at) {
             self.moves.remove_if(&record.public_id, |_, at| at == id);
         }
     }
@@ -413,8 +426,8 @@ impl Inner {
     /// sessions, compact a few chunks of the index while it holds too many
     /// stale ids, give back a few shards' spare capacity after the store
     /// shrank. A few atomic loads when there is nothing to do.
-    fn maintain(&self, now: u64) {
-        if now >= self.next_due.load(Ordering::Relaxed) {
+    fn maintain(&self, now: Timestamp) {
+        if now.as_millis() >= self.next_due.load(Ordering::Relaxed) {
             self.sweep(now, SWEEP_BUDGET, false);
         }
         let live = self.len.load(Ordering::Relaxed);
@@ -431,13 +444,13 @@ impl Inner {
     /// expired ones, files the refreshed ones again, drops stale ids. Returns
     /// how many it examined. With `wait == false` it gives way to a sweep
     /// already running.
-    fn sweep(&self, now: u64, budget: usize, wait: bool) -> usize {
+    fn sweep(&self, now: Timestamp, budget: usize, wait: bool) -> usize {
         self.sweep_until(now, now, budget, wait)
     }
 
     /// [`sweep`](Self::sweep), taking the seconds filed up to `due` (at or
     /// after `now`); only sessions expired at `now` are removed.
-    fn sweep_until(&self, now: u64, due: u64, budget: usize, wait: bool) -> usize {
+    fn sweep_until(&self, now: Timestamp, due: Timestamp, budget: usize, wait: bool) -> usize {
         // On the stack: no allocation for the batch. The one large request
         // a step makes is the deliberate one after it freed sessions
         // (`settle_allocator`), when the blocks to merge are few.
@@ -458,7 +471,7 @@ impl Inner {
                 let Some(mut first) = wheel.chunks.first_entry() else {
                     break;
                 };
-                if first.key().0.saturating_mul(1000) > due {
+                if first.key().0.saturating_mul(1000) > due.as_millis() {
                     break;
                 }
                 let ids = first.get_mut();
@@ -590,7 +603,7 @@ impl Inner {
     }
 
     fn load(&self, id: &SessionId) -> Option<Record> {
-        let now = now_millis();
+        let now = Timestamp::now();
         self.maintain(now);
         {
             let record = self.map.get(id)?;
@@ -599,7 +612,7 @@ impl Inner {
             }
             if record.expires_at > now {
                 let mut record = record.clone();
-                record.created_at &= !MOVED;
+                record.created_at = flag_moved(record.created_at, false);
                 return Some(record);
             }
         }
@@ -638,7 +651,7 @@ impl Inner {
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        let now = now_millis();
+        let now = Timestamp::now();
         self.maintain(now);
         let max = self.max_sessions.load(Ordering::Relaxed);
         if !self.reserve(max) {
@@ -655,7 +668,7 @@ impl Inner {
                         // A session that expired within the current second
                         // is filed under the second's end: look there once
                         // too before refusing.
-                        due = now.saturating_add(999);
+                        due = now.saturating_add(Duration::from_millis(999));
                         continue;
                     }
                     return Err(Self::full(max));
@@ -673,7 +686,7 @@ impl Inner {
                 // (`MOVED`), and `u64::MAX` marks a cycle's reservation: a
                 // caller's record can set neither (no real time reaches that
                 // bit; such a record simply expires by its `expires_at`).
-                record.created_at &= !MOVED;
+                record.created_at = flag_moved(record.created_at, false);
                 v.insert(record);
             }
         }
@@ -681,8 +694,8 @@ impl Inner {
         Ok(true)
     }
 
-    fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: u64) -> SaveOutcome {
-        let now = now_millis();
+    fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> SaveOutcome {
+        let now = Timestamp::now();
         self.maintain(now);
         let (removed, outcome) = match self.map.entry(*id) {
             Entry::Vacant(_) => return SaveOutcome::Gone,
@@ -707,9 +720,9 @@ impl Inner {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> CycleOutcome {
-        let now = now_millis();
+        let now = Timestamp::now();
         self.maintain(now);
         let public_id = match self.map.get(old) {
             Some(r) if !is_reservation(&r) => r.public_id,
@@ -748,7 +761,7 @@ impl Inner {
             return CycleOutcome::Deleted;
         }
         record.expires_at = record.expires_at.max(expires_at);
-        record.created_at |= MOVED;
+        record.created_at = flag_moved(record.created_at, true);
         let at = bucket_of(record.expires_at);
         // Remembered before the session appears under `new`, so that any
         // removal of it from then on also forgets the move.
@@ -766,14 +779,14 @@ impl Inner {
     }
 
     fn delete(&self, id: &SessionId) {
-        self.maintain(now_millis());
+        self.maintain(Timestamp::now());
         if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
             self.forget(id, &record);
         }
     }
 
     fn end(&self, id: &SessionId, public_id: &PublicId) {
-        self.maintain(now_millis());
+        self.maintain(Timestamp::now());
         let _stripe = self.stripe(public_id);
         if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
             self.forget(id, &record);
@@ -790,8 +803,8 @@ impl Inner {
         }
     }
 
-    fn touch(&self, id: &SessionId, expires_at: u64) -> bool {
-        let now = now_millis();
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> bool {
+        let now = Timestamp::now();
         self.maintain(now);
         match self.map.get_mut(id) {
             Some(mut r) if !is_reservation(&r) && r.expires_at > now => {
@@ -803,34 +816,24 @@ impl Inner {
     }
 }
 
+/// Every operation is a synchronous map operation: the store answers at
+/// once ([`StoreFuture::ready`]), so the layer runs it in place.
 impl SessionStore for MemoryStore {
-    /// Always `true`: every operation is a synchronous map operation.
-    fn answers_immediately(&self) -> bool {
-        true
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(Ok(self.inner.load(id)))
     }
 
-    fn load(
-        &self,
-        id: &SessionId,
-    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send {
-        ready(Ok(self.inner.load(id)))
-    }
-
-    fn create(
-        &self,
-        id: &SessionId,
-        record: &Record,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        ready(self.inner.create(id, record))
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        StoreFuture::ready(self.inner.create(id, record))
     }
 
     fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> impl Future<Output = Result<SaveOutcome, StoreError>> + Send {
-        ready(Ok(self.inner.save(id, changes, expires_at)))
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(Ok(self.inner.save(id, changes, expires_at)))
     }
 
     fn cycle(
@@ -838,47 +841,47 @@ impl SessionStore for MemoryStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> impl Future<Output = Result<CycleOutcome, StoreError>> + Send {
-        ready(Ok(self.inner.cycle(old, new, changes, expires_at)))
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        StoreFuture::ready(Ok(self.inner.cycle(old, new, changes, expires_at)))
     }
 
-    fn delete(&self, id: &SessionId) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
         self.inner.delete(id);
-        ready(Ok(()))
+        StoreFuture::ready(Ok(()))
     }
 
     /// Ends the session under `id`, and the session named `public_id`
     /// wherever a cycle moved it.
-    fn end(
-        &self,
-        id: &SessionId,
-        public_id: &PublicId,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
         self.inner.end(id, public_id);
-        ready(Ok(()))
+        StoreFuture::ready(Ok(()))
     }
 
-    fn touch(
-        &self,
-        id: &SessionId,
-        expires_at: u64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        ready(Ok(self.inner.touch(id, expires_at)))
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        StoreFuture::ready(Ok(self.inner.touch(id, expires_at)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn now_millis() -> u64 {
+        Timestamp::now().as_millis()
+    }
+
+    fn ts(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
     use crate::store::Items;
     use std::time::Duration;
 
     fn record(now: u64, ttl_ms: u64, items: &[(&str, &str)]) -> Record {
         Record {
             items: items.iter().copied().collect::<Items>(),
-            created_at: now,
-            expires_at: now + ttl_ms,
+            created_at: ts(now),
+            expires_at: ts(now + ttl_ms),
             public_id: crate::PublicId::generate(),
         }
     }
@@ -929,7 +932,7 @@ mod tests {
             .await
             .unwrap();
         store.delete(&id).await.unwrap();
-        let out = store.save(&id, &set("b", "2"), now + 60_000).await.unwrap();
+        let out = store.save(&id, &set("b", "2"), ts(now + 60_000)).await.unwrap();
         assert_eq!(out, SaveOutcome::Gone);
         assert!(store.load(&id).await.unwrap().is_none());
         assert!(store.is_empty());
@@ -947,7 +950,7 @@ mod tests {
         let mut c = ChangeSet::new();
         c.remove("a");
         assert_eq!(
-            store.save(&id, &c, now).await.unwrap(),
+            store.save(&id, &c, ts(now)).await.unwrap(),
             SaveOutcome::Deleted
         );
         assert!(store.is_empty());
@@ -963,7 +966,7 @@ mod tests {
             .await
             .unwrap();
         let out = store
-            .cycle(&old, &new, &set("b", "2"), now + 1)
+            .cycle(&old, &new, &set("b", "2"), ts(now + 1))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
@@ -985,11 +988,11 @@ mod tests {
         store.create(&id, &r).await.unwrap();
         for _ in 0..3 {
             let n = SessionId::generate();
-            let out = store.cycle(&id, &n, &set("b", "2"), now + 60_000).await;
+            let out = store.cycle(&id, &n, &set("b", "2"), ts(now + 60_000)).await;
             assert_eq!(out.unwrap(), CycleOutcome::Moved);
             id = n;
             let loaded = store.load(&id).await.unwrap().unwrap();
-            assert_eq!(loaded.created_at, now - 5_000);
+            assert_eq!(loaded.created_at, ts(now - 5_000));
             assert_eq!(loaded.public_id, r.public_id);
         }
     }
@@ -1007,7 +1010,7 @@ mod tests {
             .create(&new, &record(now, 60_000, &[("z", "9")]))
             .await
             .unwrap();
-        let out = store.cycle(&old, &new, &set("b", "2"), now).await.unwrap();
+        let out = store.cycle(&old, &new, &set("b", "2"), ts(now)).await.unwrap();
         assert_eq!(out, CycleOutcome::Collision);
         assert_eq!(
             store.load(&old).await.unwrap().unwrap().items.get("b"),
@@ -1069,12 +1072,12 @@ mod tests {
             .create(&id, &record(now, 2_000, &[("a", "1")]))
             .await
             .unwrap();
-        assert!(store.touch(&id, now + 10_000).await.unwrap());
+        assert!(store.touch(&id, ts(now + 10_000)).await.unwrap());
         tokio::time::advance(Duration::from_secs(3)).await;
-        store.inner.sweep(now_millis(), 1000, true);
+        store.inner.sweep(Timestamp::now(), 1000, true);
         assert!(store.load(&id).await.unwrap().is_some());
         tokio::time::advance(Duration::from_secs(8)).await;
-        store.inner.sweep(now_millis(), 1000, true);
+        store.inner.sweep(Timestamp::now(), 1000, true);
         assert!(store.is_empty());
     }
 
@@ -1088,8 +1091,8 @@ mod tests {
         let forged = SessionId::generate();
         let reservation_like = Record {
             items: [("a", "1")].into_iter().collect(),
-            created_at: u64::MAX,
-            expires_at: 0,
+            created_at: Timestamp::MAX,
+            expires_at: Timestamp::UNIX_EPOCH,
             public_id: crate::PublicId::generate(),
         };
         assert!(store.create(&forged, &reservation_like).await.unwrap());
@@ -1097,7 +1100,7 @@ mod tests {
         assert_eq!(store.len(), 0, "reclaimed, not stuck as a reservation");
         let flagged = SessionId::generate();
         let mut r = record(now_millis(), 60_000, &[("a", "1")]);
-        r.created_at |= MOVED;
+        r.created_at = flag_moved(r.created_at, true);
         assert!(store.create(&flagged, &r).await.unwrap());
         store.delete(&flagged).await.unwrap();
         assert_eq!(store.len(), 0);
@@ -1219,7 +1222,7 @@ mod tests {
             // 16) and sessions never cycled.
             if i % 16 < 8 {
                 let n = SessionId::generate();
-                let out = store.cycle(&id, &n, &set("user", "u"), now + ttl).await;
+                let out = store.cycle(&id, &n, &set("user", "u"), ts(now + ttl)).await;
                 assert_eq!(out.unwrap(), CycleOutcome::Moved);
                 id = n;
             }
@@ -1227,12 +1230,12 @@ mod tests {
                 0 | 1 => store.delete(&id).await.unwrap(),
                 2 | 3 => store.end(&id, &p).await.unwrap(),
                 4 => {
-                    let out = store.save(&id, &empty, now + ttl).await.unwrap();
+                    let out = store.save(&id, &empty, ts(now + ttl)).await.unwrap();
                     assert_eq!(out, SaveOutcome::Deleted);
                 }
                 5 => {
                     let n = SessionId::generate();
-                    let out = store.cycle(&id, &n, &empty, now + ttl).await.unwrap();
+                    let out = store.cycle(&id, &n, &empty, ts(now + ttl)).await.unwrap();
                     assert_eq!(out, CycleOutcome::Deleted);
                 }
                 6 => {
@@ -1280,7 +1283,7 @@ mod tests {
         for round in 0..40 {
             for id in &mut ids {
                 let n = SessionId::generate();
-                let out = store.cycle(id, &n, &set("r", "1"), now + 3_600_000).await;
+                let out = store.cycle(id, &n, &set("r", "1"), ts(now + 3_600_000)).await;
                 assert_eq!(out.unwrap(), CycleOutcome::Moved);
                 *id = n;
             }
@@ -1322,7 +1325,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let s = store.clone();
         std::thread::spawn(move || {
-            let out = s.inner.cycle(&old, &new, &set("b", "2"), now + 60_000);
+            let out = s.inner.cycle(&old, &new, &set("b", "2"), ts(now + 60_000));
             let _ = tx.send(out);
         });
         let out = rx
@@ -1361,7 +1364,7 @@ mod tests {
                     if store.inner.load(&a).is_none() {
                         let _ = store.inner.create(&a, &record(now, 60_000, &[("a", "1")]));
                     }
-                    let _ = store.inner.cycle(&a, &b, &set("b", "2"), now + 60_000);
+                    let _ = store.inner.cycle(&a, &b, &set("b", "2"), ts(now + 60_000));
                 }
                 stop.store(true, Ordering::Relaxed);
                 let _ = tx.send(());
@@ -1386,11 +1389,10 @@ mod tests {
         cycler.join().unwrap();
     }
 
-    fn futures_now<F: Future>(f: F) -> F::Output {
-        use std::task::{Context, Poll, Waker};
-        match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("MemoryStore answers at once"),
+    fn futures_now<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
+        match f.answer(None) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("MemoryStore answers at once"),
         }
     }
 

@@ -12,7 +12,7 @@ use super::scripts::{ENDED, SCRIPTS};
 use super::{int, warn_corrupted, RedisStore};
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
-use crate::store::{now_millis, ChangeSet, CycleOutcome, Record};
+use crate::store::{ChangeSet, CycleOutcome, Record, Timestamp};
 
 impl RedisStore {
     /// The longest a cluster `cycle` may take from sending step 1 to the
@@ -35,14 +35,14 @@ impl RedisStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<CycleOutcome, StoreError> {
         let started = Instant::now();
         let old_key = self.key(old);
         // Step 1: take the old session (read and delete, one script).
         let taken = self
             .eval(&SCRIPTS.take, &[&old_key], |cmd| {
-                cmd.arg(clamp(now_millis()));
+                cmd.arg(clamp(Timestamp::now()));
             })
             .await?;
         let original = match taken {

@@ -3,7 +3,7 @@
 use redis::Value;
 
 use crate::id::PublicId;
-use crate::store::Record;
+use crate::store::{Record, Timestamp};
 
 /// The field holding the creation time. Starts with `0xFF`, which no UTF-8
 /// string (so no item name) contains.
@@ -18,8 +18,8 @@ pub(super) const PUBLIC_FIELD: &[u8] = b"\xffpublic_id";
 /// numbers (doubles) hold them exactly.
 const MAX_MILLIS: u64 = (1 << 53) - 1;
 
-pub(super) fn clamp(ms: u64) -> u64 {
-    ms.min(MAX_MILLIS)
+pub(super) fn clamp(t: Timestamp) -> u64 {
+    t.as_millis().min(MAX_MILLIS)
 }
 
 /// A stored hash, read.
@@ -79,8 +79,8 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
     items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Parsed::Found(Record {
         items: items.into_iter().collect(),
-        created_at,
-        expires_at,
+        created_at: Timestamp::from_millis(created_at),
+        expires_at: Timestamp::from_millis(expires_at),
         public_id,
     })
 }
@@ -125,7 +125,10 @@ mod tests {
             panic!("a good hash")
         };
         assert_eq!(r.items.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
-        assert_eq!((r.created_at, r.expires_at), (1000, 61000));
+        assert_eq!(
+            (r.created_at.as_millis(), r.expires_at.as_millis()),
+            (1000, 61000)
+        );
         assert_eq!(r.public_id.to_string().as_bytes(), PID);
 
         assert!(matches!(parse_hash(Value::Array(vec![])), Parsed::Absent));

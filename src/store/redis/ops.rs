@@ -10,7 +10,9 @@ use super::scripts::{push_changes, SCRIPTS};
 use super::RedisStore;
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
-use crate::store::{now_millis, ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore};
+use crate::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+};
 
 impl RedisStore {
     /// The Redis key of session `id`: `{prefix}{<id>}`.
@@ -79,8 +81,10 @@ pub(super) fn warn_corrupted(id: &SessionId, reason: &str) {
     );
 }
 
-impl SessionStore for RedisStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+/// The operations, as `async fn`s on `&self`; [`SessionStore`] runs each
+/// in an owned future on a clone of the store (a connection handle).
+impl RedisStore {
+    async fn load_now(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(&key);
@@ -95,7 +99,7 @@ impl SessionStore for RedisStore {
         match parse_hash(reply) {
             Parsed::Absent => Ok(None),
             // Expired by the app's clock: Redis's TTL removes the key.
-            Parsed::Found(r) if r.expires_at <= now_millis() => Ok(None),
+            Parsed::Found(r) if r.expires_at <= Timestamp::now() => Ok(None),
             Parsed::Found(r) => Ok(Some(r)),
             Parsed::Corrupt(reason) => {
                 self.drop_corrupted(id, &key, reason).await;
@@ -104,19 +108,19 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    async fn create_now(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         self.create_key(&self.key(id), record).await
     }
 
-    async fn save(
+    async fn save_now(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<SaveOutcome, StoreError> {
         let v = self
             .eval(&SCRIPTS.save, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now_millis())).arg(clamp(expires_at));
+                cmd.arg(clamp(Timestamp::now())).arg(clamp(expires_at));
                 push_changes(cmd, changes);
             })
             .await?;
@@ -131,19 +135,19 @@ impl SessionStore for RedisStore {
         })
     }
 
-    async fn cycle(
+    async fn cycle_now(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<CycleOutcome, StoreError> {
         if matches!(self.conn, Conn::Cluster(_)) {
             return self.cycle_cluster(old, new, changes, expires_at).await;
         }
         let v = self
             .eval(&SCRIPTS.cycle, &[&self.key(old), &self.key(new)], |cmd| {
-                cmd.arg(clamp(now_millis()))
+                cmd.arg(clamp(Timestamp::now()))
                     .arg(clamp(expires_at))
                     .arg(&*self.prefix);
                 push_changes(cmd, changes);
@@ -161,11 +165,11 @@ impl SessionStore for RedisStore {
         })
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    async fn delete_now(&self, id: &SessionId) -> Result<(), StoreError> {
         self.delete_key(&self.key(id)).await.map(drop)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    async fn end_now(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
         if matches!(self.conn, Conn::Cluster(_)) {
             return self.end_cluster(id, public_id).await;
         }
@@ -177,10 +181,10 @@ impl SessionStore for RedisStore {
         .map(drop)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    async fn touch_now(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
         let v = self
             .eval(&SCRIPTS.touch, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now_millis())).arg(clamp(expires_at));
+                cmd.arg(clamp(Timestamp::now())).arg(clamp(expires_at));
             })
             .await?;
         Ok(match int(&v)? {
@@ -191,5 +195,53 @@ impl SessionStore for RedisStore {
             }
             _ => false,
         })
+    }
+}
+
+impl SessionStore for RedisStore {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        let (this, id) = (self.clone(), *id);
+        StoreFuture::new(async move { this.load_now(&id).await })
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        let (this, id, record) = (self.clone(), *id, record.clone());
+        StoreFuture::new(async move { this.create_now(&id, &record).await })
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        let (this, id, changes) = (self.clone(), *id, changes.clone());
+        StoreFuture::new(async move { this.save_now(&id, &changes, expires_at).await })
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        let (this, old, new, changes) = (self.clone(), *old, *new, changes.clone());
+        StoreFuture::new(async move { this.cycle_now(&old, &new, &changes, expires_at).await })
+    }
+
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        let (this, id) = (self.clone(), *id);
+        StoreFuture::new(async move { this.delete_now(&id).await })
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        let (this, id, public_id) = (self.clone(), *id, *public_id);
+        StoreFuture::new(async move { this.end_now(&id, &public_id).await })
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        let (this, id) = (self.clone(), *id);
+        StoreFuture::new(async move { this.touch_now(&id, expires_at).await })
     }
 }

@@ -1,0 +1,183 @@
+//! [`Config`]: what the builders on [`SessionLayer`](crate::SessionLayer)
+//! set, checked and rendered once when the layer is applied, and the expiry
+//! policy ([`Expiry`]) that turns it into times.
+
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::cookie::CookieConfig;
+use crate::store::Timestamp;
+
+/// The layer's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) cookie: CookieConfig,
+    /// `Some`: the id travels in this header instead of the cookie.
+    pub(crate) header: Option<HeaderName>,
+    pub(crate) expiry: Expiry,
+    /// Whether the cookie carries `Max-Age` (kept across browser restarts).
+    pub(crate) persistent: bool,
+    pub(crate) max_items: usize,
+    pub(crate) max_bytes: usize,
+}
+
+impl Config {
+    pub(crate) fn new(idle_timeout: Duration, max_items: usize, max_bytes: usize) -> Self {
+        Self {
+            cookie: CookieConfig::default(),
+            header: None,
+            expiry: Expiry {
+                idle: idle_timeout,
+                absolute: None,
+            },
+            persistent: false,
+            max_items,
+            max_bytes,
+        }
+    }
+
+    /// Checks the settings and renders what every response reuses; the
+    /// error names the fix.
+    pub(crate) fn build(mut self) -> Result<Self, String> {
+        if let Some(p) = self.problem() {
+            return Err(p);
+        }
+        self.cookie.render();
+        Ok(self)
+    }
+
+    /// The cookie's `Max-Age` for a session expiring at `expires_at`, when
+    /// the cookie is persistent.
+    pub(crate) fn max_age(&self, expires_at: Timestamp, now: Timestamp) -> Option<Duration> {
+        self.persistent
+            .then(|| expires_at.saturating_duration_since(now))
+    }
+
+    fn problem(&self) -> Option<String> {
+        if let Some(p) = self.cookie.problem() {
+            return Some(p);
+        }
+        if self.expiry.idle.is_zero() {
+            return Some("the idle timeout must be longer than zero (with_idle_timeout)".into());
+        }
+        if self.expiry.absolute.is_some_and(|a| a.is_zero()) {
+            return Some(
+                "the absolute timeout must be longer than zero (with_absolute_timeout)".into(),
+            );
+        }
+        if self.max_items == 0 || self.max_bytes == 0 {
+            return Some(
+                "session caps must be at least 1 (with_max_items, with_max_session_bytes)".into(),
+            );
+        }
+        None
+    }
+}
+
+/// A stored session's two times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Times {
+    pub(crate) created_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
+}
+
+/// The idle and absolute timeouts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expiry {
+    pub(crate) idle: Duration,
+    pub(crate) absolute: Option<Duration>,
+}
+
+impl Expiry {
+    /// When a session created at `now` expires.
+    pub(crate) fn first(&self, now: Timestamp) -> Timestamp {
+        self.renewed(now, now)
+    }
+
+    /// When the session `times` describes expires if it is used at `now`.
+    pub(crate) fn next(&self, times: Times, now: Timestamp) -> Timestamp {
+        self.renewed(times.created_at, now)
+    }
+
+    fn renewed(&self, created_at: Timestamp, now: Timestamp) -> Timestamp {
+        let idle = now.saturating_add(self.idle);
+        match self.absolute {
+            Some(a) => idle.min(created_at.saturating_add(a)),
+            None => idle,
+        }
+    }
+
+    /// Whether a stored session is no longer valid at `now`.
+    ///
+    /// A record whose expiry precedes its creation cannot come from a
+    /// correct store (expiry only moves forward from creation): it is treated
+    /// as expired too.
+    pub(crate) fn is_expired(&self, times: Times, now: Timestamp) -> bool {
+        times.expires_at <= now
+            || times.created_at > times.expires_at
+            || self
+                .absolute
+                .is_some_and(|a| times.created_at.saturating_add(a) <= now)
+    }
+
+    /// Whether moving the session's expiry from where `times` has it to
+    /// `next` is worth a write.
+    ///
+    /// Activity is recorded with a resolution of a sixteenth of the idle
+    /// timeout, at most a minute: a session is touched at most once per that
+    /// span, and expires between the idle timeout minus that span and the
+    /// idle timeout after its last use.
+    pub(crate) fn refresh_due(&self, times: Times, next: Timestamp) -> bool {
+        let step = (self.idle / 16).min(Duration::from_secs(60));
+        next > times.expires_at.saturating_add(step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64) -> Timestamp {
+        Timestamp::from_millis(s * 1000)
+    }
+
+    const EXPIRY: Expiry = Expiry {
+        idle: Duration::from_secs(60),
+        absolute: Some(Duration::from_secs(100)),
+    };
+
+    #[test]
+    fn the_idle_timeout_slides_and_the_absolute_timeout_caps_it() {
+        assert_eq!(EXPIRY.first(at(10)), at(70));
+        let times = Times {
+            created_at: at(10),
+            expires_at: at(70),
+        };
+        assert_eq!(EXPIRY.next(times, at(30)), at(90));
+        assert_eq!(EXPIRY.next(times, at(80)), at(110), "capped at creation + 100 s");
+        assert!(!EXPIRY.is_expired(times, at(69)));
+        assert!(EXPIRY.is_expired(times, at(70)));
+        let busy = Times {
+            created_at: at(10),
+            expires_at: at(200),
+        };
+        assert!(EXPIRY.is_expired(busy, at(110)), "absolute timeout");
+        let impossible = Times {
+            created_at: at(50),
+            expires_at: at(40),
+        };
+        assert!(EXPIRY.is_expired(impossible, at(0)));
+    }
+
+    #[test]
+    fn a_refresh_is_due_once_per_sixteenth_of_the_idle_timeout() {
+        let times = Times {
+            created_at: at(0),
+            expires_at: at(60),
+        };
+        // 60 s / 16 = 3.75 s.
+        assert!(!EXPIRY.refresh_due(times, at(63)));
+        assert!(EXPIRY.refresh_due(times, at(64)));
+    }
+}

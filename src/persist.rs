@@ -1,0 +1,296 @@
+//! [`Persist`]: applying what a request did to its session, after the
+//! handler answered, as a small state machine over store calls.
+//!
+//! Most requests need one store call (save, touch, create) or none. A logout
+//! that also wrote needs two (end, then create), and creating or cycling
+//! retries on the (astronomically rare) taken id. Each step holds the
+//! [`StoreFuture`] it waits on, so an in-process store runs every step in
+//! place and a network store is awaited, by the same code.
+
+use std::task::{Context, Poll};
+
+use crate::config::{Config, Times};
+use crate::error::StoreError;
+use crate::id::{PublicId, SessionId};
+use crate::storage::Outcome;
+use crate::store::{
+    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+};
+
+/// How many fresh ids to try when creating or cycling hits a taken id.
+const ID_TRIES: usize = 4;
+
+/// The stored session a request loaded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Loaded {
+    pub(crate) id: SessionId,
+    pub(crate) public_id: PublicId,
+    pub(crate) times: Times,
+}
+
+/// What the response tells the client about its session id.
+#[derive(Debug)]
+pub(crate) enum IdNotice {
+    /// Nothing: the client keeps what it has.
+    Keep,
+    /// The client is to hold `id` (new, cycled, or a refreshed persistent
+    /// cookie) until `expires_at`.
+    Hold { id: SessionId, expires_at: Timestamp },
+    /// The client is to forget its id: the session ended.
+    Forget,
+}
+
+/// The store calls that apply one request's [`Outcome`].
+#[derive(Debug)]
+pub(crate) struct Persist {
+    step: Step,
+}
+
+#[derive(Debug)]
+enum Step {
+    /// Ending the loaded session (a logout); then creating a new one from
+    /// `then` if it sets anything.
+    Ending {
+        fut: StoreFuture<()>,
+        then: ChangeSet,
+        now: Timestamp,
+    },
+    Creating {
+        fut: StoreFuture<bool>,
+        id: SessionId,
+        record: Record,
+        tries: usize,
+    },
+    Cycling {
+        fut: StoreFuture<CycleOutcome>,
+        new: SessionId,
+        changes: ChangeSet,
+        tries: usize,
+        at: Renewal,
+    },
+    Saving {
+        fut: StoreFuture<SaveOutcome>,
+        at: Renewal,
+    },
+    Touching {
+        fut: StoreFuture<bool>,
+        at: Renewal,
+    },
+    Done(Option<Result<IdNotice, StoreError>>),
+}
+
+/// The loaded session's id and its next expiry, and whether the write
+/// refreshes it.
+#[derive(Debug, Clone, Copy)]
+struct Renewal {
+    id: SessionId,
+    expires_at: Timestamp,
+    refresh: bool,
+}
+
+impl Renewal {
+    /// What to tell the client once the session was written: a persistent
+    /// cookie is sent again when the expiry moved, so its `Max-Age` follows.
+    fn notice(self, config: &Config, refreshed: bool) -> IdNotice {
+        if refreshed && self.refresh && config.persistent {
+            IdNotice::Hold {
+                id: self.id,
+                expires_at: self.expires_at,
+            }
+        } else {
+            IdNotice::Keep
+        }
+    }
+}
+
+impl Persist {
+    /// Starts applying `out` for a request that loaded `loaded` (if any) at
+    /// `now`. Whether the store must be reached at all was decided by
+    /// [`needs_store`].
+    pub(crate) fn start<Store: SessionStore>(
+        store: &Store,
+        config: &Config,
+        loaded: Option<Loaded>,
+        out: Outcome,
+        now: Timestamp,
+    ) -> Self {
+        let step = match loaded {
+            // A logout: end the session wherever it lives now, even if a
+            // concurrent request has moved it to a new id meanwhile.
+            Some(l) if out.destroyed.is_some() => Step::Ending {
+                fut: store.end(&l.id, &l.public_id),
+                then: out.changes,
+                now,
+            },
+            None => create(store, config, &out.changes, now, IdNotice::Keep),
+            Some(l) => {
+                let expires_at = config.expiry.next(l.times, now);
+                let at = Renewal {
+                    id: l.id,
+                    expires_at,
+                    refresh: config.expiry.refresh_due(l.times, expires_at),
+                };
+                if out.cycle {
+                    let new = SessionId::generate();
+                    Step::Cycling {
+                        fut: store.cycle(&l.id, &new, &out.changes, expires_at),
+                        new,
+                        changes: out.changes,
+                        tries: 1,
+                        at,
+                    }
+                } else if !out.changes.is_empty() {
+                    Step::Saving {
+                        fut: store.save(&l.id, &out.changes, expires_at),
+                        at,
+                    }
+                } else if at.refresh {
+                    Step::Touching {
+                        fut: store.touch(&l.id, expires_at),
+                        at,
+                    }
+                } else {
+                    Step::Done(Some(Ok(IdNotice::Keep)))
+                }
+            }
+        };
+        Self { step }
+    }
+
+    /// Runs the steps as far as they go. With `cx`, a step that is not done
+    /// is polled (and wakes the task when it can go on); without, the steps
+    /// run only while each store call has already answered, which is always
+    /// the case for an in-process store.
+    pub(crate) fn drive<Store: SessionStore>(
+        &mut self,
+        store: &Store,
+        config: &Config,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Result<IdNotice, StoreError>> {
+        loop {
+            let next = match &mut self.step {
+                Step::Done(result) => {
+                    return Poll::Ready(result.take().unwrap_or_else(|| Err(polled_after_done())))
+                }
+                Step::Ending { fut, then, now } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
+                    Poll::Ready(Ok(())) => create(store, config, then, *now, IdNotice::Forget),
+                },
+                Step::Creating {
+                    fut,
+                    id,
+                    record,
+                    tries,
+                } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
+                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(IdNotice::Hold {
+                        id: *id,
+                        expires_at: record.expires_at,
+                    }))),
+                    Poll::Ready(Ok(false)) if *tries < ID_TRIES => {
+                        *id = SessionId::generate();
+                        *tries += 1;
+                        *fut = store.create(id, record);
+                        continue;
+                    }
+                    Poll::Ready(Ok(false)) => Step::Done(Some(Err(no_free_id()))),
+                },
+                Step::Cycling {
+                    fut,
+                    new,
+                    changes,
+                    tries,
+                    at,
+                } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => Step::Done(Some(match result {
+                        Err(e) => Err(e),
+                        Ok(CycleOutcome::Moved) => Ok(IdNotice::Hold {
+                            id: *new,
+                            expires_at: at.expires_at,
+                        }),
+                        Ok(CycleOutcome::Deleted) => Ok(IdNotice::Forget),
+                        Ok(CycleOutcome::Gone) => Ok(IdNotice::Keep),
+                        Ok(CycleOutcome::Collision) if *tries < ID_TRIES => {
+                            *new = SessionId::generate();
+                            *tries += 1;
+                            *fut = store.cycle(&at.id, new, changes, at.expires_at);
+                            continue;
+                        }
+                        Ok(CycleOutcome::Collision) => Err(no_free_id()),
+                    })),
+                },
+                Step::Saving { fut, at } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => Step::Done(Some(result.map(|saved| match saved {
+                        SaveOutcome::Saved => at.notice(config, true),
+                        SaveOutcome::Deleted => IdNotice::Forget,
+                        // Destroyed or expired meanwhile: the changes are
+                        // dropped, and no cookie is sent (the client may
+                        // already hold a newer one).
+                        SaveOutcome::Gone => IdNotice::Keep,
+                    }))),
+                },
+                Step::Touching { fut, at } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    // Best effort: the handler's answer stands even if the
+                    // refresh fails; the session then expires a little
+                    // sooner than it would.
+                    Poll::Ready(Err(e)) => {
+                        tracing::warn!(error = %e, "session store failed to refresh a session's expiry; answering anyway");
+                        Step::Done(Some(Ok(IdNotice::Keep)))
+                    }
+                    Poll::Ready(Ok(alive)) => Step::Done(Some(Ok(at.notice(config, alive)))),
+                },
+            };
+            self.step = next;
+        }
+    }
+}
+
+/// Whether applying `out` needs the store at all: a loaded session may need
+/// saving or refreshing; a request without one only if it created one.
+pub(crate) fn needs_store(loaded: Option<&Loaded>, out: &Outcome) -> bool {
+    loaded.is_some() || out.changes.sets_any()
+}
+
+/// Creates a session from `changes` when they set anything; otherwise
+/// tells the client `otherwise`.
+fn create<Store: SessionStore>(
+    store: &Store,
+    config: &Config,
+    changes: &ChangeSet,
+    now: Timestamp,
+    otherwise: IdNotice,
+) -> Step {
+    if !changes.sets_any() {
+        return Step::Done(Some(Ok(otherwise)));
+    }
+    let mut items = Items::new();
+    items.apply(changes);
+    let record = Record {
+        items,
+        created_at: now,
+        expires_at: config.expiry.first(now),
+        public_id: PublicId::generate(),
+    };
+    let id = SessionId::generate();
+    Step::Creating {
+        fut: store.create(&id, &record),
+        id,
+        record,
+        tries: 1,
+    }
+}
+
+fn no_free_id() -> StoreError {
+    StoreError::other(format!(
+        "no free session id after {ID_TRIES} tries: the store reports every new id as taken"
+    ))
+}
+
+fn polled_after_done() -> StoreError {
+    StoreError::other("the session layer's save step was run after it finished")
+}

@@ -1,0 +1,148 @@
+//! The response side: what the layer does to the inner service's response
+//! (strip a cookie it forged, skip saving after a failure), how it tells the
+//! client its id, and the response for a store failure.
+
+use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
+use http::{HeaderMap, Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::cookie;
+use crate::error::StoreError;
+use crate::persist::IdNotice;
+use crate::storage::{Outcome, SessionStorage};
+use crate::store::Timestamp;
+
+/// Finishes the handle and cleans the response. `None` when nothing is to be
+/// saved because the handler failed (a 5xx, or a gRPC failure status).
+pub(crate) fn after_inner<B>(
+    config: &Config,
+    session: &SessionStorage,
+    res: &mut Response<B>,
+    grpc: bool,
+) -> Option<Outcome> {
+    let outcome = session.finish();
+    let stripped = match &config.header {
+        Some(h) => res.headers_mut().remove(h).is_some(),
+        None => cookie::strip_set_cookie(res.headers_mut(), config.cookie.name.as_bytes()) > 0,
+    };
+    if stripped {
+        tracing::warn!(
+            "the inner service set the session cookie or header; the session layer owns it and dropped that value"
+        );
+    }
+    if res.status().is_server_error() || (grpc && grpc_failed(res.headers())) {
+        // Persist nothing: the handler failed part-way.
+        return None;
+    }
+    Some(outcome)
+}
+
+/// Tells the client what became of its session, or turns a store failure
+/// into the error response.
+pub(crate) fn complete<B: Default>(
+    config: &Config,
+    session: &SessionStorage,
+    mut res: Response<B>,
+    result: Result<IdNotice, StoreError>,
+    now: Timestamp,
+    grpc: bool,
+) -> Response<B> {
+    match result {
+        Ok(notice) => {
+            match notice {
+                IdNotice::Keep => {}
+                IdNotice::Hold { id, .. } => session.set_final_id(Some(id)),
+                IdNotice::Forget => session.set_final_id(None),
+            }
+            tell_client(config, res.headers_mut(), notice, now);
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "session store failed to save a session");
+            error_response(e, grpc)
+        }
+    }
+}
+
+/// The response for a failed load (the inner service is not called).
+pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> {
+    tracing::error!(error = %e, "session store failed to load a session");
+    error_response(e, grpc)
+}
+
+/// Writes the id (or its end) into the response: `Set-Cookie`, or the
+/// transport header.
+fn tell_client(config: &Config, headers: &mut HeaderMap, notice: IdNotice, now: Timestamp) {
+    let value = match (&config.header, &notice) {
+        (_, IdNotice::Keep) => return,
+        (None, IdNotice::Hold { id, expires_at }) => {
+            config.cookie.set(id, config.max_age(*expires_at, now))
+        }
+        (None, IdNotice::Forget) => config.cookie.expire(),
+        (Some(_), IdNotice::Hold { id, .. }) => HeaderValue::from_str(id.encode().as_str())
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            }),
+        (Some(_), IdNotice::Forget) => Some(HeaderValue::from_static("")),
+    };
+    let Some(value) = value else { return };
+    match &config.header {
+        Some(h) => {
+            headers.insert(h.clone(), value);
+        }
+        None => {
+            headers.append(SET_COOKIE, value);
+        }
+    }
+}
+
+/// Whether a gRPC response is a trailers-only failure whose status maps to a
+/// 5xx (gRPC's HTTP mapping: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
+/// INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in trailers after a body
+/// comes too late to be seen here.
+fn grpc_failed(headers: &HeaderMap) -> bool {
+    matches!(
+        headers.get("grpc-status").map(HeaderValue::as_bytes),
+        Some(b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
+    )
+}
+
+/// Whether the request is a gRPC call (failures are answered with a gRPC
+/// status then).
+pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The response for a store failure: 503 or 500, or for a gRPC request a
+/// trailers-only gRPC status (`UNAVAILABLE` or `INTERNAL`). The error goes
+/// into the response's extensions.
+pub(crate) fn error_response<B: Default>(err: StoreError, grpc: bool) -> Response<B> {
+    let mut res = Response::new(B::default());
+    let status = err.status();
+    if grpc {
+        let code = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "14"
+        } else {
+            "13"
+        };
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(code));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static(if code == "14" {
+                "session%20store%20unavailable"
+            } else {
+                "session%20store%20failed"
+            }),
+        );
+    } else {
+        *res.status_mut() = status;
+    }
+    res.extensions_mut().insert(err);
+    res
+}
