@@ -217,6 +217,7 @@
 mod cookie;
 mod error;
 mod future;
+mod grpc;
 mod id;
 mod layer;
 mod service;
