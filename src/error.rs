@@ -1,4 +1,9 @@
 //! Errors: [`SessionError`] for handlers, [`StoreError`] for stores.
+//!
+//! Each error's `Display` says what failed at its own level only; the cause
+//! is returned by [`Error::source`], not repeated in the text, so that
+//! error-chain printers (`anyhow`'s `{:#}`, `tracing`'s error values,
+//! `eyre` reports) show every cause once.
 
 use std::error::Error;
 use std::fmt;
@@ -59,7 +64,8 @@ impl fmt::Display for SessionError {
                 "session already saved: writes after the response was produced are ignored",
             ),
             #[cfg(feature = "serde")]
-            Self::Json(e) => write!(f, "session value is not valid JSON for this type: {e}"),
+            // The serde_json error is the source: not repeated here.
+            Self::Json(_) => f.write_str("session value is not valid JSON for this type"),
         }
     }
 }
@@ -94,15 +100,30 @@ pub enum StoreErrorKind {
 /// `tracing`, and puts a clone into the response's extensions so outer layers
 /// can inspect it. It is cheap to clone (an `Arc` inside).
 ///
+/// `Display` names the kind of failure only; the cause is its
+/// [`source`](Error::source). Print the whole chain (as below, or with
+/// `anyhow`'s `{:#}`) to see both.
+///
 /// # Example
 ///
 /// ```
+/// use std::error::Error;
 /// use tower_session_storage::{StoreError, StoreErrorKind};
 ///
 /// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
 /// let err = StoreError::unavailable(io);
 /// assert_eq!(err.kind(), StoreErrorKind::Unavailable);
-/// assert_eq!(err.to_string(), "session store unavailable: refused");
+/// assert_eq!(err.to_string(), "session store unavailable");
+/// assert_eq!(err.source().unwrap().to_string(), "refused");
+///
+/// // Each cause once, outermost first.
+/// let mut chain = vec![err.to_string()];
+/// let mut cause = err.source();
+/// while let Some(e) = cause {
+///     chain.push(e.to_string());
+///     cause = e.source();
+/// }
+/// assert_eq!(chain.join(": "), "session store unavailable: refused");
 /// ```
 #[derive(Clone)]
 pub struct StoreError {
@@ -136,12 +157,7 @@ impl StoreError {
 
     /// The HTTP status the layer answers with for this error.
     pub fn status(&self) -> http::StatusCode {
-        match self.kind {
-            StoreErrorKind::Unavailable | StoreErrorKind::Full => {
-                http::StatusCode::SERVICE_UNAVAILABLE
-            }
-            StoreErrorKind::Other => http::StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        crate::grpc::Failure::of(self).status
     }
 }
 
@@ -161,7 +177,8 @@ impl fmt::Display for StoreError {
             StoreErrorKind::Full => "session store full",
             StoreErrorKind::Other => "session store failed",
         };
-        write!(f, "{what}: {}", self.source)
+        // The cause is the source: not repeated here.
+        f.write_str(what)
     }
 }
 
@@ -171,9 +188,113 @@ impl Error for StoreError {
     }
 }
 
+/// Prints an error and each of its causes once, outermost first, joined by
+/// `": "`: for log lines (`tracing::error!(error = %Chain(&e), ..)`), now that
+/// `Display` no longer repeats the cause.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "service.rs logs with it once merged")
+)]
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// The text of each error in the chain, outermost first.
+    fn chain(e: &(dyn Error + 'static)) -> Vec<String> {
+        let mut out = vec![e.to_string()];
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push(c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+
+    /// No level of the chain repeats the text of a cause below it.
+    fn assert_each_cause_once(e: &(dyn Error + 'static)) {
+        let texts = chain(e);
+        assert!(texts.len() >= 2, "a cause to check: {texts:?}");
+        for (i, outer) in texts.iter().enumerate() {
+            for inner in &texts[i + 1..] {
+                assert!(
+                    !outer.contains(inner.as_str()),
+                    "{outer:?} repeats its cause {inner:?}: {texts:?}"
+                );
+            }
+        }
+        // And a chain printer shows each text exactly once.
+        let printed = Chain(e).to_string();
+        for t in &texts {
+            assert_eq!(printed.matches(t.as_str()).count(), 1, "{printed:?}");
+        }
+    }
+
+    /// An error with a cause of its own, for a three-level chain.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("redis connection lost")
+        }
+    }
+
+    impl Error for Wrapped {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn store_error_chains_print_each_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        for err in [
+            StoreError::unavailable(io()),
+            StoreError::new(StoreErrorKind::Full, "at the cap of 10 sessions"),
+            StoreError::other(Wrapped(io())),
+        ] {
+            assert_each_cause_once(&err);
+        }
+        let err = StoreError::other(Wrapped(io()));
+        assert_eq!(
+            chain(&err),
+            ["session store failed", "redis connection lost", "refused"]
+        );
+        assert_eq!(
+            Chain(&err).to_string(),
+            "session store failed: redis connection lost: refused"
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn json_error_chain_prints_each_cause_once() {
+        let json = serde_json::from_str::<u32>("\"x\"").unwrap_err();
+        let json_text = json.to_string();
+        let err = SessionError::Json(json);
+        assert_each_cause_once(&err);
+        assert_eq!(
+            chain(&err),
+            ["session value is not valid JSON for this type", &json_text]
+        );
+    }
 
     fn assert_error<E: Error + Send + Sync + 'static>() {}
 

@@ -1,6 +1,50 @@
-//! The axum extractor for [`SessionStorage`] (feature `axum`).
+//! The axum extractors for [`SessionStorage`] (feature `axum`).
+//!
+//! - `SessionStorage`: the request's session; without a
+//!   [`SessionLayer`](crate::SessionLayer) in front of the route, the request
+//!   is rejected with a `500` ([`SessionStorageMissing`]): a route that needs a
+//!   session must not run without one.
+//! - `Option<SessionStorage>`: `None` without the layer, for code that works
+//!   with or without sessions (a handler shared by routers that differ).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{body::Body, routing::get, Router};
+//! use http::Request;
+//! use tower::ServiceExt;
+//! use tower_session_storage::{MemoryStore, SessionLayer, SessionStorage};
+//!
+//! async fn greet(session: Option<SessionStorage>) -> String {
+//!     match session {
+//!         Some(s) => format!("hello, {}", s.get_item("name").as_deref().unwrap_or("stranger")),
+//!         None => "hello (no sessions here)".to_owned(),
+//!     }
+//! }
+//!
+//! async fn body(app: Router) -> String {
+//!     let res = app.oneshot(Request::new(Body::empty())).await.unwrap();
+//!     let bytes = axum::body::to_bytes(res.into_body(), 1024).await.unwrap();
+//!     String::from_utf8(bytes.to_vec()).unwrap()
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Without the layer: `None`, not a rejection.
+//! let app = Router::new().route("/", get(greet));
+//! assert_eq!(body(app).await, "hello (no sessions here)");
+//!
+//! // With it: the request's session.
+//! let app = Router::new()
+//!     .route("/", get(greet))
+//!     .layer(SessionLayer::new(MemoryStore::new()));
+//! assert_eq!(body(app).await, "hello, stranger");
+//! # }
+//! ```
 
-use axum_core::extract::FromRequestParts;
+use std::convert::Infallible;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::StatusCode;
@@ -53,6 +97,9 @@ impl IntoResponse for SessionStorageMissing {
     }
 }
 
+/// `SessionStorage`: the request's session; a `500`
+/// ([`SessionStorageMissing`]) when no [`SessionLayer`](crate::SessionLayer)
+/// runs in front of the route.
 impl<S: Send + Sync> FromRequestParts<S> for SessionStorage {
     type Rejection = SessionStorageMissing;
 
@@ -62,5 +109,18 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionStorage {
             .get::<SessionStorage>()
             .cloned()
             .ok_or(SessionStorageMissing)
+    }
+}
+
+/// `Option<SessionStorage>`: `None` when no [`SessionLayer`](crate::SessionLayer)
+/// runs in front of the route. Never rejects.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for SessionStorage {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<SessionStorage>().cloned())
     }
 }

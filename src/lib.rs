@@ -1,5 +1,14 @@
 //! Server-side sessions for any tower stack: axum, hyper, tonic.
 //!
+//! Four names to tell apart:
+//!
+//! | Name | What it is | Who uses it |
+//! |---|---|---|
+//! | [`SessionLayer`] | the tower middleware | you, once, when building the app |
+//! | [`SessionStorage`] (module `storage`) | the **per-request handle**: read and write this request's session | handlers |
+//! | [`Storage`] (module `storage`) | the **get/set/remove contract** auth SDKs are written against; `SessionStorage` implements it | SDKs, your helpers |
+//! | [`SessionStore`] (module [`store`]) | the **backend** that keeps every session: [`MemoryStore`], `RedisStore`, your own | the layer, never handlers |
+//!
 //! A [`SessionLayer`] finds the session id in a cookie, loads the session
 //! from a [`SessionStore`], and puts a [`SessionStorage`] handle into the
 //! request's extensions. Handlers read and write string items through it
@@ -33,9 +42,11 @@
 //! # fn main() {}
 //! ```
 //!
-//! With the `axum` feature, `SessionStorage` is an extractor; without it, use
-//! `axum::Extension<SessionStorage>`. Any other tower stack reads the handle
-//! from the request's extensions:
+//! With the `axum` feature, `SessionStorage` is an extractor (a `500` when no
+//! layer runs in front of the route) and `Option<SessionStorage>` one that is
+//! `None` without the layer (see the `extract` module); without the
+//! feature, use `axum::Extension<SessionStorage>`. Any other tower stack
+//! reads the handle from the request's extensions:
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -59,6 +70,34 @@
 //! # }
 //! ```
 //!
+//! # Testing handlers
+//!
+//! [`SessionStorage::detached`] (empty) and [`SessionStorage::detached_with`]
+//! (seeded with items) make a handle outside any request, so a handler
+//! written as a plain function of a `SessionStorage` or a `&dyn Storage` is
+//! tested by calling it and reading back what it wrote. A detached handle's
+//! [`id`](SessionStorage::id) is always `None`, and nothing it holds is ever
+//! saved.
+//!
+//! ```
+//! use tower_session_storage::{SessionError, SessionStorage, Storage};
+//!
+//! async fn sign_in(session: SessionStorage, user: String) -> Result<String, SessionError> {
+//!     session.set_item("user", &user)?;
+//!     session.remove_item("code_verifier");
+//!     session.cycle_id();
+//!     Ok(format!("welcome, {user}"))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let session = SessionStorage::detached_with([("code_verifier", "abc")]);
+//! assert_eq!(sign_in(session.clone(), "alice".into()).await.unwrap(), "welcome, alice");
+//! assert_eq!(session.get_item("user").as_deref(), Some("alice"));
+//! assert_eq!(session.get_item("code_verifier"), None);
+//! # }
+//! ```
+//!
 //! # How it works
 //!
 //! - **Load.** When the request carries a well-formed id, the layer loads
@@ -70,7 +109,10 @@
 //! - **Strict ids.** The server makes every id (UUID v4, 122 random bits). An
 //!   id the store does not know, or one that has expired or been destroyed,
 //!   is never adopted: the request starts with an empty session, and a write
-//!   gets a new id.
+//!   gets a new id. No removal cookie is sent for such an id (it could
+//!   delete a newer cookie a concurrent response has just set), so the
+//!   browser keeps sending it, at one store look-up per request, until a
+//!   handler writes or the browser session ends.
 //! - **Change sets.** Writes are buffered in the handle (a read sees the
 //!   request's own writes) and applied at the end as one change set: the keys
 //!   set and the keys removed. One store round trip and at most one
@@ -172,6 +214,9 @@
 //! - The layer owns its cookie: a `Set-Cookie` for the same name from the
 //!   inner service is dropped (and logged), so there is never more than one.
 //! - Call [`SessionStorage::cycle_id`] on sign-in and on any privilege change.
+//!   From that call on, [`SessionStorage::id`] is `None` for the rest of the
+//!   request (as after `destroy()`), so nothing gets bound to an id that
+//!   dies with the response.
 //! - `Debug` never prints an id in full, nor any item.
 //!
 //! # Limits
@@ -201,6 +246,16 @@
 //! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | No |
 //! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
 //!
+//! Without the `axum` feature, a handler that takes `SessionStorage` fails to
+//! compile with axum's own words: "the trait bound `fn(SessionStorage) ->
+//! impl Future<…> {handler}: Handler<_, _>` is not satisfied", or, with
+//! `#[axum::debug_handler]`, "Function argument is not a valid axum
+//! extractor" on the `SessionStorage` argument. The fix is to enable
+//! the feature (`tower-session-storage = { version = "…", features =
+//! ["axum"] }`). This crate cannot add its own hint to that message:
+//! `#[diagnostic::on_unimplemented]` applies only to a trait's own
+//! definition, and `FromRequestParts` is axum's.
+//!
 //! # Dependencies, and why
 //!
 //! `tower-layer`/`tower-service` and `http` (the middleware contract),
@@ -218,6 +273,7 @@ mod config;
 mod cookie;
 mod error;
 mod future;
+mod grpc;
 mod id;
 mod layer;
 #[cfg(test)]

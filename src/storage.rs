@@ -1,10 +1,22 @@
 //! [`SessionStorage`], the per-request handle, and the [`Storage`] contract.
+//!
+//! Three names, three jobs:
+//!
+//! - [`SessionStorage`] (this module): the **handle** a handler gets, one per
+//!   request, to read and write that request's session.
+//! - [`Storage`] (this module): the **contract** auth SDKs are written
+//!   against (`get_item` / `set_item` / `remove_item`); `SessionStorage`
+//!   implements it.
+//! - [`SessionStore`](crate::SessionStore) (module [`store`](crate::store)):
+//!   the **backend** that keeps every session ([`MemoryStore`](crate::MemoryStore),
+//!   `RedisStore`, your own). Handlers never call it; the layer does.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::error::SessionError;
 use crate::id::SessionId;
+use crate::layer::{DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES};
 use crate::store::{ChangeSet, Items};
 
 /// The small key/value contract auth SDKs use to keep tokens on the server
@@ -52,6 +64,34 @@ pub trait Storage {
 /// [`SessionError::Finished`], and [`id`](Self::id) reports the id the
 /// session ended up with.
 ///
+/// # Dead ids cost a look-up until the next write
+///
+/// A well-formed id the store does not know (expired, destroyed, retired by a
+/// [`cycle_id`](Self::cycle_id), or never issued) gives the request an empty
+/// session, but the layer sends **no** cookie removal for it: the browser
+/// keeps sending that id, and each of its requests costs one store look-up,
+/// until a handler writes (the new session's cookie replaces it) or the
+/// cookie ends with the browser session. That is on purpose: a removal
+/// cookie sent in answer to a stale id could delete a newer cookie that a
+/// concurrent response has just set (a sign-in in another tab), signing the
+/// user out.
+///
+/// # In axum
+///
+/// With the `axum` feature, `SessionStorage` is an extractor (a `500`
+/// rejection, `extract::SessionStorageMissing`, when no layer runs in front
+/// of the route) and `Option<SessionStorage>` is
+/// one that is `None` without the layer. Without the feature, axum reports
+/// such a handler as "not a valid axum extractor" (or that `Handler<_, _>`
+/// is not implemented); enable the feature, or take
+/// `axum::Extension<SessionStorage>`.
+///
+/// # Testing handlers
+///
+/// [`SessionStorage::detached`] and [`SessionStorage::detached_with`] make a
+/// handle without a layer or a store, so code that takes a `SessionStorage`
+/// or a `&dyn Storage` can be unit-tested directly.
+///
 /// # Example
 ///
 /// ```
@@ -62,7 +102,10 @@ pub trait Storage {
 ///     session.set_item("visits", &n.to_string()).ok();
 ///     n
 /// }
-/// # let _ = visit;
+///
+/// let session = SessionStorage::detached_with([("visits", "41")]);
+/// assert_eq!(visit(&session), 42);
+/// assert_eq!(session.get_item("visits").as_deref(), Some("42"));
 /// ```
 #[derive(Clone)]
 pub struct SessionStorage {
@@ -161,6 +204,95 @@ impl SessionStorage {
                 max_bytes,
             }),
         }
+    }
+
+    /// A handle that belongs to no request and no store, for unit tests of
+    /// code that takes a `SessionStorage` (or a `&dyn Storage`): call the
+    /// code with it, then read back what it wrote.
+    ///
+    /// It starts empty and behaves as a request's handle for a session that
+    /// does not exist yet:
+    ///
+    /// - writes are readable back at once (`get_item`, `get`), and the caps
+    ///   are the layer's defaults ([`DEFAULT_MAX_ITEMS`](crate::DEFAULT_MAX_ITEMS),
+    ///   [`DEFAULT_MAX_SESSION_BYTES`](crate::DEFAULT_MAX_SESSION_BYTES));
+    /// - [`id`](Self::id) is always `None`: no store ever gives it an id;
+    /// - nothing is ever saved anywhere: the writes live in the handle only,
+    ///   and since no response ever finishes it, they never stop working.
+    ///
+    /// [`detached_with`](Self::detached_with) seeds it with items, as if they
+    /// had been loaded.
+    ///
+    /// # Example
+    ///
+    /// A handler written as a plain async fn, tested without a server:
+    ///
+    /// ```
+    /// use tower_session_storage::{SessionError, SessionStorage, Storage};
+    ///
+    /// async fn remember_theme(session: SessionStorage, theme: String) -> Result<String, SessionError> {
+    ///     session.set_item("theme", &theme)?;
+    ///     Ok(format!("theme set to {theme}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let session = SessionStorage::detached();
+    /// let reply = remember_theme(session.clone(), "dark".into()).await.unwrap();
+    /// assert_eq!(reply, "theme set to dark");
+    /// assert_eq!(session.get_item("theme").as_deref(), Some("dark"));
+    /// assert_eq!(session.id(), None, "a detached handle never has an id");
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn detached() -> Self {
+        Self::new(None, None, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES)
+    }
+
+    /// A [`detached`](Self::detached) handle whose session already holds
+    /// `items`, as if a request had loaded them; an empty value sets nothing
+    /// (as with [`set_item`](Self::set_item)), and of two pairs with one key
+    /// the later wins. [`id`](Self::id) is still `None`.
+    ///
+    /// The seeded items count towards the caps, but are not refused when they
+    /// pass them (a loaded session is not either).
+    ///
+    /// # Example
+    ///
+    /// Code written against the SDK contract, tested with a signed-in
+    /// session:
+    ///
+    /// ```
+    /// use tower_session_storage::{SessionStorage, Storage};
+    ///
+    /// fn sign_out(storage: &dyn Storage) -> Option<String> {
+    ///     storage.set_item("flash", "bye").ok()?;
+    ///     storage.remove_item("access_token")
+    /// }
+    ///
+    /// let session = SessionStorage::detached_with([("access_token", "t0k"), ("user", "alice")]);
+    /// assert_eq!(sign_out(&session).as_deref(), Some("t0k"));
+    /// assert_eq!(session.get_item("access_token"), None);
+    /// assert_eq!(session.get_item("user").as_deref(), Some("alice"));
+    /// assert_eq!(session.get_item("flash").as_deref(), Some("bye"));
+    /// ```
+    #[must_use]
+    pub fn detached_with<I, K, V>(items: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let items: Items = items
+            .into_iter()
+            .filter(|(_, v)| !v.as_ref().is_empty())
+            .collect();
+        Self::new(
+            None,
+            Some(items),
+            DEFAULT_MAX_ITEMS,
+            DEFAULT_MAX_SESSION_BYTES,
+        )
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -286,6 +418,14 @@ impl SessionStorage {
     /// kept and the old id stops working at once. Call it on sign-in and on
     /// any privilege change (it defeats session fixation).
     ///
+    /// From this call on, [`id`](Self::id) returns `None` for the rest of the
+    /// request: the old id is about to die, and the new one is only made when
+    /// the response is produced. Do not bind anything that must outlive the
+    /// request (a CSRF token, a log line that follows the session) to an id
+    /// read before the call: keep such a value as an item (items move to the
+    /// new id), or read `id()` from a handle kept past the response, which
+    /// then reports the new id.
+    ///
     /// On a session that does not exist yet it does nothing: a new session
     /// gets a new id anyway.
     ///
@@ -312,6 +452,7 @@ impl SessionStorage {
     /// Changes made by other requests still in flight on this session are
     /// dropped: a logout is never undone. Writes made after `destroy()` in
     /// this same request start a brand-new session under a new id.
+    /// [`id`](Self::id) returns `None` from this call on.
     ///
     /// # Example
     ///
@@ -336,8 +477,23 @@ impl SessionStorage {
         s.cycle = false;
     }
 
-    /// The id of the session, or `None` while the session does not exist in
-    /// the store (a fresh session gets its id when the response is produced).
+    /// The id the client holds for this session and will keep holding after
+    /// this response, or `None` when that is not known yet.
+    ///
+    /// During the request it is:
+    ///
+    /// - the loaded session's id, when the request carried a live one;
+    /// - `None` for a session that does not exist in the store yet (a fresh
+    ///   session gets its id when the response is produced);
+    /// - `None` after [`cycle_id`](Self::cycle_id) (the loaded id dies at
+    ///   the end of the request; the new one is made with the response);
+    /// - `None` after [`destroy`](Self::destroy);
+    /// - `None` on a [`detached`](Self::detached) handle, always.
+    ///
+    /// So a CSRF token or a log line bound to `id()` is never bound to an id
+    /// that stops working when the response goes out. After the response (a
+    /// handle kept past it), `id()` reports the id the session ended up
+    /// with: the new one after a cycle or a creation, `None` after a destroy.
     ///
     /// # Example
     ///
@@ -349,7 +505,12 @@ impl SessionStorage {
     /// # let _ = signed_in;
     /// ```
     pub fn id(&self) -> Option<SessionId> {
-        self.state().id
+        let s = self.state();
+        if s.cycle && !s.finished {
+            // The loaded id dies with this response; the new one is not made yet.
+            return None;
+        }
+        s.id
     }
 
     /// Takes what the request changed and finishes the handle: later writes
@@ -569,6 +730,77 @@ mod tests {
             out.changes.iter().collect::<Vec<_>>(),
             [("flash", Some("bye"))]
         );
+    }
+
+    #[test]
+    fn id_is_none_after_cycle_id_until_the_response_tells_the_new_one() {
+        let s = loaded(&[("a", "1")]);
+        let old = s.id();
+        assert!(old.is_some());
+        s.cycle_id();
+        assert_eq!(s.id(), None, "the loaded id dies with this response");
+        s.set_item("b", "2").unwrap();
+        assert_eq!(s.id(), None);
+        let out = s.finish();
+        assert!(out.cycle);
+        let new = SessionId::generate();
+        s.set_final_id(Some(new));
+        assert_eq!(s.id(), Some(new), "a handle kept past the response");
+        assert_ne!(s.id(), old);
+    }
+
+    #[test]
+    fn a_cycle_that_was_not_applied_leaves_the_loaded_id() {
+        // A 5xx answer persists nothing: the loaded id is still the client's.
+        let s = loaded(&[("a", "1")]);
+        let old = s.id();
+        s.cycle_id();
+        s.finish();
+        assert_eq!(s.id(), old);
+    }
+
+    #[test]
+    fn id_is_none_after_destroy() {
+        let s = loaded(&[("a", "1")]);
+        s.destroy();
+        assert_eq!(s.id(), None);
+        s.set_item("flash", "bye").unwrap();
+        assert_eq!(s.id(), None, "the new session's id comes with the response");
+    }
+
+    #[test]
+    fn a_detached_handle_has_no_id_and_reads_back_its_writes() {
+        let s = SessionStorage::detached();
+        assert_eq!(s.id(), None);
+        assert_eq!(s.get_item("k"), None);
+        s.set_item("k", "v").unwrap();
+        assert_eq!(s.get_item("k").as_deref(), Some("v"));
+        assert_eq!(s.id(), None, "no store gives it an id");
+        s.cycle_id();
+        s.destroy();
+        assert_eq!(s.get_item("k"), None);
+        s.set_item("k", "again").unwrap();
+        assert_eq!(s.get_item("k").as_deref(), Some("again"));
+        // The layer's default caps.
+        let too_big = "x".repeat(DEFAULT_MAX_SESSION_BYTES);
+        assert!(matches!(
+            s.set_item("big", &too_big),
+            Err(SessionError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_seeded_detached_handle_reads_like_a_loaded_session() {
+        let s = SessionStorage::detached_with([("a", "1"), ("b", ""), ("a", "2"), ("c", "3")]);
+        assert_eq!(s.id(), None);
+        assert_eq!(s.get_item("a").as_deref(), Some("2"), "the later pair wins");
+        assert_eq!(s.get_item("b"), None, "an empty value sets nothing");
+        assert_eq!(s.remove_item("c").as_deref(), Some("3"));
+        s.clear();
+        assert_eq!(s.get_item("a"), None);
+        let owned = vec![("k".to_owned(), "v".to_owned())];
+        let s = SessionStorage::detached_with(owned);
+        assert_eq!(s.get_item("k").as_deref(), Some("v"));
     }
 
     #[test]
