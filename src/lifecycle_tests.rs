@@ -6,13 +6,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
+use http::header::{HeaderValue, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::error::StoreError;
 use crate::future::ResponseFuture;
-use crate::respond::error_response;
 use crate::{MemoryStore, SessionId, SessionLayer, SessionService, SessionStorage};
 
 
@@ -315,15 +313,4 @@ async fn header_transport_carries_the_id_both_ways() {
         1,
         "only the made-up request's new session is left"
     );
-}
-
-#[tokio::test]
-async fn grpc_requests_get_a_grpc_status_on_store_failure() {
-    let res: Response<Body> = error_response(StoreError::unavailable("down"), true);
-    assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.headers()["grpc-status"], "14");
-    assert_eq!(res.headers()[CONTENT_TYPE], "application/grpc");
-    assert!(res.extensions().get::<StoreError>().is_some());
-    let res: Response<Body> = error_response(StoreError::other("bad"), false);
-    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }

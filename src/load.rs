@@ -84,7 +84,7 @@ impl Load {
                 }
                 Step::DeletingExpired(fut) => {
                     if let Err(e) = std::task::ready!(fut.answer(cx.as_deref_mut())) {
-                        tracing::warn!(error = %e, "could not delete an expired session");
+                        tracing::warn!(error = %crate::error::Chain(&e), "could not delete an expired session");
                     }
                     self.step = Step::Done;
                     return Poll::Ready(Ok(None));

@@ -38,6 +38,11 @@ pub(crate) enum IdNotice {
     Hold { id: SessionId, expires_at: Timestamp },
     /// The client is to forget its id: the session ended.
     Forget,
+    /// The session was gone before this request could write to it (ended
+    /// or expired meanwhile): nothing is sent, since the client may already
+    /// hold a newer id from a concurrent response, but the handle no longer
+    /// reports the dead id.
+    Gone,
 }
 
 /// The store calls that apply one request's [`Outcome`].
@@ -212,7 +217,7 @@ impl Persist {
                             expires_at: at.expires_at,
                         }),
                         Ok(CycleOutcome::Deleted) => Ok(IdNotice::Forget),
-                        Ok(CycleOutcome::Gone) => Ok(IdNotice::Keep),
+                        Ok(CycleOutcome::Gone) => Ok(IdNotice::Gone),
                         Ok(CycleOutcome::Collision) if *tries < ID_TRIES => {
                             *new = SessionId::generate();
                             *tries += 1;
@@ -230,7 +235,7 @@ impl Persist {
                         // Destroyed or expired meanwhile: the changes are
                         // dropped, and no cookie is sent (the client may
                         // already hold a newer one).
-                        SaveOutcome::Gone => IdNotice::Keep,
+                        SaveOutcome::Gone => IdNotice::Gone,
                     }))),
                 },
                 Step::Touching { fut, at } => match fut.answer(cx.as_deref_mut()) {
@@ -239,10 +244,11 @@ impl Persist {
                     // refresh fails; the session then expires a little
                     // sooner than it would.
                     Poll::Ready(Err(e)) => {
-                        tracing::warn!(error = %e, "session store failed to refresh a session's expiry; answering anyway");
+                        tracing::warn!(error = %crate::error::Chain(&e), "session store failed to refresh a session's expiry; answering anyway");
                         Step::Done(Some(Ok(IdNotice::Keep)))
                     }
-                    Poll::Ready(Ok(alive)) => Step::Done(Some(Ok(at.notice(config, alive)))),
+                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice(config, true)))),
+                    Poll::Ready(Ok(false)) => Step::Done(Some(Ok(IdNotice::Gone))),
                 },
             };
             self.step = next;

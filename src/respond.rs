@@ -1,13 +1,15 @@
 //! The response side: what the layer does to the inner service's response
 //! (strip a cookie it forged, skip saving after a failure), how it tells the
-//! client its id, and the response for a store failure.
+//! client its id. (The response for a store failure is built in
+//! [`grpc`](crate::grpc), with the one mapping from a store error to a status.)
 
-use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::{HeaderValue, SET_COOKIE};
+use http::{HeaderMap, Response};
 
 use crate::config::Config;
 use crate::cookie;
-use crate::error::StoreError;
+use crate::error::{Chain, StoreError};
+use crate::grpc::{self, error_response};
 use crate::persist::IdNotice;
 use crate::storage::{Outcome, SessionStorage};
 use crate::store::Timestamp;
@@ -30,7 +32,7 @@ pub(crate) fn after_inner<B>(
             "the inner service set the session cookie or header; the session layer owns it and dropped that value"
         );
     }
-    if res.status().is_server_error() || (grpc && grpc_failed(res.headers())) {
+    if res.status().is_server_error() || (grpc && grpc::failed(res.headers())) {
         // Persist nothing: the handler failed part-way.
         return None;
     }
@@ -52,13 +54,13 @@ pub(crate) fn complete<B: Default>(
             match notice {
                 IdNotice::Keep => {}
                 IdNotice::Hold { id, .. } => session.set_final_id(Some(id)),
-                IdNotice::Forget => session.set_final_id(None),
+                IdNotice::Forget | IdNotice::Gone => session.set_final_id(None),
             }
             tell_client(config, res.headers_mut(), notice, now);
             res
         }
         Err(e) => {
-            tracing::error!(error = %e, "session store failed to save a session");
+            tracing::error!(error = %Chain(&e), "session store failed to save a session");
             error_response(e, grpc)
         }
     }
@@ -66,7 +68,7 @@ pub(crate) fn complete<B: Default>(
 
 /// The response for a failed load (the inner service is not called).
 pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> {
-    tracing::error!(error = %e, "session store failed to load a session");
+    tracing::error!(error = %Chain(&e), "session store failed to load a session");
     error_response(e, grpc)
 }
 
@@ -74,7 +76,7 @@ pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> 
 /// transport header.
 fn tell_client(config: &Config, headers: &mut HeaderMap, notice: IdNotice, now: Timestamp) {
     let value = match (&config.header, &notice) {
-        (_, IdNotice::Keep) => return,
+        (_, IdNotice::Keep | IdNotice::Gone) => return,
         (None, IdNotice::Hold { id, expires_at }) => {
             config.cookie.set(id, config.max_age(*expires_at, now))
         }
@@ -96,53 +98,4 @@ fn tell_client(config: &Config, headers: &mut HeaderMap, notice: IdNotice, now: 
             headers.append(SET_COOKIE, value);
         }
     }
-}
-
-/// Whether a gRPC response is a trailers-only failure whose status maps to a
-/// 5xx (gRPC's HTTP mapping: UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED,
-/// INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in trailers after a body
-/// comes too late to be seen here.
-fn grpc_failed(headers: &HeaderMap) -> bool {
-    matches!(
-        headers.get("grpc-status").map(HeaderValue::as_bytes),
-        Some(b"2" | b"4" | b"12" | b"13" | b"14" | b"15")
-    )
-}
-
-/// Whether the request is a gRPC call (failures are answered with a gRPC
-/// status then).
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// The response for a store failure: 503 or 500, or for a gRPC request a
-/// trailers-only gRPC status (`UNAVAILABLE` or `INTERNAL`). The error goes
-/// into the response's extensions.
-pub(crate) fn error_response<B: Default>(err: StoreError, grpc: bool) -> Response<B> {
-    let mut res = Response::new(B::default());
-    let status = err.status();
-    if grpc {
-        let code = if status == StatusCode::SERVICE_UNAVAILABLE {
-            "14"
-        } else {
-            "13"
-        };
-        let h = res.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static(code));
-        h.insert(
-            "grpc-message",
-            HeaderValue::from_static(if code == "14" {
-                "session%20store%20unavailable"
-            } else {
-                "session%20store%20failed"
-            }),
-        );
-    } else {
-        *res.status_mut() = status;
-    }
-    res.extensions_mut().insert(err);
-    res
 }

@@ -13,7 +13,7 @@ use tower_service::Service;
 use crate::cookie;
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
-use crate::respond::is_grpc;
+use crate::grpc::is_grpc;
 use crate::store::SessionStore;
 
 /// The service made by [`SessionLayer`](crate::SessionLayer).

@@ -105,7 +105,7 @@ impl RedisStore {
             // Too slow to rely on the "ended" mark having outlived this
             // move: a logout may have missed it. Never hand out the id.
             if let Err(e) = self.delete_key(&new_key).await {
-                tracing::warn!(error = %e, "RedisStore: could not delete a late cycle's session");
+                tracing::warn!(error = %crate::error::Chain(&e), "RedisStore: could not delete a late cycle's session");
             }
             return Err(StoreError::unavailable(format!(
                 "cycle_id on Redis Cluster took longer than {:?}; the session was not moved",

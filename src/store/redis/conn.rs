@@ -233,7 +233,7 @@ impl RedisStore {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(lua.code);
             if let Err(e) = self.run(self.conn.query(&cmd)).await {
-                tracing::debug!(error = %e, "could not preload a RedisStore script");
+                tracing::debug!(error = %crate::error::Chain(&e), "could not preload a RedisStore script");
                 return;
             }
         }
@@ -248,7 +248,7 @@ impl RedisStore {
         let policy = match self.run(self.conn.query(&cmd)).await {
             Ok(v) => config_value(v),
             Err(e) => {
-                tracing::debug!(error = %e, "RedisStore: could not read maxmemory-policy");
+                tracing::debug!(error = %crate::error::Chain(&e), "RedisStore: could not read maxmemory-policy");
                 None
             }
         };

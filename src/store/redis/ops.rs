@@ -37,7 +37,7 @@ impl RedisStore {
     pub(super) async fn drop_corrupted(&self, id: &SessionId, key: &[u8], reason: &str) {
         warn_corrupted(id, reason);
         if let Err(e) = self.delete_key(key).await {
-            tracing::warn!(session = ?id, error = %e, "could not delete corrupted session data");
+            tracing::warn!(session = ?id, error = %crate::error::Chain(&e), "could not delete corrupted session data");
         }
     }
 
