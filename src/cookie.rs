@@ -84,6 +84,16 @@ pub(crate) fn find_in_header(headers: &HeaderMap, name: &http::HeaderName) -> Op
         .find_map(|v| SessionId::parse_bytes(trim(v.as_bytes())))
 }
 
+/// Whether the request carries a cookie `name` at all (well-formed or not).
+pub(crate) fn has_cookie(headers: &HeaderMap, name: &[u8]) -> bool {
+    headers.get_all(COOKIE).iter().any(|field| {
+        field.as_bytes().split(|&b| b == b';').any(|pair| {
+            let end = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+            trim(&pair[..end]) == name
+        })
+    })
+}
+
 /// The first well-formed session id under `name` in one `Cookie` field.
 pub(crate) fn find_in_field(field: &[u8], name: &[u8]) -> Option<SessionId> {
     field.split(|&b| b == b';').find_map(|pair| {
@@ -101,6 +111,14 @@ fn sets_cookie(value: &HeaderValue, name: &[u8]) -> bool {
     let v = value.as_bytes();
     let end = v.iter().position(|&b| b == b'=' || b == b';');
     end.is_some_and(|e| v[e] == b'=' && trim(&v[..e]) == name)
+}
+
+/// Whether the response sets the cookie `name`.
+pub(crate) fn response_sets(headers: &HeaderMap, name: &[u8]) -> bool {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .any(|v| sets_cookie(v, name))
 }
 
 /// Removes every `Set-Cookie` for `name` the inner service produced: the

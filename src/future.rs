@@ -30,7 +30,7 @@ use tower_service::Service;
 use crate::layer::Shared;
 use crate::load::{Found, Load};
 use crate::persist::{needs_store, Loaded, Persist};
-use crate::respond::{after_inner, complete, load_failed};
+use crate::respond::{after_inner, clear_cookie, complete, load_failed};
 use crate::storage::SessionStorage;
 use crate::store::{SessionStore, Timestamp};
 
@@ -50,6 +50,8 @@ pin_project! {
         state: State<S, S::Future, ReqBody, S::Response>,
         shared: Arc<Shared<Store>>,
         grpc: bool,
+        // The request carried a malformed cookie of ours: clear it.
+        clear: bool,
     }
 }
 
@@ -132,7 +134,14 @@ where
             state,
             shared,
             grpc,
+            clear: false,
         }
+    }
+
+    /// Clears the request's session cookie in the response unless the
+    /// response sets a new one (see `SessionService::call`).
+    pub(crate) fn clear_cookie_after(&mut self, clear: bool) {
+        self.clear = clear;
     }
 }
 
@@ -180,7 +189,8 @@ where
         let this = self.project();
         let mut state = this.state;
         let shared = &**this.shared;
-        let (store, config, grpc) = (&*shared.store, &shared.config, *this.grpc);
+        let (store, config, grpc, clear) =
+            (&*shared.store, &shared.config, *this.grpc, *this.clear);
         loop {
             match state.as_mut().project() {
                 StateProj::Loading { load, inner, req } => {
@@ -218,6 +228,9 @@ where
                     let out = match after_inner(config, &session, &mut res, grpc) {
                         Some(out) if needs_store(loaded.as_ref(), &out) => out,
                         _ => {
+                            if clear {
+                                clear_cookie(config, &mut res);
+                            }
                             state.set(State::Done);
                             return Poll::Ready(Ok(res));
                         }
@@ -240,7 +253,10 @@ where
                     let (Some(res), Some(session)) = (res.take(), session.take()) else {
                         panic!("{POLLED_AFTER_DONE}")
                     };
-                    let res = complete(config, &session, res, result, *now, grpc);
+                    let mut res = complete(config, &session, res, result, *now, grpc);
+                    if clear && !res.status().is_server_error() {
+                        clear_cookie(config, &mut res);
+                    }
                     state.set(State::Done);
                     return Poll::Ready(Ok(res));
                 }

@@ -66,6 +66,16 @@ pub(crate) fn complete<B: Default>(
     }
 }
 
+/// Expires the session cookie unless the response already sets it.
+pub(crate) fn clear_cookie<B>(config: &Config, res: &mut Response<B>) {
+    if cookie::response_sets(res.headers(), config.cookie.name.as_bytes()) {
+        return; // a new session's cookie replaces it
+    }
+    if let Some(v) = config.cookie.expire() {
+        res.headers_mut().append(SET_COOKIE, v);
+    }
+}
+
 /// The response for a failed load (the inner service is not called).
 pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> {
     tracing::error!(error = %Chain(&e), "session store failed to load a session");

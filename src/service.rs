@@ -90,7 +90,18 @@ where
                 e.iter_mut().for_each(|v| v.set_sensitive(true));
             }
         }
+        // A cookie of ours that is not even a well-formed id can never load
+        // a session: the response clears it (unless it sets a new one), so
+        // it stops costing a scan on every request. A well-formed id that
+        // finds no session is left alone: it may be older than a cookie a
+        // concurrent response is setting right now, and clearing it could
+        // delete that one.
+        let clear = id.is_none()
+            && config.header.is_none()
+            && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes());
         let grpc = is_grpc(&req);
-        ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, grpc)
+        let mut fut = ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, grpc);
+        fut.clear_cookie_after(clear);
+        fut
     }
 }
