@@ -100,7 +100,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_cookie_name("__Host-id");
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_cookie_name(mut self, name: impl Into<String>) -> Self {
         self.config.cookie.name = name.into().into_boxed_str();
         self
@@ -119,7 +118,6 @@ impl<Store> SessionLayer<Store> {
     /// let dev = SessionLayer::new(MemoryStore::new()).with_secure(false);
     /// # let _ = dev;
     /// ```
-    #[must_use]
     pub fn with_secure(mut self, secure: bool) -> Self {
         self.config.cookie.secure = secure;
         self
@@ -135,7 +133,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_http_only(true);
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_http_only(mut self, http_only: bool) -> Self {
         self.config.cookie.http_only = http_only;
         self
@@ -153,7 +150,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_same_site(SameSite::Strict);
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_same_site(mut self, same_site: SameSite) -> Self {
         self.config.cookie.same_site = same_site;
         self
@@ -168,7 +164,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_path("/app");
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_path(mut self, path: impl Into<String>) -> Self {
         self.config.cookie.path = path.into().into_boxed_str();
         self
@@ -184,7 +179,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_domain("example.com");
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
         self.config.cookie.domain = Some(domain.into().into_boxed_str());
         self
@@ -207,7 +201,6 @@ impl<Store> SessionLayer<Store> {
     ///     .with_idle_timeout(Duration::from_secs(30 * 60));
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.expiry.idle = timeout;
         self
@@ -225,7 +218,6 @@ impl<Store> SessionLayer<Store> {
     ///     .with_absolute_timeout(Duration::from_secs(8 * 3600));
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_absolute_timeout(mut self, timeout: Duration) -> Self {
         self.config.expiry.absolute = Some(timeout);
         self
@@ -243,7 +235,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_persistent_cookie(true);
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_persistent_cookie(mut self, persistent: bool) -> Self {
         self.config.persistent = persistent;
         self
@@ -271,7 +262,6 @@ impl<Store> SessionLayer<Store> {
     ///     .with_header_transport(HeaderName::from_static("x-session-id"));
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_header_transport(mut self, name: HeaderName) -> Self {
         self.config.header = Some(name);
         self
@@ -292,7 +282,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_max_items(32);
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_max_items(mut self, max: usize) -> Self {
         self.config.max_items = max;
         self
@@ -310,7 +299,6 @@ impl<Store> SessionLayer<Store> {
     /// let layer = SessionLayer::new(MemoryStore::new()).with_max_session_bytes(16 * 1024);
     /// # let _ = layer;
     /// ```
-    #[must_use]
     pub fn with_max_session_bytes(mut self, max: usize) -> Self {
         self.config.max_bytes = max;
         self

@@ -1,0 +1,218 @@
+//! The store operations on the map, each atomic per session.
+
+use super::*;
+
+impl Inner {
+    pub(super) fn load(&self, id: &SessionId) -> Option<Record> {
+        let now = Timestamp::now();
+        self.maintain(now);
+        {
+            let record = self.map.get(id)?;
+            if is_reservation(&record) {
+                return None;
+            }
+            if record.expires_at > now {
+                let mut record = record.clone();
+                record.created_at = flag_moved(record.created_at, false);
+                return Some(record);
+            }
+        }
+        if let Some((_, record)) = self
+            .map
+            .remove_if(id, |_, r| r.expires_at <= now && !is_reservation(r))
+        {
+            self.forget(id, &record);
+        }
+        None
+    }
+
+    pub(super) fn full(max: usize) -> StoreError {
+        StoreError::new(
+            StoreErrorKind::Full,
+            format!(
+                "memory store holds its maximum of {max} live sessions; \
+                 raise MemoryStore::with_max_sessions or shorten the idle timeout"
+            ),
+        )
+    }
+
+    /// Takes one place under the cap; `false` when the store is full.
+    pub(super) fn reserve(&self, max: usize) -> bool {
+        match self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            }) {
+            Ok(n) => {
+                self.peak.fetch_max(n + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(super) fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+        let now = Timestamp::now();
+        self.maintain(now);
+        let max = self.max_sessions.load(Ordering::Relaxed);
+        if !self.reserve(max) {
+            let mut examined = 0;
+            let mut due = now;
+            loop {
+                let n = self.sweep_until(now, due, MAX_BATCH, true);
+                examined += n;
+                if self.reserve(max) {
+                    break;
+                }
+                if n == 0 || examined >= FULL_SWEEP_BUDGET {
+                    if due == now {
+                        // A session that expired within the current second
+                        // is filed under the second's end: look there once
+                        // too before refusing.
+                        due = now.saturating_add(Duration::from_millis(999));
+                        continue;
+                    }
+                    return Err(Self::full(max));
+                }
+            }
+        }
+        match self.map.entry(*id) {
+            Entry::Occupied(_) => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Entry::Vacant(v) => {
+                let mut record = record.clone();
+                // The top bit of `created_at` is the store's own flag
+                // (`MOVED`), and `u64::MAX` marks a cycle's reservation: a
+                // caller's record can set neither (no real time reaches that
+                // bit; such a record simply expires by its `expires_at`).
+                record.created_at = flag_moved(record.created_at, false);
+                v.insert(record);
+            }
+        }
+        self.file([(bucket_of(record.expires_at), *id)]);
+        Ok(true)
+    }
+
+    pub(super) fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> SaveOutcome {
+        let now = Timestamp::now();
+        self.maintain(now);
+        let (removed, outcome) = match self.map.entry(*id) {
+            Entry::Vacant(_) => return SaveOutcome::Gone,
+            Entry::Occupied(e) if is_reservation(e.get()) => return SaveOutcome::Gone,
+            Entry::Occupied(e) if e.get().expires_at <= now => (e.remove(), SaveOutcome::Gone),
+            Entry::Occupied(mut e) => {
+                let record = e.get_mut();
+                record.items.apply(changes);
+                if !record.items.is_empty() {
+                    record.expires_at = record.expires_at.max(expires_at);
+                    return SaveOutcome::Saved;
+                }
+                (e.remove(), SaveOutcome::Deleted)
+            }
+        };
+        self.forget(id, &removed);
+        outcome
+    }
+
+    pub(super) fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> CycleOutcome {
+        let now = Timestamp::now();
+        self.maintain(now);
+        let public_id = match self.map.get(old) {
+            Some(r) if !is_reservation(&r) => r.public_id,
+            _ => return CycleOutcome::Gone,
+        };
+        // The lock `end` takes for this session: whichever of the two runs
+        // second sees what the first did.
+        let stripe = self.stripe(&public_id);
+        // Hold the new id first, so that a collision changes nothing and the
+        // old id is never seen gone and then back.
+        match self.map.entry(*new) {
+            Entry::Occupied(_) => return CycleOutcome::Collision,
+            Entry::Vacant(v) => {
+                v.insert(reservation(public_id));
+            }
+        }
+        let unreserve = || {
+            self.map.remove_if(new, |_, r| is_reservation(r));
+        };
+        let Some((_, mut record)) = self
+            .map
+            .remove_if(old, |_, r| r.public_id == public_id && !is_reservation(r))
+        else {
+            unreserve();
+            return CycleOutcome::Gone;
+        };
+        if record.expires_at <= now {
+            unreserve();
+            self.forget(old, &record);
+            return CycleOutcome::Gone;
+        }
+        record.items.apply(changes);
+        if record.items.is_empty() {
+            unreserve();
+            self.forget(old, &record);
+            return CycleOutcome::Deleted;
+        }
+        record.expires_at = record.expires_at.max(expires_at);
+        record.created_at = flag_moved(record.created_at, true);
+        let at = bucket_of(record.expires_at);
+        // Remembered before the session appears under `new`, so that any
+        // removal of it from then on also forgets the move.
+        self.moves.insert(public_id, *new);
+        match self.map.get_mut(new) {
+            Some(mut held) => *held = record,
+            // Nothing removes a reservation but its owner; kept total.
+            None => {
+                self.map.insert(*new, record);
+            }
+        }
+        drop(stripe);
+        self.file([(at, *new)]);
+        CycleOutcome::Moved
+    }
+
+    pub(super) fn delete(&self, id: &SessionId) {
+        self.maintain(Timestamp::now());
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
+        }
+    }
+
+    pub(super) fn end(&self, id: &SessionId, public_id: &PublicId) {
+        self.maintain(Timestamp::now());
+        let _stripe = self.stripe(public_id);
+        if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
+            self.forget(id, &record);
+        }
+        // Wherever a cycle moved it. Under the stripe lock, no cycle of this
+        // session is halfway.
+        if let Some((_, at)) = self.moves.remove(public_id) {
+            if let Some((_, record)) = self
+                .map
+                .remove_if(&at, |_, r| r.public_id == *public_id && !is_reservation(r))
+            {
+                self.forget(&at, &record);
+            }
+        }
+    }
+
+    pub(super) fn touch(&self, id: &SessionId, expires_at: Timestamp) -> bool {
+        let now = Timestamp::now();
+        self.maintain(now);
+        match self.map.get_mut(id) {
+            Some(mut r) if !is_reservation(&r) && r.expires_at > now => {
+                r.expires_at = r.expires_at.max(expires_at);
+                true
+            }
+            _ => false,
+        }
+    }
+}
