@@ -192,10 +192,6 @@ impl Error for StoreError {
 /// `": "`: for log lines (`tracing::error!(error = %Chain(&e), ..)`), now that
 /// `Display` no longer repeats the cause.
 #[derive(Debug, Clone, Copy)]
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "service.rs logs with it once merged")
-)]
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn Error + 'static));
 
 impl fmt::Display for Chain<'_> {

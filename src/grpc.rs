@@ -119,10 +119,6 @@ impl Failure {
 }
 
 /// Whether `req` is a gRPC call (`content-type: application/grpc…`).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "service.rs calls it once merged")
-)]
 pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(CONTENT_TYPE)
@@ -132,10 +128,6 @@ pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
 /// Whether a gRPC response's headers carry a `grpc-status` that maps to a
 /// 5xx (a trailers-only failure). A status sent in trailers after a body
 /// comes too late to be seen here.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "service.rs calls it once merged")
-)]
 pub(crate) fn failed(headers: &HeaderMap) -> bool {
     headers
         .get("grpc-status")
@@ -147,10 +139,6 @@ pub(crate) fn failed(headers: &HeaderMap) -> bool {
 /// status (`200`, `content-type: application/grpc`, `grpc-status`, a
 /// percent-encoded `grpc-message`), otherwise the HTTP status alone. Either
 /// way the error goes into the response's extensions.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "service.rs calls it once merged")
-)]
 pub(crate) fn error_response<B: Default>(err: StoreError, grpc: bool) -> Response<B> {
     let failure = Failure::of(&err);
     let mut res = Response::new(B::default());
