@@ -28,8 +28,9 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
 /// changed back to the store and sets the cookie when the id is new, changed
 /// or gone. See the [crate docs](crate) for the whole story.
 ///
-/// The layer is a small `Clone` config: its [`layer`](Layer::layer) only
-/// clones an `Arc` and starts no task. Settings that cannot work (see
+/// The layer is a small `Clone` config: its [`layer`](Layer::layer) checks
+/// the settings once, shares them with every request of the service it
+/// makes, and starts no task. Settings that cannot work (see
 /// [`with_same_site`](Self::with_same_site), [`with_cookie_name`](Self::with_cookie_name))
 /// are refused when `layer()` is called, with a panic message that names the
 /// fix, as tower-http's `CorsLayer` does; so a bad config fails at start-up.

@@ -256,17 +256,13 @@
 //! `#[diagnostic::on_unimplemented]` applies only to a trait's own
 //! definition, and `FromRequestParts` is axum's.
 //!
-//! # Dependencies, and why
+//! # Dependencies
 //!
-//! `tower-layer`/`tower-service` and `http` (the middleware contract),
-//! `pin-project-lite` (the hand-written response future, as in tower-http),
-//! `tokio` (its clock only, so tests can pause time), `dashmap` (a sharded
-//! map: concurrent sessions do not contend on one lock), `uuid` (v4 ids from a
-//! CSPRNG), `cookie` (correct `Set-Cookie` serialization), `tracing` (store
-//! failures are logged, not swallowed). `serde_json`, `axum-core` and
-//! `redis` (redis-rs: the most used Rust Redis client, with a reconnecting
-//! connection manager, async Cluster support and `EVALSHA` scripts) only
-//! behind their features.
+//! Small and chosen: the middleware contract (`tower-layer`,
+//! `tower-service`, `http`), `tokio` (its clock only), `dashmap`, `uuid`,
+//! `cookie`, `tracing`, `pin-project-lite`; `serde_json`, `axum-core` and
+//! `redis` only behind their features. Why each one is in ARCHITECTURE.md in
+//! the repository.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;

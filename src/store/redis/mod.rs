@@ -212,20 +212,12 @@
 //! the app servers and of Redis in sync (NTP): a skew of a few seconds only
 //! shifts when Redis reclaims the memory of an expired session.
 //!
-//! # Why redis-rs
+//! # Client
 //!
-//! This store is built on [redis-rs](https://docs.rs/redis) (`redis` 1.x)
-//! rather than fred. redis-rs is the most widely used Redis client for
-//! Rust, so apps that already talk to Redis can hand their existing
-//! connection to [`RedisStore::from_connection_manager`] or
-//! [`RedisStore::from_cluster_connection`]. It has exactly the pieces this
-//! store needs and nothing more: a multiplexed connection that reconnects by
-//! itself (`ConnectionManager`), an async Cluster connection that takes the
-//! same commands and replies (one code path for both), and script hashing
-//! for `EVALSHA`; with its default features off it stays a small dependency.
-//! fred is a fine client too, with connection pools, reconnect policies and
-//! many more features, but it is a larger dependency and API than a session
-//! store needs, and fewer apps already hold a fred client to share.
+//! Built on [redis-rs](https://docs.rs/redis) (`redis` 1.x): apps that
+//! already talk to Redis can hand their connection to
+//! [`RedisStore::from_connection_manager`] or
+//! [`RedisStore::from_cluster_connection`].
 //!
 //! [`SaveOutcome::Gone`]: crate::store::SaveOutcome::Gone
 //! [`CycleOutcome::Gone`]: crate::store::CycleOutcome::Gone
