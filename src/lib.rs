@@ -112,7 +112,9 @@
 //!   gets a new id. No removal cookie is sent for such an id (it could
 //!   delete a newer cookie a concurrent response has just set), so the
 //!   browser keeps sending it, at one store look-up per request, until a
-//!   handler writes or the browser session ends.
+//!   handler writes or the browser session ends. A cookie of ours whose
+//!   value is not even a well-formed id never reaches the store and is
+//!   cleared by the response (unless the response sets a new session).
 //! - **Change sets.** Writes are buffered in the handle (a read sees the
 //!   request's own writes) and applied at the end as one change set: the keys
 //!   set and the keys removed. One store round trip and at most one
