@@ -48,7 +48,18 @@ const USER_ID: &str = "user_id";
 type Body = Full<Bytes>;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error as text (`{e}`), not its `Debug` form.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let listener = bind().await?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("session demo (hyper) listening on {url}/");
