@@ -194,6 +194,9 @@ impl Browser {
                     "--disable-extensions",
                     "--disable-sync",
                     "--no-proxy-server",
+                    // A host name that is not loopback, for the plain-HTTP
+                    // `Secure` cookie check (served by 127.0.0.1).
+                    "--host-resolver-rules=MAP dev.test 127.0.0.1",
                     "--remote-debugging-port=0",
                     "--remote-allow-origins=*",
                 ])
@@ -456,6 +459,14 @@ async fn the_axum_demo_clicked_through_on_localhost_and_127_0_0_1() {
         );
         eprintln!("axum demo on {host}: {:?}", started.elapsed());
     }
+
+    // Any other host name over plain HTTP: Chromium refuses the `Secure`
+    // cookie, so every request starts a new session (the README's
+    // troubleshooting entry).
+    tab.clear_cookies().await;
+    let p = expect_page!(tab.open(&format!("http://dev.test:{port}/")).await, shows "visits: 1");
+    assert_eq!(p.id, None, "no Secure cookie over http:// off loopback");
+    expect_page!(tab.click("#visit").await, shows "visits: 1");
 }
 
 /// The sign-in example: sign in through the stand-in provider, land on a
