@@ -12,7 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -153,7 +153,18 @@ fn chromium() -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("CI=true: {msg}");
     }
-    eprintln!("\n!!!!!!!! SKIP tests/browser.rs: {msg} !!!!!!!!\n");
+    // Straight to the process's stderr, past the test harness's output
+    // capture, once per test binary: a skip must not look like a pass.
+    static BANNER: std::sync::Once = std::sync::Once::new();
+    BANNER.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n\
+             ************************************************************************\n\
+             SKIP tests/browser.rs: {msg}\n\
+             ************************************************************************\n"
+        );
+    });
     None
 }
 
