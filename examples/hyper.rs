@@ -48,7 +48,18 @@ const USER_ID: &str = "user_id";
 type Body = Full<Bytes>;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error as text (`{e}`), not its `Debug` form.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let listener = bind().await?;
     let url = format!("http://{}", listener.local_addr()?);
     println!("session demo (hyper) listening on {url}/");
@@ -82,11 +93,10 @@ pub(crate) async fn bind() -> std::io::Result<TcpListener> {
 /// Serves the demo on `listener`, one task per connection, until the process
 /// ends.
 pub(crate) async fn serve(listener: TcpListener) {
-    let sessions = SessionLayer::new(MemoryStore::new())
-        // Plain-HTTP demo only: clients do not send `Secure` cookies over
-        // http://. Keep the default (`true`) in production, behind HTTPS.
-        .with_secure(false)
-        .with_idle_timeout(Duration::from_secs(30 * 60));
+    // `Secure` stays on: browsers and curl send a `Secure` cookie over plain
+    // http:// to `localhost` and `127.0.0.1` only; elsewhere, use HTTPS.
+    let sessions =
+        SessionLayer::new(MemoryStore::new()).with_idle_timeout(Duration::from_secs(30 * 60));
     let app = ServiceBuilder::new().layer(sessions).service_fn(handle);
 
     loop {

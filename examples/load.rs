@@ -169,10 +169,28 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error as text (`{e}`), not its `Debug` form.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "session".to_owned());
-    let port: u16 = args.next().map_or(3000, |p| p.parse().expect("a port"));
+    let port: u16 = match args.next().map(|p| p.parse::<u16>()) {
+        None => 3000,
+        Some(Ok(port)) => port,
+        Some(Err(e)) => {
+            eprintln!("the port: {e}; usage: load [bare|session|tower-sessions] [port]");
+            std::process::exit(2);
+        }
+    };
     let Some(app) = app(&mode) else {
         eprintln!("usage: load [bare|session|tower-sessions] [port]");
         std::process::exit(2);

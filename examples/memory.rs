@@ -310,10 +310,14 @@ fn main() {
             return child(which, n.parse().unwrap());
         }
     }
-    let n: usize = args
-        .get(1)
-        .map(|a| a.parse().expect("the argument is a session count"))
-        .unwrap_or(1_000_000);
+    let n: usize = match args.get(1).map(|a| a.parse::<usize>()) {
+        None => 1_000_000,
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            eprintln!("the argument is a session count: {e}");
+            std::process::exit(2);
+        }
+    };
     let payload = "user_id".len() + USER_ID.len() + "csrf".len() + CSRF.len();
     println!(
         "{n} sessions, each holding user_id = \"{USER_ID}\" and a {}-character csrf \

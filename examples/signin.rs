@@ -7,14 +7,16 @@
 //!
 //! Two servers start on `127.0.0.1`: a stand-in OpenID provider (an OS-picked
 //! port) and the web app (the port in `PORT`, default 3000; if that port is
-//! busy, the OS picks one). Open the app's URL in a browser, or follow the
-//! flow with curl (the jar file plays the browser's cookie store; `-L`
-//! follows the redirects through the provider and back):
+//! busy, the OS picks one). Open `http://localhost:3000/` or
+//! `http://127.0.0.1:3000/` in a browser and click through (every page,
+//! errors included, links to the next step), or follow the flow with curl
+//! (the jar file plays the browser's cookie store; `-L` follows the
+//! redirects through the provider and back):
 //!
 //! ```text
 //! curl -L -b jar.txt -c jar.txt http://127.0.0.1:3000/sign-in   # signed in as Alice Example
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/me
-//! curl -L -b jar.txt -c jar.txt -d '' http://127.0.0.1:3000/sign-out   # POST
+//! curl -L -b jar.txt -c jar.txt -d '' http://127.0.0.1:3000/sign-out   # POST: the Sign out button
 //! ```
 //!
 //! # The flow
@@ -32,32 +34,49 @@
 //!    no cookie could hold them), and calls `cycle_id()`: the session moves
 //!    to a new id and the pre-sign-in id stops working.
 //! 4. `GET /me` shows the user from the stored ID token.
-//! 5. `POST /sign-out` blanks every token with `set_item(key, "")` (the way
-//!    Logto's Go SDK signs out through its `Storage`) and destroys the
-//!    session.
+//! 5. `POST /sign-out` (the "Sign out" button on every page) blanks every
+//!    token with `set_item(key, "")` (the way Logto's Go SDK signs out
+//!    through its `Storage`), destroys the session and sends the browser
+//!    home. `GET /sign-out` (a typed URL) only shows the button: a link
+//!    elsewhere cannot sign the user out.
+//!
+//! The app answers on `localhost` and on `127.0.0.1`, and a sign-in stays on
+//! the host it started on: the provider knows a callback URL for each
+//! (`http://localhost:PORT/callback` and `http://127.0.0.1:PORT/callback`),
+//! and `/sign-in` picks the one whose host the browser used. Cookies belong
+//! to a host name, so a callback on the other host would arrive without the
+//! session that holds the sign-in state. Any other `Host` is sent to
+//! `http://127.0.0.1:PORT/sign-in` first.
 //!
 //! The sign-in logic (module `sdk`) sees the session only as
 //! `&dyn Storage`: `get_item`, `set_item`, `remove_item`, the contract auth
 //! SDKs are written against. Only the app's handlers use `SessionStorage`
 //! itself, for `cycle_id()` and `destroy()`.
 //!
-//! Demo shortcuts, each marked where it is made: plain HTTP (so the cookie is
-//! not `Secure`), a provider that signs anyone in as Alice, and ID tokens
-//! whose signature is not checked (a real app verifies it against the
-//! provider's keys; an SDK does that for you). Both servers share the host
-//! `127.0.0.1`, so the browser also sends the app's cookie to the provider,
-//! which ignores it.
+//! The cookie keeps the default `Secure` flag, even though the demo speaks
+//! plain HTTP: Chromium-based browsers and curl keep a `Secure` cookie set
+//! over `http://` and send it back when the host is `localhost` or
+//! `127.0.0.1` (loopback counts as a secure context). On any other host name
+//! or address they refuse it, and every request starts a new session: serve
+//! such hosts over HTTPS.
+//!
+//! Demo shortcuts, each marked where it is made: plain HTTP, a provider that
+//! signs anyone in as Alice, and ID tokens whose signature is not checked (a
+//! real app verifies it against the provider's keys; an SDK does that for
+//! you). Cookies do not care about ports, so a browser on `127.0.0.1` also
+//! sends the app's cookie to the provider, which ignores it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Form, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header::HOST, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -67,7 +86,17 @@ use tokio::net::TcpListener;
 use tower_session_storage::{SessionLayer, SessionStorage, SessionStore, Storage};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::io::Result<()> {
     let app = bind().await?;
     let provider = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let demo = start(app, provider, tower_session_storage::MemoryStore::new()).await?;
@@ -76,7 +105,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sign-in demo: app on {url}/, stand-in OpenID provider on {}/",
         demo.provider
     );
-    println!("open {url}/ in a browser, or try:");
+    println!(
+        "open {}/ or {url}/ in a browser, or try:",
+        demo.app.replace("127.0.0.1", "localhost")
+    );
     println!("  curl -L -b jar.txt -c jar.txt {url}/sign-in");
     println!("  curl -b jar.txt -c jar.txt {url}/me");
     println!("  curl -L -b jar.txt -c jar.txt -d '' {url}/sign-out");
@@ -100,7 +132,8 @@ async fn bind() -> std::io::Result<TcpListener> {
     }
 }
 
-/// The base URLs of the two running servers (no trailing slash).
+/// The base URLs of the two running servers (no trailing slash), on
+/// `127.0.0.1`. The app also answers as `localhost` on the same port.
 #[derive(Debug, Clone)]
 pub(crate) struct Demo {
     pub(crate) app: String,
@@ -123,17 +156,23 @@ pub(crate) async fn start<S: SessionStore>(
     provider: TcpListener,
     store: S,
 ) -> std::io::Result<Demo> {
+    let app_port = app.local_addr()?.port();
     let demo = Demo {
-        app: format!("http://{}", app.local_addr()?),
+        app: format!("http://127.0.0.1:{app_port}"),
         provider: format!("http://{}", provider.local_addr()?),
     };
     let config = sdk::Config {
         provider: demo.provider.clone(),
         client_id: CLIENT_ID.to_owned(),
-        redirect_uri: format!("{}/callback", demo.app),
+        // One callback per host name the app answers on; the first is the
+        // default.
+        redirect_uris: vec![
+            format!("http://127.0.0.1:{app_port}/callback"),
+            format!("http://localhost:{app_port}/callback"),
+        ],
         resources: RESOURCES.iter().map(|r| (*r).to_owned()).collect(),
     };
-    let provider_router = provider::router(&demo.provider, CLIENT_ID, &config.redirect_uri);
+    let provider_router = provider::router(&demo.provider, CLIENT_ID, &config.redirect_uris);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(provider, provider_router).await {
             eprintln!("provider stopped: {e}");
@@ -158,12 +197,10 @@ struct App {
 
 /// The web app: its routes behind a [`SessionLayer`] over `store`.
 pub(crate) fn app_router<S: SessionStore>(store: S, config: sdk::Config) -> Router {
-    let sessions = SessionLayer::new(store)
-        // Plain-HTTP demo only: browsers (and reqwest's cookie jar) do not
-        // send `Secure` cookies over http://. Keep the default (`true`) in
-        // production, behind HTTPS.
-        .with_secure(false)
-        .with_idle_timeout(Duration::from_secs(8 * 3600));
+    // The defaults, `Secure` included: browsers and curl (and reqwest's
+    // cookie jar) send a `Secure` cookie over plain http:// to `localhost`
+    // and `127.0.0.1` only. Anywhere else, serve over HTTPS.
+    let sessions = SessionLayer::new(store).with_idle_timeout(Duration::from_secs(8 * 3600));
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -174,31 +211,45 @@ pub(crate) fn app_router<S: SessionStore>(store: S, config: sdk::Config) -> Rout
         .route("/sign-in", get(sign_in))
         .route("/callback", get(callback))
         .route("/me", get(me))
-        .route("/sign-out", post(sign_out))
+        .route("/sign-out", get(sign_out_page).post(sign_out))
+        .fallback(not_found)
         .with_state(Arc::new(App { config, http }))
         .layer(sessions)
 }
 
 /// `GET /`: who is signed in, and the buttons.
-async fn home(Extension(session): Extension<SessionStorage>) -> Html<String> {
-    Html(match sdk::user(&session) {
+async fn home(session: SessionStorage) -> Response {
+    let body = match sdk::user(&session) {
         Some(user) => format!(
-            "<p>Signed in as {} &lt;{}&gt;. <a href=\"/me\">/me</a></p>\n\
-             <form method=\"post\" action=\"/sign-out\"><button>Sign out</button></form>\n",
+            "<p id=\"who\">Signed in as {} &lt;{}&gt;.</p>\n",
             html_escape(&user.name),
             html_escape(&user.email)
         ),
-        None => "<p>Not signed in. <a href=\"/sign-in\">Sign in</a></p>\n".to_owned(),
-    })
+        None => NOT_SIGNED_IN.to_owned(),
+    };
+    page(StatusCode::OK, "Sign-in demo", &body)
 }
 
+const NOT_SIGNED_IN: &str = "<p id=\"who\">Not signed in.</p>\n\
+    <p><a id=\"start\" href=\"/sign-in\">Sign in</a> with the stand-in provider \
+    (it signs anyone in as Alice, without asking).</p>\n";
+
 /// `GET /sign-in`: stores the sign-in state and sends the browser to the
-/// provider.
+/// provider, with the callback on the host the browser used.
 async fn sign_in(
     State(app): State<Arc<App>>,
-    Extension(session): Extension<SessionStorage>,
+    session: SessionStorage,
+    headers: HeaderMap,
 ) -> Response {
-    match sdk::sign_in_url(&session, &app.config) {
+    // The callback must come back to the host this request came to: the
+    // session cookie belongs to that host name. Only a registered callback
+    // is ever used; an unknown `Host` is sent to the default one first.
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let Some(redirect_uri) = host.and_then(|host| app.config.redirect_uri_for(host)) else {
+        let default = app.config.redirect_uris.first().map_or("", String::as_str);
+        return Redirect::to(&default.replace("/callback", "/sign-in")).into_response();
+    };
+    match sdk::sign_in_url(&session, &app.config, redirect_uri) {
         Ok(url) => Redirect::to(&url).into_response(),
         Err(e) => e.into_response(),
     }
@@ -208,7 +259,7 @@ async fn sign_in(
 /// stores the tokens, and moves the session to a new id.
 async fn callback(
     State(app): State<Arc<App>>,
-    Extension(session): Extension<SessionStorage>,
+    session: SessionStorage,
     Query(query): Query<sdk::CallbackQuery>,
 ) -> Response {
     // `&session` is handed to the SDK as `&dyn Storage`, in calls that do
@@ -231,30 +282,63 @@ async fn callback(
 }
 
 /// `GET /me`: the user from the stored ID token, or `401`.
-async fn me(Extension(session): Extension<SessionStorage>) -> Response {
+async fn me(session: SessionStorage) -> Response {
     let Some(user) = sdk::user(&session) else {
-        return (StatusCode::UNAUTHORIZED, "not signed in\n").into_response();
+        return page(StatusCode::UNAUTHORIZED, "Not signed in", NOT_SIGNED_IN);
     };
-    format!(
-        "signed in as {} <{}> (sub {})\n\
-         tokens kept server-side: {} bytes; the cookie holds only the session id\n",
-        user.name,
-        user.email,
-        user.sub,
-        sdk::token_bytes(&session)
+    page(
+        StatusCode::OK,
+        "Who am I",
+        &format!(
+            "<p id=\"who\">Signed in as {} &lt;{}&gt; (sub {}).</p>\n\
+             <p>tokens kept server-side: {} bytes; the cookie holds only the session id.</p>\n",
+            html_escape(&user.name),
+            html_escape(&user.email),
+            html_escape(&user.sub),
+            sdk::token_bytes(&session)
+        ),
     )
-    .into_response()
 }
 
-/// `POST /sign-out`: blanks the tokens (the SDK's sign-out) and deletes the
-/// session. POST, not GET: with `SameSite=Lax` a cross-site form cannot
-/// carry the cookie, so another site cannot sign the user out.
-async fn sign_out(Extension(session): Extension<SessionStorage>) -> Response {
+/// `GET /sign-out`: a typed URL or a link only shows the button.
+async fn sign_out_page() -> Response {
+    page(
+        StatusCode::OK,
+        "Sign out",
+        "<p>Signing out takes the button below (a POST): a link on another \
+         site cannot sign you out.</p>\n",
+    )
+}
+
+/// `POST /sign-out`: blanks the tokens (the SDK's sign-out), deletes the
+/// session and sends the browser home. POST, not GET: with `SameSite=Lax` a
+/// cross-site form cannot carry the cookie, so another site cannot sign the
+/// user out.
+async fn sign_out(session: SessionStorage) -> Response {
     if let Err(e) = sdk::sign_out(&session) {
         return e.into_response();
     }
     session.destroy();
     Redirect::to("/").into_response()
+}
+
+/// Any other path: a `404` page with the way back.
+async fn not_found() -> Response {
+    page(StatusCode::NOT_FOUND, "Not found", "<p>not found</p>\n")
+}
+
+/// An HTML page: `body`, then the way on to every step.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+         <title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n{body}<hr>\n\
+         <p><a id=\"home\" href=\"/\">Home</a> · \
+         <a id=\"sign-in\" href=\"/sign-in\">Sign in</a> · \
+         <a id=\"me\" href=\"/me\">Who am I?</a></p>\n\
+         <form method=\"post\" action=\"/sign-out\">\
+         <button id=\"sign-out\">Sign out</button></form>\n</body>\n</html>\n"
+    );
+    (status, Html(html)).into_response()
 }
 
 fn html_escape(s: &str) -> String {
@@ -328,8 +412,24 @@ pub(crate) mod sdk {
     pub(crate) struct Config {
         pub(crate) provider: String,
         pub(crate) client_id: String,
-        pub(crate) redirect_uri: String,
+        /// The callback URLs registered at the provider, one per host name
+        /// the app answers on; the first is the default.
+        pub(crate) redirect_uris: Vec<String>,
         pub(crate) resources: Vec<String>,
+    }
+
+    impl Config {
+        /// The registered callback on `host` (`Host` header: name and port).
+        pub(crate) fn redirect_uri_for(&self, host: &str) -> Option<&str> {
+            self.redirect_uris
+                .iter()
+                .find(|uri| {
+                    uri.strip_prefix("http://")
+                        .and_then(|rest| rest.strip_suffix("/callback"))
+                        == Some(host)
+                })
+                .map(String::as_str)
+        }
     }
 
     /// Why a sign-in step failed.
@@ -388,22 +488,35 @@ pub(crate) mod sdk {
 
     impl IntoResponse for AuthError {
         fn into_response(self) -> Response {
-            (self.status(), format!("sign-in failed: {self}\n")).into_response()
+            super::page(
+                self.status(),
+                "Sign-in failed",
+                &format!(
+                    "<p id=\"error\">sign-in failed: {}</p>\n\
+                     <p><a id=\"retry\" href=\"/sign-in\">Start again</a></p>\n",
+                    super::html_escape(&self.to_string())
+                ),
+            )
         }
     }
 
-    /// Starts a sign-in: stores the verifier, the state and the redirect URI,
-    /// and returns the provider URL to send the browser to.
-    pub(crate) fn sign_in_url(storage: &dyn Storage, config: &Config) -> Result<String, AuthError> {
+    /// Starts a sign-in: stores the verifier, the state and the redirect URI
+    /// (one of `config.redirect_uris`), and returns the provider URL to send
+    /// the browser to.
+    pub(crate) fn sign_in_url(
+        storage: &dyn Storage,
+        config: &Config,
+        redirect_uri: &str,
+    ) -> Result<String, AuthError> {
         let verifier = random_token();
         let state = random_token();
         storage.set_item(CODE_VERIFIER, &verifier)?;
         storage.set_item(STATE, &state)?;
-        storage.set_item(REDIRECT_URI, &config.redirect_uri)?;
+        storage.set_item(REDIRECT_URI, redirect_uri)?;
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
             .append_pair("client_id", &config.client_id)
-            .append_pair("redirect_uri", &config.redirect_uri)
+            .append_pair("redirect_uri", redirect_uri)
             .append_pair("scope", "openid profile email offline_access")
             .append_pair("resource", &config.resources.join(" "))
             .append_pair("state", &state)
@@ -643,7 +756,7 @@ pub(crate) mod provider {
     struct Provider {
         issuer: String,
         client_id: String,
-        redirect_uri: String,
+        redirect_uris: Vec<String>,
         codes: Mutex<HashMap<String, Grant>>,
         refresh_tokens: Mutex<HashMap<String, String>>,
     }
@@ -658,11 +771,11 @@ pub(crate) mod provider {
     /// The user everybody signs in as.
     const SUB: &str = "user_7f3c9a2e41d8";
 
-    pub(crate) fn router(issuer: &str, client_id: &str, redirect_uri: &str) -> Router {
+    pub(crate) fn router(issuer: &str, client_id: &str, redirect_uris: &[String]) -> Router {
         let provider = Arc::new(Provider {
             issuer: issuer.to_owned(),
             client_id: client_id.to_owned(),
-            redirect_uri: redirect_uri.to_owned(),
+            redirect_uris: redirect_uris.to_vec(),
             codes: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
         });
@@ -693,11 +806,16 @@ pub(crate) mod provider {
         Query(q): Query<AuthorizeQuery>,
     ) -> Response {
         // Never redirect to a URI the client did not register.
-        if q.client_id.as_deref() != Some(p.client_id.as_str())
-            || q.redirect_uri.as_deref() != Some(p.redirect_uri.as_str())
-        {
+        let registered = q
+            .redirect_uri
+            .as_ref()
+            .filter(|uri| p.redirect_uris.contains(uri));
+        let (true, Some(redirect_uri)) = (
+            q.client_id.as_deref() == Some(p.client_id.as_str()),
+            registered,
+        ) else {
             return bad("unknown client_id or redirect_uri");
-        }
+        };
         if q.response_type.as_deref() != Some("code") {
             return bad("response_type must be code");
         }
@@ -715,7 +833,7 @@ pub(crate) mod provider {
                 code.clone(),
                 Grant {
                     challenge,
-                    redirect_uri: p.redirect_uri.clone(),
+                    redirect_uri: redirect_uri.clone(),
                     issued: Instant::now(),
                 },
             );
@@ -725,7 +843,7 @@ pub(crate) mod provider {
         if let Some(state) = &q.state {
             back.append_pair("state", state);
         }
-        Redirect::to(&format!("{}?{}", p.redirect_uri, back.finish())).into_response()
+        Redirect::to(&format!("{redirect_uri}?{}", back.finish())).into_response()
     }
 
     #[derive(Debug, Deserialize)]

@@ -225,21 +225,31 @@ async fn main() {
         "redis" => {
             let url =
                 std::env::var("SOAK_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-            let store = tower_session_storage::RedisStore::connect(&url)
-                .await
-                .expect("connect to Redis (SOAK_REDIS_URL)");
+            let store = match tower_session_storage::RedisStore::connect(&url).await {
+                Ok(store) => store,
+                Err(e) => {
+                    eprintln!("error: cannot connect to Redis at {url} (SOAK_REDIS_URL): {e}");
+                    std::process::exit(1);
+                }
+            };
             app(SessionLayer::new(store))
         }
-        other => panic!("SOAK_STORE={other}: use memory, or redis with --features redis"),
+        other => {
+            eprintln!("error: SOAK_STORE={other}: use memory, or redis with --features redis");
+            std::process::exit(2);
+        }
     };
     let sessions = || (store_kind == "memory").then(|| memory.len());
 
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from((
-        Ipv4Addr::LOCALHOST,
-        env_or("SOAK_PORT", 0u16),
-    )))
-    .await
-    .unwrap();
+    let port = env_or("SOAK_PORT", 0u16);
+    let listener =
+        match tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("error: cannot listen on 127.0.0.1:{port} (SOAK_PORT): {e}");
+                std::process::exit(1);
+            }
+        };
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 

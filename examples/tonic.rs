@@ -86,7 +86,18 @@ const USER: &str = "user";
 const MAX_USER_LEN: usize = 64;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The error as text (`{e}`), not its `Debug` form.
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let listener = bind().await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");

@@ -172,7 +172,7 @@ async fn full_sign_in_shows_the_user() {
 
     let me = browser.sign_in(&env).await;
     assert!(
-        me.contains("signed in as Alice Example <alice@example.com>"),
+        me.contains("Signed in as Alice Example &lt;alice@example.com&gt;"),
         "{me}"
     );
     let (status, again) = browser.me(&env).await;
@@ -444,4 +444,160 @@ fn sdk_sign_out_blanks_every_key_through_the_storage_contract() {
     }
     sdk::sign_out(&storage).unwrap();
     assert!(storage.0.borrow().is_empty());
+}
+
+/// A browser that opened the app as `localhost`: `env`'s URL with that host.
+fn on_localhost(url: &Url) -> Url {
+    let mut url = url.clone();
+    url.set_host(Some("localhost")).unwrap();
+    url
+}
+
+#[tokio::test]
+async fn sign_in_stays_on_localhost_when_opened_as_localhost() {
+    let env = Env::start().await;
+    let app = on_localhost(&env.app);
+    let browser = Browser::new();
+
+    // Step by step: the provider sends the browser back to the host it
+    // started on, so the callback carries the session cookie.
+    let res = browser
+        .step
+        .get(app.join("/sign-in").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let authorize = Url::parse(location(&res)).unwrap();
+    assert_eq!(
+        query(&authorize, "redirect_uri"),
+        app.join("/callback").unwrap().as_str()
+    );
+    let res = browser.step.get(authorize).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let callback = Url::parse(location(&res)).unwrap();
+    assert_eq!(callback.host_str(), Some("localhost"));
+    let res = browser.follow.get(callback).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "not a 400 'already used'");
+    assert_eq!(res.url().host_str(), Some("localhost"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Signed in as Alice Example"));
+
+    // The session lives under localhost only: 127.0.0.1 is another host.
+    assert!(browser.jar.cookies(&app).is_some());
+    assert_eq!(browser.session_id(&env), None);
+}
+
+#[tokio::test]
+async fn an_unknown_host_is_sent_to_the_default_one_before_sign_in() {
+    let env = Env::start().await;
+    let res = Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+        .get(env.url("/sign-in"))
+        .header("host", "evil.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&res), env.url("/sign-in").as_str());
+    assert!(
+        res.headers().get(SET_COOKIE).is_none(),
+        "no session started"
+    );
+    assert!(env.store.is_empty());
+}
+
+#[tokio::test]
+async fn every_page_is_html_with_the_way_on() {
+    let env = Env::start().await;
+    let browser = Browser::new();
+    let page = |res: reqwest::Response| async move {
+        let status = res.status();
+        let html = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/html"));
+        let body = res.text().await.unwrap();
+        assert!(html, "{status}: {body}");
+        for way_on in [
+            "href=\"/\"",
+            "href=\"/sign-in\"",
+            "href=\"/me\"",
+            "<form method=\"post\" action=\"/sign-out\">",
+        ] {
+            assert!(body.contains(way_on), "{status} lacks {way_on}: {body}");
+        }
+        (status, body)
+    };
+
+    // Not signed in: /me is a 401 that offers the sign-in.
+    let (status, body) = page(browser.follow.get(env.url("/me")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body.contains("Not signed in"), "{body}");
+    // A callback without a sign-in: a 400 with a way to start again.
+    let (status, body) = page(
+        browser
+            .follow
+            .get(env.url("/callback?code=x&state=y"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("no sign-in in progress"), "{body}");
+    // A typed /sign-out only shows the button.
+    let (status, _) = page(
+        browser
+            .follow
+            .get(env.url("/sign-out"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = page(browser.follow.get(env.url("/nope")).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Signed in: the landing page and home say who, with the way on.
+    let res = browser
+        .follow
+        .get(env.url("/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.url().path(), "/me");
+    let (status, body) = page(res).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("Signed in as Alice Example"), "{body}");
+    let (_, body) = page(browser.follow.get(env.url("/")).send().await.unwrap()).await;
+    assert!(body.contains("Signed in as Alice Example"), "{body}");
+
+    // GET /sign-out does not sign out; the POST (the button) does.
+    page(
+        browser
+            .follow
+            .get(env.url("/sign-out"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(browser.me(&env).await.0, StatusCode::OK);
+    let res = browser
+        .follow
+        .post(env.url("/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.url().path(), "/");
+    let (_, body) = page(res).await;
+    assert!(body.contains("Not signed in"), "{body}");
+    assert!(env.store.is_empty());
 }
