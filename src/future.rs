@@ -52,6 +52,8 @@ pin_project! {
         grpc: bool,
         // The request carried a malformed cookie of ours: clear it.
         clear: bool,
+        // The request's host, if a Secure cookie sent to it would be dropped.
+        hint: Option<Box<str>>,
     }
 }
 
@@ -135,7 +137,14 @@ where
             shared,
             grpc,
             clear: false,
+            hint: None,
         }
+    }
+
+    /// Logs a debug hint if the response sets a `Secure` cookie that the
+    /// browser at `host` (plain HTTP, not loopback) will drop.
+    pub(crate) fn hint_if_insecure(&mut self, host: Option<Box<str>>) {
+        self.hint = host;
     }
 
     /// Clears the request's session cookie in the response unless the
@@ -254,6 +263,14 @@ where
                         panic!("{POLLED_AFTER_DONE}")
                     };
                     let mut res = complete(config, &session, res, result, *now, grpc);
+                    if let Some(host) = this.hint.as_deref() {
+                        if crate::cookie::response_sets(
+                            res.headers(),
+                            config.cookie.name.as_bytes(),
+                        ) {
+                            tracing::debug!(%host, "the session cookie is Secure, but this request's host is not localhost/127.0.0.1 and its scheme is not known to be https: browsers drop a Secure cookie received over plain http from such a host, so every request would start a new session; serve over HTTPS, open the app as http://localhost:PORT, or call with_secure(false) in development only");
+                        }
+                    }
                     if clear && !res.status().is_server_error() {
                         clear_cookie(config, &mut res);
                     }

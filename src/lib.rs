@@ -42,10 +42,11 @@
 //! # fn main() {}
 //! ```
 //!
-//! With the `axum` feature, `SessionStorage` is an extractor (a `500` when no
-//! layer runs in front of the route) and `Option<SessionStorage>` one that is
-//! `None` without the layer (see the `extract` module); without the
-//! feature, use `axum::Extension<SessionStorage>`. Any other tower stack
+//! With the `axum` feature (on by default), `SessionStorage` is an extractor
+//! (a `500` when no layer runs in front of the route) and
+//! `Option<SessionStorage>` one that is `None` without the layer (see the
+//! `extract` module); without the feature, use
+//! `axum::Extension<SessionStorage>`. Any other tower stack
 //! reads the handle from the request's extensions:
 //!
 //! ```
@@ -245,16 +246,16 @@
 //! | Name | Description | Default? |
 //! |---|---|---|
 //! | `serde` | Typed values as JSON text: [`SessionStorage::get`], [`SessionStorage::insert`] | Yes |
-//! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | No |
+//! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | Yes |
 //! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
 //!
-//! Without the `axum` feature, a handler that takes `SessionStorage` fails to
+//! With `default-features = false` and no `axum` feature, a handler that
+//! takes `SessionStorage` fails to
 //! compile with axum's own words: "the trait bound `fn(SessionStorage) ->
 //! impl Future<…> {handler}: Handler<_, _>` is not satisfied", or, with
 //! `#[axum::debug_handler]`, "Function argument is not a valid axum
-//! extractor" on the `SessionStorage` argument. The fix is to enable
-//! the feature (`tower-session-storage = { version = "…", features =
-//! ["axum"] }`). This crate cannot add its own hint to that message:
+//! extractor" on the `SessionStorage` argument. The fix is to enable the
+//! feature (`features = ["axum"]`). This crate cannot add its own hint to that message:
 //! `#[diagnostic::on_unimplemented]` applies only to a trait's own
 //! definition, and `FromRequestParts` is axum's.
 //!

@@ -13,7 +13,6 @@ use tower::{ServiceBuilder, ServiceExt};
 use crate::future::ResponseFuture;
 use crate::{MemoryStore, SessionId, SessionLayer, SessionService, SessionStorage};
 
-
 type Body = String;
 
 fn assert_send<T: Send>() {}
@@ -323,18 +322,29 @@ async fn a_malformed_session_cookie_is_cleared_and_a_dead_well_formed_one_is_lef
     let res = call(&layer, Some("id=not-an-id; theme=dark"), 200, |_| {}).await;
     let removal = set_cookie(&res).expect("a malformed cookie is cleared");
     assert!(
-        removal.starts_with("id=;") && removal.contains("Max-Age=0") && removal.contains("Path=/app"),
+        removal.starts_with("id=;")
+            && removal.contains("Max-Age=0")
+            && removal.contains("Path=/app"),
         "{removal}"
     );
     // Malformed, but the request writes: the new session's cookie replaces
     // it (one Set-Cookie, not a removal as well).
-    let res = call(&layer, Some("id=junk"), 200, |s| s.set_item("n", "1").unwrap()).await;
+    let res = call(&layer, Some("id=junk"), 200, |s| {
+        s.set_item("n", "1").unwrap()
+    })
+    .await;
     let set = set_cookie(&res).unwrap();
     assert!(!set.starts_with("id=;"), "{set}");
     assert_eq!(store.len(), 1);
     // Well-formed but unknown: no removal (it could delete a newer cookie a
     // concurrent response is setting).
-    let res = call(&layer, Some("id=0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1"), 200, |_| {}).await;
+    let res = call(
+        &layer,
+        Some("id=0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1"),
+        200,
+        |_| {},
+    )
+    .await;
     assert_eq!(set_cookie(&res), None);
     // No cookie of ours: nothing.
     let res = call(&layer, Some("theme=dark; idx=1"), 200, |_| {}).await;

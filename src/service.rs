@@ -12,8 +12,8 @@ use tower_service::Service;
 
 use crate::cookie;
 use crate::future::ResponseFuture;
-use crate::layer::Shared;
 use crate::grpc::is_grpc;
+use crate::layer::Shared;
 use crate::store::SessionStore;
 
 /// The service made by [`SessionLayer`](crate::SessionLayer).
@@ -100,8 +100,77 @@ where
             && config.header.is_none()
             && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes());
         let grpc = is_grpc(&req);
+        // Only looked at when someone listens: see `plain_http_host`.
+        let hint = (config.header.is_none()
+            && config.cookie.secure
+            && tracing::enabled!(tracing::Level::DEBUG))
+        .then(|| plain_http_host(&req))
+        .flatten();
         let mut fut = ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, grpc);
         fut.clear_cookie_after(clear);
+        fut.hint_if_insecure(hint);
         fut
+    }
+}
+
+/// The request's host, when nothing says it came over HTTPS and the host is
+/// not a loopback name: browsers drop a `Secure` cookie received over plain
+/// HTTP from such a host, so every request would start a new session. Only
+/// for a debug-level hint.
+fn plain_http_host<B>(req: &Request<B>) -> Option<Box<str>> {
+    if req.uri().scheme_str() == Some("https") {
+        return None;
+    }
+    let forwarded_https = req
+        .headers()
+        .get_all("x-forwarded-proto")
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if forwarded_https {
+        return None;
+    }
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())?;
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+        || name == "127.0.0.1"
+        || name == "::1";
+    (!loopback).then(|| host.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> Option<Box<str>> {
+        let req = Request::builder().header("host", h).body(()).ok()?;
+        plain_http_host(&req)
+    }
+
+    #[test]
+    fn loopback_names_and_https_get_no_hint() {
+        for h in [
+            "localhost:3000",
+            "app.localhost",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "LOCALHOST",
+        ] {
+            assert_eq!(host(h), None, "{h}");
+        }
+        assert_eq!(host("dev.test:3000").as_deref(), Some("dev.test:3000"));
+        let forwarded = Request::builder()
+            .header("host", "example.com")
+            .header("x-forwarded-proto", "https")
+            .body(())
+            .ok();
+        assert_eq!(forwarded.as_ref().and_then(plain_http_host), None);
     }
 }

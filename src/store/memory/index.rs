@@ -83,7 +83,13 @@ impl Inner {
 
     /// [`sweep`](Self::sweep), taking the seconds filed up to `due` (at or
     /// after `now`); only sessions expired at `now` are removed.
-    pub(super) fn sweep_until(&self, now: Timestamp, due: Timestamp, budget: usize, wait: bool) -> usize {
+    pub(super) fn sweep_until(
+        &self,
+        now: Timestamp,
+        due: Timestamp,
+        budget: usize,
+        wait: bool,
+    ) -> usize {
         // On the stack: no allocation for the batch. The one large request
         // a step makes is the deliberate one after it freed sessions
         // (`settle_allocator`), when the blocks to merge are few.

@@ -1,10 +1,10 @@
 //! [`MemoryStore`]: the default store, a sharded in-process map.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -396,8 +396,6 @@ impl MemoryStore {
     }
 }
 
-
-
 /// Every operation is a synchronous map operation: the store answers at
 /// once ([`StoreFuture::ready`]), so the layer runs it in place.
 impl SessionStore for MemoryStore {
@@ -444,7 +442,6 @@ impl SessionStore for MemoryStore {
         StoreFuture::ready(Ok(self.inner.touch(id, expires_at)))
     }
 }
-
 
 mod index;
 mod ops;

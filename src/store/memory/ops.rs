@@ -95,7 +95,12 @@ impl Inner {
         Ok(true)
     }
 
-    pub(super) fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> SaveOutcome {
+    pub(super) fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> SaveOutcome {
         let now = Timestamp::now();
         self.maintain(now);
         let (removed, outcome) = match self.map.entry(*id) {

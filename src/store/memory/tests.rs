@@ -69,7 +69,10 @@ async fn save_to_a_deleted_session_does_not_recreate_it() {
         .await
         .unwrap();
     store.delete(&id).await.unwrap();
-    let out = store.save(&id, &set("b", "2"), ts(now + 60_000)).await.unwrap();
+    let out = store
+        .save(&id, &set("b", "2"), ts(now + 60_000))
+        .await
+        .unwrap();
     assert_eq!(out, SaveOutcome::Gone);
     assert!(store.load(&id).await.unwrap().is_none());
     assert!(store.is_empty());
@@ -147,7 +150,10 @@ async fn cycle_onto_a_taken_id_changes_nothing() {
         .create(&new, &record(now, 60_000, &[("z", "9")]))
         .await
         .unwrap();
-    let out = store.cycle(&old, &new, &set("b", "2"), ts(now)).await.unwrap();
+    let out = store
+        .cycle(&old, &new, &set("b", "2"), ts(now))
+        .await
+        .unwrap();
     assert_eq!(out, CycleOutcome::Collision);
     assert_eq!(
         store.load(&old).await.unwrap().unwrap().items.get("b"),
@@ -420,7 +426,9 @@ async fn cycling_live_sessions_keeps_the_index_bounded() {
     for round in 0..40 {
         for id in &mut ids {
             let n = SessionId::generate();
-            let out = store.cycle(id, &n, &set("r", "1"), ts(now + 3_600_000)).await;
+            let out = store
+                .cycle(id, &n, &set("r", "1"), ts(now + 3_600_000))
+                .await;
             assert_eq!(out.unwrap(), CycleOutcome::Moved);
             *id = n;
         }
@@ -577,4 +585,3 @@ async fn capacity_is_given_back_after_a_mass_expiry() {
         "capacity {peak} at 100k sessions, still {after} with 1 left"
     );
 }
-
