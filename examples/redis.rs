@@ -143,8 +143,10 @@ async fn bind(var: &str, port: u16) -> std::io::Result<TcpListener> {
 /// Every instance with the same Redis and key prefix shares the sessions.
 pub(crate) fn app(instance: &'static str, store: RedisStore) -> Router {
     let sessions = SessionLayer::new(store)
-        // Plain-HTTP demo only: clients do not send `Secure` cookies over
-        // http://. Keep the default (`true`) in production, behind HTTPS.
+        // Plain-HTTP demo, opened by any host name (two instances, maybe on
+        // two machines): browsers and curl send a `Secure` cookie over
+        // http:// only to localhost and 127.0.0.1. Keep the default (`true`)
+        // in production, behind HTTPS.
         .with_secure(false)
         .with_idle_timeout(Duration::from_secs(30 * 60));
     Router::new()
