@@ -15,10 +15,12 @@ use axum::extract::Extension;
 use axum::routing::get;
 use common::*;
 use tokio::sync::oneshot;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{
     MemoryStore, PublicId, SameSite, SessionError, SessionId, SessionLayer, SessionStorage,
-    SessionStore, StoreError,
+    SessionStore,
 };
 
 /// A server on a counting memory store, with a session holding `a=1`.
@@ -435,51 +437,51 @@ fn take_one(n: &AtomicUsize) -> bool {
 }
 
 impl SessionStore for CollidingStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        self.inner.load(id).await
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        self.inner.load(id)
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
         self.tried.lock().unwrap().push(*id);
         if take_one(&self.create_collisions) {
-            return Ok(false);
+            return StoreFuture::ready(Ok(false));
         }
-        self.inner.create(id, record).await
+        self.inner.create(id, record)
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.inner.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        self.inner.save(id, changes, expires_at)
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
         self.tried.lock().unwrap().push(*new);
         if take_one(&self.cycle_collisions) {
-            return Ok(CycleOutcome::Collision);
+            return StoreFuture::ready(Ok(CycleOutcome::Collision));
         }
-        self.inner.cycle(old, new, changes, expires_at).await
+        self.inner.cycle(old, new, changes, expires_at)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        self.inner.delete(id)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.inner.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        self.inner.end(id, public_id)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.inner.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        self.inner.touch(id, expires_at)
     }
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{call, cookie, dev_layer, max_age, script_routes, CountingStore, NoTtlStore};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Timestamp};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
 session_store_suite!(tower_session_storage::MemoryStore::new());
@@ -113,8 +113,8 @@ async fn timeouts_are_checked_on_load_even_if_the_store_never_evicts() {
 // Store-level checks: logouts racing cycles, and the cap under concurrency
 // ---------------------------------------------------------------------------
 
-/// Runs a `MemoryStore` future: it is ready the first time it is polled
-/// (`answers_immediately`), so plain threads need no runtime.
+/// Runs a `MemoryStore` future: it answers with a ready `StoreFuture`, so
+/// plain threads need no runtime.
 fn now<F: std::future::Future>(f: F) -> F::Output {
     use std::task::{Context, Poll, Waker};
     match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
@@ -127,19 +127,16 @@ fn fresh_id() -> SessionId {
     common::parse_id(&common::made_up_id())
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// An hour from now.
+fn in_an_hour() -> Timestamp {
+    Timestamp::now().saturating_add(std::time::Duration::from_secs(3600))
 }
 
 fn signed_out(items: &[(&str, &str)]) -> Record {
-    let now = unix_ms();
     Record {
         items: items.iter().copied().collect::<Items>(),
-        created_at: now,
-        expires_at: now + 3_600_000,
+        created_at: Timestamp::now(),
+        expires_at: in_an_hour(),
         public_id: PublicId::generate(),
     }
 }
@@ -163,7 +160,7 @@ fn end_follows_a_session_moved_by_a_racing_cycle() {
     let loaded = now(store.load(&a)).unwrap().unwrap();
     // C loads A too, signs in and moves the session to N.
     let n = fresh_id();
-    let exp = unix_ms() + 3_600_000;
+    let exp = in_an_hour();
     assert_eq!(
         now(store.cycle(&a, &n, &set("user", "alice"), exp)).unwrap(),
         CycleOutcome::Moved
@@ -233,7 +230,7 @@ fn end_and_cycle_racing_on_threads_leave_no_id_holding_the_session() {
                 let (store, current, every_id, barrier) = (&store, &current, &every_id, &barrier);
                 scope.spawn(move || {
                     barrier.wait();
-                    let exp = unix_ms() + 3_600_000;
+                    let exp = in_an_hour();
                     for round in 0..4 {
                         for i in (0..SESSIONS).map(|i| (i * 7 + t * 13 + round) % SESSIONS) {
                             let cur = *current[i].lock().unwrap();

@@ -12,9 +12,10 @@ mod common;
 mod redis_support;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::{call, cookie, dev_layer, script_routes};
-use redis_support::fixtures::{new_id, now, record, sets, Admin, Env};
+use redis_support::fixtures::{at, new_id, now, record, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
@@ -96,7 +97,7 @@ mod checks {
         );
         assert_eq!(stored, p.to_string().as_bytes(), "the field holds Display");
         assert_eq!(env.store.load(&id).await.unwrap().unwrap().public_id, p);
-        let exp = rec.expires_at + 5_000;
+        let exp = rec.expires_at.saturating_add(Duration::from_secs(5));
         assert_eq!(
             env.store
                 .save(&id, &sets(&[("b", "2")]), exp)
@@ -111,7 +112,11 @@ mod checks {
             env.store.save(&id, &clear, exp).await.unwrap(),
             SaveOutcome::Saved
         );
-        assert!(env.store.touch(&id, exp + 5_000).await.unwrap());
+        assert!(env
+            .store
+            .touch(&id, exp.saturating_add(Duration::from_secs(5)))
+            .await
+            .unwrap());
         let r = env.store.load(&id).await.unwrap().unwrap();
         assert_eq!(r.public_id, p, "kept by save, a clear and touch");
         assert_eq!(r.items.len(), 1, "the public id is not an item");
@@ -159,7 +164,7 @@ mod checks {
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .save(&id, &sets(&[("b", "2")]), now() + 60_000)
+                    .save(&id, &sets(&[("b", "2")]), at(now() + 60_000))
                     .await
                     .unwrap(),
                 SaveOutcome::Gone,
@@ -169,7 +174,7 @@ mod checks {
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .cycle(&id, &new_id(), &ChangeSet::new(), now() + 60_000)
+                    .cycle(&id, &new_id(), &ChangeSet::new(), at(now() + 60_000))
                     .await
                     .unwrap(),
                 CycleOutcome::Gone,

@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::middleware::{from_fn, Next};
 use axum::Router;
 use common::*;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{
     MemoryStore, PublicId, SessionId, SessionLayer, SessionStore, StoreError, StoreErrorKind,
 };
@@ -71,50 +73,64 @@ fn check(mode: &AtomicU8) -> Result<(), StoreError> {
 }
 
 impl<S: SessionStore> SessionStore for FailingStore<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        check(&self.load)?;
-        self.inner.load(id).await
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        if let Err(e) = check(&self.load) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.load(id)
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        check(&self.write)?;
-        self.inner.create(id, record).await
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.create(id, record)
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        check(&self.write)?;
-        self.inner.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.save(id, changes, expires_at)
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        check(&self.write)?;
-        self.inner.cycle(old, new, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.cycle(old, new, changes, expires_at)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        check(&self.write)?;
-        self.inner.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.delete(id)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        check(&self.write)?;
-        self.inner.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.end(id, public_id)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        check(&self.write)?;
-        self.inner.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        if let Err(e) = check(&self.write) {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.touch(id, expires_at)
     }
 }
 
@@ -457,58 +473,62 @@ impl tracing::Subscriber for ErrorCounter {
 #[derive(Clone, Default)]
 struct DoctoredStore {
     inner: MemoryStore,
-    /// Replaces `(created_at, expires_at)` of loaded records.
+    /// Replaces `(created_at, expires_at)` of loaded records (ms since the
+    /// epoch).
     times: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl SessionStore for DoctoredStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        let record = self.inner.load(id).await?;
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        let record = match answer_now(self.inner.load(id)) {
+            Ok(r) => r,
+            Err(e) => return StoreFuture::ready(Err(e)),
+        };
         let times = *self.times.lock().unwrap();
-        Ok(match (record, times) {
+        StoreFuture::ready(Ok(match (record, times) {
             (Some(r), Some((created_at, expires_at))) => Some(Record {
                 items: r.items,
-                created_at,
-                expires_at,
+                created_at: Timestamp::from_millis(created_at),
+                expires_at: Timestamp::from_millis(expires_at),
                 public_id: r.public_id,
             }),
             (r, _) => r,
-        })
+        }))
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.inner.create(id, record).await
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        self.inner.create(id, record)
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.inner.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        self.inner.save(id, changes, expires_at)
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.inner.cycle(old, new, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        self.inner.cycle(old, new, changes, expires_at)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        self.inner.delete(id)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.inner.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        self.inner.end(id, public_id)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.inner.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        self.inner.touch(id, expires_at)
     }
 }
 
@@ -623,39 +643,41 @@ async fn row_22_unreadable_record_reported_as_absent_gives_a_fresh_session() {
 struct CorruptOnLoad(MemoryStore);
 
 impl SessionStore for CorruptOnLoad {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        if self.0.load(id).await?.is_some() {
-            self.0.delete(id).await?;
-        }
-        Ok(None)
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready((|| {
+            if answer_now(self.0.load(id))?.is_some() {
+                answer_now(self.0.delete(id))?;
+            }
+            Ok(None)
+        })())
     }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.0.create(id, record).await
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        self.0.create(id, record)
     }
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.0.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        self.0.save(id, changes, expires_at)
     }
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.0.cycle(old, new, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        self.0.cycle(old, new, changes, expires_at)
     }
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.0.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        self.0.delete(id)
     }
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.0.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        self.0.end(id, public_id)
     }
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.0.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        self.0.touch(id, expires_at)
     }
 }

@@ -22,7 +22,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 use tower_service::Service;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{
     MemoryStore, PublicId, SessionId, SessionStorage, SessionStore, StoreError,
 };
@@ -258,52 +260,64 @@ impl FlakyStore {
 }
 
 impl SessionStore for FlakyStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
         if self.fail_load.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable("down"));
+            return StoreFuture::ready(Err(StoreError::unavailable("down")));
         }
-        self.inner.load(id).await
+        self.inner.load(id)
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.check_write()?;
-        self.inner.create(id, record).await
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.create(id, record)
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.check_write()?;
-        self.inner.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.save(id, changes, expires_at)
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.check_write()?;
-        self.inner.cycle(old, new, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.cycle(old, new, changes, expires_at)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.check_write()?;
-        self.inner.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.delete(id)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.check_write()?;
-        self.inner.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.end(id, public_id)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.check_write()?;
-        self.inner.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        if let Err(e) = self.check_write() {
+            return StoreFuture::ready(Err(e));
+        }
+        self.inner.touch(id, expires_at)
     }
 }
 

@@ -21,7 +21,9 @@ use axum::extract::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{
     PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
 };
@@ -415,50 +417,50 @@ impl<S> CountingStore<S> {
 }
 
 impl<S: SessionStore> SessionStore for CountingStore<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
         self.counts.load.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
+        self.inner.load(id)
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
         self.counts.create.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(id, record).await
+        self.inner.create(id, record)
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
         self.counts.save.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(id, changes, expires_at).await
+        self.inner.save(id, changes, expires_at)
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
         self.counts.cycle.fetch_add(1, Ordering::SeqCst);
-        self.inner.cycle(old, new, changes, expires_at).await
+        self.inner.cycle(old, new, changes, expires_at)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
         self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(id).await
+        self.inner.delete(id)
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
         self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.end(id, public_id).await
+        self.inner.end(id, public_id)
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
         self.counts.touch.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, expires_at).await
+        self.inner.touch(id, expires_at)
     }
 }
 
@@ -475,12 +477,12 @@ impl NoTtlStore {
     }
 }
 
-impl SessionStore for NoTtlStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+impl NoTtlStore {
+    fn do_load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         Ok(self.map.lock().unwrap().get(id).cloned())
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn do_create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         let mut map = self.map.lock().unwrap();
         if map.contains_key(id) {
             return Ok(false);
@@ -489,11 +491,11 @@ impl SessionStore for NoTtlStore {
         Ok(true)
     }
 
-    async fn save(
+    fn do_save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<SaveOutcome, StoreError> {
         let mut map = self.map.lock().unwrap();
         let Some(record) = map.get_mut(id) else {
@@ -508,12 +510,12 @@ impl SessionStore for NoTtlStore {
         Ok(SaveOutcome::Saved)
     }
 
-    async fn cycle(
+    fn do_cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<CycleOutcome, StoreError> {
         let mut map = self.map.lock().unwrap();
         if map.contains_key(new) {
@@ -531,12 +533,12 @@ impl SessionStore for NoTtlStore {
         Ok(CycleOutcome::Moved)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    fn do_delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map.lock().unwrap().remove(id);
         Ok(())
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    fn do_end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
         self.map
             .lock()
             .unwrap()
@@ -544,7 +546,7 @@ impl SessionStore for NoTtlStore {
         Ok(())
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    fn do_touch(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
         Ok(match self.map.lock().unwrap().get_mut(id) {
             Some(r) => {
                 r.expires_at = r.expires_at.max(expires_at);
@@ -552,6 +554,61 @@ impl SessionStore for NoTtlStore {
             }
             None => false,
         })
+    }
+}
+
+impl SessionStore for NoTtlStore {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(self.do_load(id))
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_create(id, record))
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+    }
+
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_delete(id))
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_end(id, public_id))
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, expires_at))
+    }
+}
+
+/// The answer of a store call that an in-process store gives at once
+/// (a ready `StoreFuture`), taken without a runtime. Panics if the store
+/// answered with a pending future: a test double built on one that does
+/// uses `StoreFuture::new` instead.
+pub(crate) fn answer_now<T>(fut: StoreFuture<T>) -> Result<T, StoreError> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut fut = fut;
+    match std::pin::Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => panic!("an in-process store answered with a pending future"),
     }
 }
 
@@ -701,7 +758,11 @@ pub(crate) mod suite {
         change.set("b", "2");
         store
             .inner()
-            .save(&parse_id(&id), &change, u64::MAX / 2)
+            .save(
+                &parse_id(&id),
+                &change,
+                Timestamp::from_millis(u64::MAX / 2),
+            )
             .await
             .unwrap();
 
