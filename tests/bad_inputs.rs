@@ -7,7 +7,6 @@
 #[allow(unused_macros)]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,18 +14,14 @@ use axum::extract::Extension;
 use axum::routing::get;
 use common::*;
 use tokio::sync::oneshot;
-use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
-};
 use tower_session_storage::{
-    MemoryStore, PublicId, SameSite, SessionError, SessionId, SessionLayer, SessionStorage,
-    SessionStore,
+    MemoryStore, SameSite, SessionError, SessionLayer, SessionStorage, SessionStore,
 };
 
 /// A server on a counting memory store, with a session holding `a=1`.
 struct Fixture {
     mem: MemoryStore,
-    store: CountingStore<MemoryStore>,
+    store: TestStore<MemoryStore>,
     srv: TestServer,
     /// The live session's id.
     live: String,
@@ -39,11 +34,11 @@ impl Fixture {
 
     async fn with(
         configure: impl FnOnce(
-            SessionLayer<CountingStore<MemoryStore>>,
-        ) -> SessionLayer<CountingStore<MemoryStore>>,
+            SessionLayer<TestStore<MemoryStore>>,
+        ) -> SessionLayer<TestStore<MemoryStore>>,
     ) -> Self {
         let mem = MemoryStore::new();
-        let store = CountingStore::new(mem.clone());
+        let store = TestStore::new(mem.clone());
         let srv = serve_script(configure(dev_layer(store.clone()))).await;
         let live = srv.raw("set=a:1", None).await.new_id().unwrap();
         Self {
@@ -86,7 +81,7 @@ fn has_attr(set_cookie: &str, attr: &str) -> bool {
 
 #[tokio::test]
 async fn row_01_no_cookie_is_a_fresh_session() {
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     for cookie in [None, Some("theme=dark; lang=en"), Some("idx=1; xid=2")] {
         let r = srv.raw("get=a&id", cookie).await;
@@ -254,7 +249,7 @@ async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
     }
 
     // A `__Host-` name: `__HOST-id` and `__host-id` are other cookies.
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(SessionLayer::new(store.clone()).with_cookie_name("__Host-id")).await;
     let r = srv.raw("set=a:1", None).await;
     let id = r.id_named("__Host-id").unwrap();
@@ -274,7 +269,7 @@ async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
 /// wins; later ones are ignored. Never last-wins.
 #[tokio::test]
 async fn row_09_duplicate_names_first_well_formed_wins() {
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let a = srv.raw("set=who:A", None).await.new_id().unwrap();
     let b = srv.raw("set=who:B", None).await.new_id().unwrap();
@@ -388,7 +383,7 @@ async fn row_14_non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
 #[tokio::test]
 async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
     let mem = MemoryStore::new();
-    let store = CountingStore::new(mem.clone());
+    let store = TestStore::new(mem.clone());
     let srv = Arc::new(serve_script(dev_layer(store.clone())).await);
     // Handlers that read, remove, clear, destroy, cycle or write "": none of
     // it is a write on a session that does not exist.
@@ -421,102 +416,30 @@ async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
 
 // --- 16 --------------------------------------------------------------------
 
-/// A memory store that reports the next `n` new ids as taken, and records
-/// every id it was asked to create or cycle to.
-#[derive(Clone, Default)]
-struct CollidingStore {
-    inner: MemoryStore,
-    create_collisions: Arc<AtomicUsize>,
-    cycle_collisions: Arc<AtomicUsize>,
-    tried: Arc<Mutex<Vec<SessionId>>>,
-}
-
-fn take_one(n: &AtomicUsize) -> bool {
-    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-impl SessionStore for CollidingStore {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
-        self.inner.load(id)
-    }
-
-    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
-        self.tried.lock().unwrap().push(*id);
-        if take_one(&self.create_collisions) {
-            return StoreFuture::ready(Ok(false));
-        }
-        self.inner.create(id, record)
-    }
-
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
-        self.inner.save(id, changes, expires_at)
-    }
-
-    fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<CycleOutcome> {
-        self.tried.lock().unwrap().push(*new);
-        if take_one(&self.cycle_collisions) {
-            return StoreFuture::ready(Ok(CycleOutcome::Collision));
-        }
-        self.inner.cycle(old, new, changes, expires_at)
-    }
-
-    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
-        self.inner.delete(id)
-    }
-
-    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
-        self.inner.end(id, public_id)
-    }
-
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        self.inner.touch(id, expires_at)
-    }
-}
-
-impl CollidingStore {
-    fn tried(&self) -> Vec<String> {
-        let tried = std::mem::take(&mut *self.tried.lock().unwrap());
-        tried.iter().map(ToString::to_string).collect()
-    }
-}
-
 #[tokio::test]
 async fn row_16_id_collision_on_create_is_retried_with_a_fresh_id() {
-    let store = CollidingStore::default();
-    store.create_collisions.store(2, Ordering::SeqCst);
+    let store = TestStore::new(MemoryStore::new()).collide_creates(2);
     let srv = serve_script(dev_layer(store.clone())).await;
     let r = srv.raw("set=a:1", None).await;
     let id = r.new_id().expect("the retry succeeded");
-    let tried = store.tried();
+    let tried = store.take_tried();
     assert_eq!(tried.len(), 3, "{tried:?}");
     assert!(tried[0] != tried[1] && tried[1] != tried[2] && tried[0] != tried[2]);
     assert_eq!(tried[2], id, "the cookie carries the id that was stored");
     assert_eq!(srv.raw("get=a", Some(&cookie(&id))).await.ok(), "1");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 #[tokio::test]
 async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
-    let store = CollidingStore::default();
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
-    store.tried();
-    store.cycle_collisions.store(1, Ordering::SeqCst);
+    store.take_tried();
+    store.collide_next(Op::Cycle, 1);
     let r = srv.raw("cycle&set=b:2", Some(&cookie(&old))).await;
     let new = r.new_id().expect("the retry succeeded");
-    let tried = store.tried();
+    let tried = store.take_tried();
     assert_eq!(tried.len(), 2, "{tried:?}");
     assert_ne!(tried[0], tried[1]);
     assert_eq!(tried[1], new);
@@ -525,18 +448,18 @@ async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
         "1,2"
     );
     assert_eq!(srv.raw("get=a", Some(&cookie(&old))).await.ok(), "-");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 /// A store that reports every new id as taken: a 5xx, no cookie, nothing
 /// stored, and (for a cycle) the session left as it was. Never a loop.
 #[tokio::test]
 async fn row_16_endless_collisions_fail_cleanly() {
-    let store = CollidingStore::default();
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
-    store.create_collisions.store(usize::MAX, Ordering::SeqCst);
-    store.cycle_collisions.store(usize::MAX, Ordering::SeqCst);
+    store.collide_next(Op::Create, usize::MAX);
+    store.collide_next(Op::Cycle, usize::MAX);
 
     let r = srv.raw("set=a:1", None).await;
     assert_eq!(r.status, 500, "{r:?}");
@@ -544,7 +467,7 @@ async fn row_16_endless_collisions_fail_cleanly() {
     let r = srv.raw("cycle&set=b:2", Some(&cookie(&old))).await;
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.set_cookies().is_empty(), "{r:?}");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
     assert_eq!(
         srv.raw("get=a&get=b", Some(&cookie(&old))).await.ok(),
         "1,-",
@@ -616,7 +539,7 @@ async fn row_24_empty_value_removes_and_an_emptied_session_is_deleted() {
 
 #[tokio::test]
 async fn row_25_many_writes_are_one_store_write_and_one_set_cookie() {
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let script: Vec<String> = (0..100).map(|i| format!("set=k{}:{i}", i % 10)).collect();
     let script = script.join("&");

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{call, cookie, dev_layer, max_age, script_routes, CountingStore, NoTtlStore};
+use common::{call, cookie, dev_layer, max_age, script_routes, NoTtlStore, TestStore};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Timestamp};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
@@ -19,12 +19,65 @@ mod no_ttl_store {
     session_store_suite!(crate::common::NoTtlStore::default());
 }
 
+/// The same suite against a store that answers every call with a pending
+/// future (as a networked store does): the layer's other path, where it
+/// awaits the store instead of taking a ready answer in place.
+mod pending_store {
+    session_store_suite!(
+        crate::common::TestStore::new(tower_session_storage::MemoryStore::new())
+            .delay(std::time::Duration::ZERO)
+    );
+}
+
+/// A store whose every answer is a pending future (`StoreFuture::new` that
+/// yields to the runtime first) loads, creates, saves, cycles and destroys
+/// through the layer; each call reached the store.
+#[tokio::test]
+async fn a_store_answering_with_pending_futures_works_end_to_end() {
+    let store = TestStore::new(MemoryStore::new()).delay(Duration::ZERO);
+    let app = script_routes().layer(dev_layer(store.clone()));
+
+    let first = call(&app, "set=a:1", None).await;
+    let id = first.new_id().expect("created");
+    let c = cookie(&id);
+    assert_eq!(call(&app, "get=a&set=b:2", Some(&c)).await.ok(), "1");
+    assert_eq!(call(&app, "get=a&get=b", Some(&c)).await.ok(), "1,2");
+
+    let r = call(&app, "cycle&set=user:alice", Some(&c)).await;
+    assert_eq!(r.ok(), "");
+    let new = r.new_id().expect("cycled to a new id");
+    assert_ne!(new, id);
+    assert_eq!(
+        call(&app, "get=a", Some(&c)).await.ok(),
+        "-",
+        "the old id is gone"
+    );
+    let n = cookie(&new);
+    assert_eq!(
+        call(&app, "get=a&get=b&get=user", Some(&n)).await.ok(),
+        "1,2,alice"
+    );
+
+    let r = call(&app, "destroy", Some(&n)).await;
+    assert_eq!(r.ok(), "");
+    assert!(r.expires_cookie(), "{r:?}");
+    assert_eq!(call(&app, "get=user", Some(&n)).await.ok(), "-");
+    assert_eq!(store.inner().len(), 0);
+
+    let counts = store.counts();
+    assert_eq!(counts.create, 1, "{counts:?}");
+    assert_eq!(counts.save, 1, "{counts:?}");
+    assert_eq!(counts.cycle, 1, "{counts:?}");
+    assert_eq!(counts.delete, 1, "the destroy: {counts:?}");
+    assert_eq!(counts.load, 7, "every request with a cookie: {counts:?}");
+}
+
 /// Activity is recorded once per step (a sixteenth of the idle timeout, at
 /// most a minute), not on every request: on paused time, exactly one touch
 /// once the step has passed, however many reads.
 #[tokio::test(start_paused = true)]
 async fn idle_refresh_costs_one_touch_per_step() {
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     // 1600 s idle: the step is 100 s.
     let app = script_routes()
         .layer(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(1600)));

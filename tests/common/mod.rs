@@ -374,28 +374,133 @@ struct AtomicCounts {
     touch: AtomicUsize,
 }
 
-/// Wraps any store and counts the calls per method, delegating each.
-/// Clones share the store and the counts.
-pub(crate) struct CountingStore<S> {
-    inner: Arc<S>,
-    counts: Arc<AtomicCounts>,
+/// A store operation, as [`TestStore::fail_when`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Load,
+    Create,
+    Save,
+    Cycle,
+    Delete,
+    End,
+    Touch,
 }
 
-impl<S> Clone for CountingStore<S> {
+impl Op {
+    /// Every operation but `load` may write.
+    pub(crate) fn is_write(self) -> bool {
+        self != Op::Load
+    }
+}
+
+type FailWhen = Box<dyn Fn(Op) -> Option<StoreError> + Send + Sync>;
+type MapLoads = Box<dyn Fn(Record) -> Option<Record> + Send + Sync>;
+
+/// How a [`TestStore`] misbehaves, shared by its clones.
+#[derive(Default)]
+struct Behaviour {
+    counts: AtomicCounts,
+    /// `Some`: every call answers with a pending future that yields once,
+    /// then sleeps this long, then runs the call.
+    delay: Option<Duration>,
+    fail_when: Option<FailWhen>,
+    map_loads: Option<MapLoads>,
+    create_collisions: AtomicUsize,
+    cycle_collisions: AtomicUsize,
+    /// Every id asked for by `create`, and every new id of `cycle`.
+    tried: Mutex<Vec<SessionId>>,
+}
+
+/// The one configurable store double: wraps any store, counts the calls per
+/// method, and on request delays them, fails them, reports collisions or
+/// doctors what loads return. Clones share the store, the settings and the
+/// counts.
+///
+/// ```ignore
+/// let store = TestStore::new(MemoryStore::new())
+///     .delay(Duration::from_millis(5))
+///     .fail_when(|op| (op == Op::Load).then(|| StoreError::unavailable("down")))
+///     .collide_creates(2);
+/// ```
+///
+/// Without `delay`, every answer the inner store gives at once is given at
+/// once (a ready `StoreFuture`), so the layer runs the store in place. A
+/// failing or colliding call is counted, and changes nothing.
+pub(crate) struct TestStore<S> {
+    inner: Arc<S>,
+    how: Arc<Behaviour>,
+}
+
+impl<S> Clone for TestStore<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            counts: self.counts.clone(),
+            how: self.how.clone(),
         }
     }
 }
 
-impl<S> CountingStore<S> {
+impl<S> TestStore<S> {
+    /// Counts the calls to `inner` and otherwise passes them through.
     pub(crate) fn new(inner: S) -> Self {
         Self {
             inner: Arc::new(inner),
-            counts: Arc::default(),
+            how: Arc::default(),
         }
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Behaviour)) -> Self {
+        f(Arc::get_mut(&mut self.how).expect("configure a TestStore before cloning it"));
+        self
+    }
+
+    /// Every call answers with a pending future (as a networked store
+    /// does): it yields to the runtime once, sleeps `delay` (zero: no
+    /// sleep), then runs the call.
+    pub(crate) fn delay(self, delay: Duration) -> Self {
+        self.configure(|b| b.delay = Some(delay))
+    }
+
+    /// Every call first asks `f`: `Some(error)` fails the call with that
+    /// error before it reaches the inner store. `f` may read switches the
+    /// test flips.
+    pub(crate) fn fail_when(
+        self,
+        f: impl Fn(Op) -> Option<StoreError> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|b| b.fail_when = Some(Box::new(f)))
+    }
+
+    /// The next `n` calls to `create` report the id as taken.
+    pub(crate) fn collide_creates(self, n: usize) -> Self {
+        self.collide_next(Op::Create, n);
+        self
+    }
+
+    /// The next `n` calls to `cycle` report the new id as taken.
+    pub(crate) fn collide_cycles(self, n: usize) -> Self {
+        self.collide_next(Op::Cycle, n);
+        self
+    }
+
+    /// From now on, the next `n` calls to `op` (`Create` or `Cycle`) report
+    /// their id as taken.
+    pub(crate) fn collide_next(&self, op: Op, n: usize) {
+        match op {
+            Op::Create => self.how.create_collisions.store(n, Ordering::SeqCst),
+            Op::Cycle => self.how.cycle_collisions.store(n, Ordering::SeqCst),
+            _ => panic!("only create and cycle can collide, not {op:?}"),
+        }
+    }
+
+    /// What a load finds goes through `f`: `Some(record)` is returned in
+    /// its place; `None` means the stored record could not be read, so it
+    /// is deleted and reported absent (the trait's contract).
+    pub(crate) fn map_loads(
+        self,
+        f: impl Fn(Record) -> Option<Record> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|b| b.map_loads = Some(Box::new(f)))
     }
 
     /// The wrapped store, to inspect it without counting.
@@ -403,8 +508,9 @@ impl<S> CountingStore<S> {
         &self.inner
     }
 
+    /// How often each method was called (`end` counts as a delete).
     pub(crate) fn counts(&self) -> Counts {
-        let c = &*self.counts;
+        let c = &self.how.counts;
         Counts {
             load: c.load.load(Ordering::SeqCst),
             create: c.create.load(Ordering::SeqCst),
@@ -414,17 +520,107 @@ impl<S> CountingStore<S> {
             touch: c.touch.load(Ordering::SeqCst),
         }
     }
+
+    /// Every id `create` was asked for and every new id `cycle` was given,
+    /// in order, since the last call.
+    pub(crate) fn take_tried(&self) -> Vec<String> {
+        let tried = std::mem::take(&mut *self.how.tried.lock().unwrap());
+        tried.iter().map(ToString::to_string).collect()
+    }
 }
 
-impl<S: SessionStore> SessionStore for CountingStore<S> {
+/// Takes one from `n` if it is not zero.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// `f` applied to the answer of `fut`: at once if `fut` is ready (the
+/// result stays ready), else in an owned future.
+fn then<T, U, F>(fut: StoreFuture<T>, f: F) -> StoreFuture<U>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: FnOnce(Result<T, StoreError>) -> StoreFuture<U> + Send + 'static,
+{
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut fut = fut;
+    // A future that is not ready registers the waker of its next poll,
+    // so polling it once with one that does nothing loses no wake-up.
+    match std::pin::Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => f(r),
+        Poll::Pending => StoreFuture::new(async move { f(fut.await).await }),
+    }
+}
+
+impl<S: SessionStore> TestStore<S> {
+    /// One call: counted, then (after the delay, if any) failed or passed
+    /// to `call`.
+    fn run<T, C>(&self, op: Op, call: C) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        C: FnOnce(&Arc<S>, &Arc<Behaviour>) -> StoreFuture<T> + Send + 'static,
+    {
+        let c = &self.how.counts;
+        match op {
+            Op::Load => &c.load,
+            Op::Create => &c.create,
+            Op::Save => &c.save,
+            Op::Cycle => &c.cycle,
+            Op::Delete | Op::End => &c.delete,
+            Op::Touch => &c.touch,
+        }
+        .fetch_add(1, Ordering::SeqCst);
+        let fail = move |how: &Behaviour| how.fail_when.as_ref().and_then(|f| f(op));
+        let Some(delay) = self.how.delay else {
+            if let Some(e) = fail(&self.how) {
+                return StoreFuture::ready(Err(e));
+            }
+            return call(&self.inner, &self.how);
+        };
+        let (inner, how) = (self.inner.clone(), self.how.clone());
+        StoreFuture::new(async move {
+            tokio::task::yield_now().await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(e) = fail(&how) {
+                return Err(e);
+            }
+            call(&inner, &how).await
+        })
+    }
+}
+
+impl<S: SessionStore> SessionStore for TestStore<S> {
     fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
-        self.counts.load.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id)
+        let id = *id;
+        self.run(Op::Load, move |s, how| {
+            let found = s.load(&id);
+            if how.map_loads.is_none() {
+                return found;
+            }
+            let (inner, how) = (s.clone(), how.clone());
+            then(found, move |r| match r {
+                Ok(Some(record)) => match (how.map_loads.as_ref().unwrap())(record) {
+                    Some(record) => StoreFuture::ready(Ok(Some(record))),
+                    None => then(inner.delete(&id), |r| StoreFuture::ready(r.map(|()| None))),
+                },
+                other => StoreFuture::ready(other),
+            })
+        })
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
-        self.counts.create.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(id, record)
+        let (id, record) = (*id, record.clone());
+        self.run(Op::Create, move |s, how| {
+            how.tried.lock().unwrap().push(id);
+            if take_one(&how.create_collisions) {
+                return StoreFuture::ready(Ok(false));
+            }
+            s.create(&id, &record)
+        })
     }
 
     fn save(
@@ -433,8 +629,8 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         changes: &ChangeSet,
         expires_at: Timestamp,
     ) -> StoreFuture<SaveOutcome> {
-        self.counts.save.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(id, changes, expires_at)
+        let (id, changes) = (*id, changes.clone());
+        self.run(Op::Save, move |s, _| s.save(&id, &changes, expires_at))
     }
 
     fn cycle(
@@ -444,23 +640,29 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         changes: &ChangeSet,
         expires_at: Timestamp,
     ) -> StoreFuture<CycleOutcome> {
-        self.counts.cycle.fetch_add(1, Ordering::SeqCst);
-        self.inner.cycle(old, new, changes, expires_at)
+        let (old, new, changes) = (*old, *new, changes.clone());
+        self.run(Op::Cycle, move |s, how| {
+            how.tried.lock().unwrap().push(new);
+            if take_one(&how.cycle_collisions) {
+                return StoreFuture::ready(Ok(CycleOutcome::Collision));
+            }
+            s.cycle(&old, &new, &changes, expires_at)
+        })
     }
 
     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
-        self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(id)
+        let id = *id;
+        self.run(Op::Delete, move |s, _| s.delete(&id))
     }
 
     fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
-        self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.end(id, public_id)
+        let (id, public_id) = (*id, *public_id);
+        self.run(Op::End, move |s, _| s.end(&id, &public_id))
     }
 
     fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        self.counts.touch.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, expires_at)
+        let id = *id;
+        self.run(Op::Touch, move |s, _| s.touch(&id, expires_at))
     }
 }
 
@@ -598,20 +800,6 @@ impl SessionStore for NoTtlStore {
     }
 }
 
-/// The answer of a store call that an in-process store gives at once
-/// (a ready `StoreFuture`), taken without a runtime. Panics if the store
-/// answered with a pending future: a test double built on one that does
-/// uses `StoreFuture::new` instead.
-pub(crate) fn answer_now<T>(fut: StoreFuture<T>) -> Result<T, StoreError> {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let mut fut = fut;
-    match std::pin::Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(r) => r,
-        Poll::Pending => panic!("an in-process store answered with a pending future"),
-    }
-}
-
 /// Whether the store holds a session under `id` (through the trait only).
 pub(crate) async fn exists<S: SessionStore>(store: &S, id: &str) -> bool {
     store.load(&parse_id(id)).await.unwrap().is_some()
@@ -672,7 +860,7 @@ pub(crate) mod suite {
     pub(crate) async fn lazy_creation_writes_nothing_until_an_item_is_set<S: SessionStore>(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
 
         let r = srv.raw("get=a&id", None).await;
@@ -715,7 +903,7 @@ pub(crate) mod suite {
     /// Strict ids: a well-formed id the store does not know gives a fresh
     /// session, and a write gets a different, server-made id.
     pub(crate) async fn made_up_id_is_not_adopted<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let made_up = made_up_id();
         let r = srv.raw("get=a&id", Some(&cookie(&made_up))).await;
@@ -746,7 +934,7 @@ pub(crate) mod suite {
     /// A request writes only the keys it changed: a key it did not touch is
     /// never written back from its snapshot.
     pub(crate) async fn change_sets_are_per_key<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let r = srv.raw("set=a:1&set=b:1&set=c:1", None).await;
         let id = r.new_id().unwrap();
@@ -791,7 +979,7 @@ pub(crate) mod suite {
     /// `clear()` alone leaves the session empty: it is deleted and its cookie
     /// expired.
     pub(crate) async fn clear_alone_deletes_the_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let id = srv.raw("set=a:1", None).await.new_id().unwrap();
         let r = srv.raw("clear", Some(&cookie(&id))).await;
@@ -807,7 +995,7 @@ pub(crate) mod suite {
     >(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let id = srv.raw("set=a:1&set=b:1", None).await.new_id().unwrap();
         let c = cookie(&id);
@@ -839,7 +1027,7 @@ pub(crate) mod suite {
     >(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 
@@ -870,7 +1058,7 @@ pub(crate) mod suite {
     pub(crate) async fn destroy_deletes_the_session_and_expires_the_cookie<S: SessionStore>(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let browser = srv.browser();
         let id = browser.run("set=user:alice").await.new_id().unwrap();
@@ -905,7 +1093,7 @@ pub(crate) mod suite {
     /// Writes after `destroy()` in the same request start a new session under
     /// a new id (documented on `destroy`).
     pub(crate) async fn writes_after_destroy_start_a_new_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
         let r = srv
@@ -928,7 +1116,7 @@ pub(crate) mod suite {
     pub(crate) async fn idle_timeout_ends_an_unused_session_and_use_extends_it<S: SessionStore>(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2));
         let srv = serve_script(layer).await;
         let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -953,7 +1141,7 @@ pub(crate) mod suite {
     /// Absolute timeout: a session ends that long after creation however
     /// busy it is. Real time: 1.5 s absolute timeout.
     pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone())
             .with_idle_timeout(Duration::from_secs(600))
             .with_absolute_timeout(Duration::from_millis(1500));
@@ -973,7 +1161,7 @@ pub(crate) mod suite {
     /// with a 1-hour idle timeout (activity recorded once a minute), twenty
     /// reads write nothing.
     pub(crate) async fn reads_do_not_write_on_every_request<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(3600));
         let srv = serve_script(layer).await;
         let c = cookie(&srv.raw("set=a:1", None).await.new_id().unwrap());
@@ -991,7 +1179,7 @@ pub(crate) mod suite {
     /// A 5xx response persists nothing: no new session, no change to an
     /// existing one, no cookie.
     pub(crate) async fn server_error_response_persists_nothing<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
 
         let r = srv.raw("set=a:1&status=500", None).await;
@@ -1026,7 +1214,7 @@ pub(crate) mod suite {
     pub(crate) async fn inner_service_error_persists_nothing<S: SessionStore>(store: S) {
         use tower::{ServiceBuilder, ServiceExt};
 
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone());
         let srv = serve_script(layer.clone()).await;
         let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -1056,7 +1244,7 @@ pub(crate) mod suite {
     /// A persistent cookie carries `Max-Age` = the idle timeout; the default
     /// browser-session cookie carries none.
     pub(crate) async fn persistent_cookie_carries_max_age<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let session = serve_script(dev_layer(store.clone())).await;
         let c = session.raw("set=a:1", None).await.set_cookie().unwrap();
         assert_eq!(max_age(&c), None, "{c}");
@@ -1086,7 +1274,7 @@ pub(crate) mod suite {
     /// too (ours wins; the handler's other cookies are kept).
     pub(crate) async fn exactly_one_set_cookie_for_our_name<S: SessionStore>(store: S) {
         use axum::response::{AppendHeaders, IntoResponse};
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let app = script_routes()
             .route(
                 "/forge",
@@ -1266,7 +1454,7 @@ pub(crate) mod concurrency {
     /// then the first one writes and finishes. Returns the first request's
     /// reply and the reply of the racing request.
     async fn race<S: SessionStore>(
-        store: &CountingStore<S>,
+        store: &TestStore<S>,
         old: &str,
         srv: &TestServer,
         signals: &Signals,
@@ -1296,7 +1484,7 @@ pub(crate) mod concurrency {
     /// the go, then runs `then` on the session; it answers the `user` it
     /// loaded.
     async fn slow_app<S: SessionStore>(
-        store: CountingStore<S>,
+        store: TestStore<S>,
         then: fn(&SessionStorage),
     ) -> (TestServer, Signals) {
         let signals: Signals = Arc::default();
@@ -1320,7 +1508,7 @@ pub(crate) mod concurrency {
     }
 
     /// `/slow` writes `late=1` and `user=eve` after the go.
-    async fn slow_writer_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+    async fn slow_writer_app<S: SessionStore>(store: TestStore<S>) -> (TestServer, Signals) {
         slow_app(store, |s| {
             s.set_item("late", "1").unwrap();
             s.set_item("user", "eve").unwrap();
@@ -1330,7 +1518,7 @@ pub(crate) mod concurrency {
 
     /// `/slow` destroys the session after the go (a logout that takes its
     /// time).
-    async fn slow_logout_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+    async fn slow_logout_app<S: SessionStore>(store: TestStore<S>) -> (TestServer, Signals) {
         slow_app(store, SessionStorage::destroy).await
     }
 
@@ -1341,7 +1529,7 @@ pub(crate) mod concurrency {
     /// loads an empty session, the old one too, and the logout's response
     /// expires the cookie (it hands out no live id).
     pub(crate) async fn destroy_racing_a_cycle_ends_the_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_logout_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 
@@ -1377,7 +1565,7 @@ pub(crate) mod concurrency {
     /// nothing is re-created, the writer's response carries no `Set-Cookie`
     /// with the old id, and the old cookie loads a fresh session.
     pub(crate) async fn destroy_racing_a_writer_wins<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_writer_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
         let creates = store.counts().create;
@@ -1401,7 +1589,7 @@ pub(crate) mod concurrency {
     /// `cycle_id` while a writer on the old id is in flight: the writer's
     /// changes are dropped, the new id works with the data, the old is dead.
     pub(crate) async fn cycle_racing_a_writer_wins<S: SessionStore>(store: S) -> String {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_writer_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 
