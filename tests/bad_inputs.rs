@@ -1,6 +1,6 @@
-//! One test per row of BAD_INPUTS.md, over real sockets. Rows 17-19
-//! (concurrency) are in tests/concurrency.rs, rows 21-22 (store failures) in
-//! tests/store_failures.rs.
+//! The bad inputs of SECURITY.md, one test (or more) per case, over real
+//! sockets. The concurrent cases (#17-19, #35) are in tests/concurrency.rs,
+//! store failures and bad records (#21-22) in tests/store_failures.rs.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -80,7 +80,7 @@ fn has_attr(set_cookie: &str, attr: &str) -> bool {
 // --- 1 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_01_no_cookie_is_a_fresh_session() {
+async fn no_cookie_is_a_fresh_session() {
     let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     for cookie in [None, Some("theme=dark; lang=en"), Some("idx=1; xid=2")] {
@@ -96,7 +96,7 @@ async fn row_01_no_cookie_is_a_fresh_session() {
 // --- 2 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_02_empty_value_is_a_fresh_session() {
+async fn empty_cookie_value_is_a_fresh_session() {
     let f = Fixture::new().await;
     for c in ["id=", "id= ", "id=; a=1", "a=1; id=;"] {
         f.assert_fresh_without_store_access(c.as_bytes()).await;
@@ -109,7 +109,7 @@ async fn row_02_empty_value_is_a_fresh_session() {
 // --- 3 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_03_nameless_and_bare_pairs_never_match() {
+async fn nameless_and_bare_pairs_never_match() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -128,7 +128,7 @@ async fn row_03_nameless_and_bare_pairs_never_match() {
 // --- 4 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_04_unknown_well_formed_id_is_never_adopted() {
+async fn unknown_well_formed_id_is_never_adopted() {
     let f = Fixture::new().await;
     let made_up = made_up_id();
     let before = f.store.counts();
@@ -151,7 +151,7 @@ async fn row_04_unknown_well_formed_id_is_never_adopted() {
 // --- 5 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_05_expired_or_destroyed_id_is_never_resurrected() {
+async fn expired_or_destroyed_id_is_never_resurrected() {
     let f = Fixture::with(|l| l.with_idle_timeout(Duration::from_secs(1))).await;
     let destroyed = f.live.clone();
     assert!(f
@@ -178,7 +178,7 @@ async fn row_05_expired_or_destroyed_id_is_never_resurrected() {
 // --- 6 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_06_malformed_ids_are_rejected_before_any_store_io() {
+async fn malformed_ids_are_rejected_before_any_store_io() {
     let f = Fixture::new().await;
     let live = f.live.as_bytes();
     let mut cases: Vec<Vec<u8>> = vec![
@@ -220,7 +220,7 @@ async fn row_06_malformed_ids_are_rejected_before_any_store_io() {
 // --- 7 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_07_very_long_values_are_a_fresh_session() {
+async fn very_long_cookie_values_are_a_fresh_session() {
     let f = Fixture::new().await;
     for len in [4 * 1024, 16 * 1024, 64 * 1024] {
         // Starts with the live id: a parser that cut the value short would
@@ -236,7 +236,7 @@ async fn row_07_very_long_values_are_a_fresh_session() {
 // --- 8 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
+async fn encoded_or_case_variant_names_are_other_cookies() {
     let f = Fixture::new().await;
     for name in ["%69d", "%69%64", "ID", "Id", "iD", "i%64", "\"id\"", "id "] {
         let c = format!("{name}={}", f.live);
@@ -268,7 +268,7 @@ async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
 /// The documented rule: the first pair with our name and a well-formed id
 /// wins; later ones are ignored. Never last-wins.
 #[tokio::test]
-async fn row_09_duplicate_names_first_well_formed_wins() {
+async fn duplicate_cookie_names_first_well_formed_id_wins() {
     let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let a = srv.raw("set=who:A", None).await.new_id().unwrap();
@@ -294,7 +294,7 @@ async fn row_09_duplicate_names_first_well_formed_wins() {
 // --- 10 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_10_every_cookie_field_is_read_in_order() {
+async fn every_cookie_header_field_is_read_in_order() {
     let srv = serve_script(dev_layer(MemoryStore::new())).await;
     let a = srv.raw("set=who:A", None).await.new_id().unwrap();
     let b = srv.raw("set=who:B", None).await.new_id().unwrap();
@@ -316,7 +316,7 @@ async fn row_10_every_cookie_field_is_read_in_order() {
 // --- 11 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_11_quoted_or_escaped_values_are_invalid() {
+async fn quoted_or_escaped_cookie_values_are_invalid() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -334,7 +334,7 @@ async fn row_11_quoted_or_escaped_values_are_invalid() {
 // --- 12 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_12_whitespace_tabs_and_empty_pairs_are_tolerated() {
+async fn whitespace_tabs_and_empty_pairs_are_tolerated() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -352,7 +352,7 @@ async fn row_12_whitespace_tabs_and_empty_pairs_are_tolerated() {
 // --- 13 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_13_thousands_of_pairs_still_find_our_cookie() {
+async fn thousands_of_pairs_still_find_our_cookie() {
     let f = Fixture::new().await;
     let others: String = (0..5000).map(|i| format!("c{i}=v{i}; ")).collect();
     let junk_ours: String = (0..3000).map(|_| "id=junk; ").collect();
@@ -367,7 +367,7 @@ async fn row_13_thousands_of_pairs_still_find_our_cookie() {
 // --- 14 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_14_non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
+async fn non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
     let f = Fixture::new().await;
     let ours = cookie(&f.live);
     let same_field = [b"a=\xff\xfe; b=\x80\x81; ".as_slice(), ours.as_bytes()].concat();
@@ -381,7 +381,7 @@ async fn row_14_non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
 // --- 15 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
+async fn flood_without_cookies_or_with_random_ids_writes_nothing() {
     let mem = MemoryStore::new();
     let store = TestStore::new(mem.clone());
     let srv = Arc::new(serve_script(dev_layer(store.clone())).await);
@@ -417,7 +417,7 @@ async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
 // --- 16 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_16_id_collision_on_create_is_retried_with_a_fresh_id() {
+async fn id_collision_on_create_is_retried_with_a_fresh_id() {
     let store = TestStore::new(MemoryStore::new()).collide_creates(2);
     let srv = serve_script(dev_layer(store.clone())).await;
     let r = srv.raw("set=a:1", None).await;
@@ -431,7 +431,7 @@ async fn row_16_id_collision_on_create_is_retried_with_a_fresh_id() {
 }
 
 #[tokio::test]
-async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
+async fn id_collision_on_cycle_is_retried_with_a_fresh_id() {
     let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -454,7 +454,7 @@ async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
 /// A store that reports every new id as taken: a 5xx, no cookie, nothing
 /// stored, and (for a cycle) the session left as it was. Never a loop.
 #[tokio::test]
-async fn row_16_endless_collisions_fail_cleanly() {
+async fn endless_id_collisions_fail_cleanly() {
     let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -480,14 +480,14 @@ async fn row_16_endless_collisions_fail_cleanly() {
 // --- 20 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_20_server_error_response_persists_nothing() {
+async fn server_error_response_persists_nothing() {
     let mem = MemoryStore::new();
     common::suite::server_error_response_persists_nothing(mem.clone()).await;
     assert_eq!(mem.len(), 1, "only the session the 2xx request created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_20_inner_service_error_persists_nothing() {
+async fn inner_service_error_persists_nothing() {
     let mem = MemoryStore::new();
     common::suite::inner_service_error_persists_nothing(mem.clone()).await;
     assert_eq!(mem.len(), 1);
@@ -498,7 +498,7 @@ async fn row_20_inner_service_error_persists_nothing() {
 // --- 23 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_23_over_the_caps_set_item_errs_and_nothing_is_truncated() {
+async fn over_the_caps_set_item_errs_and_nothing_is_truncated() {
     let f = Fixture::with(|l| l.with_max_items(3).with_max_session_bytes(100)).await;
     let c = cookie(&f.live);
     // a=1 is there: two more items fit, the fourth does not.
@@ -528,7 +528,7 @@ async fn row_23_over_the_caps_set_item_errs_and_nothing_is_truncated() {
 // --- 24 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_24_empty_value_removes_and_an_emptied_session_is_deleted() {
+async fn empty_value_removes_and_an_emptied_session_is_deleted() {
     let mem = MemoryStore::new();
     common::suite::empty_value_removes_the_item_and_an_emptied_session_is_deleted(mem.clone())
         .await;
@@ -538,7 +538,7 @@ async fn row_24_empty_value_removes_and_an_emptied_session_is_deleted() {
 // --- 25 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_25_many_writes_are_one_store_write_and_one_set_cookie() {
+async fn many_writes_are_one_store_write_and_one_set_cookie() {
     let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let script: Vec<String> = (0..100).map(|i| format!("set=k{}:{i}", i % 10)).collect();
@@ -565,7 +565,7 @@ async fn row_25_many_writes_are_one_store_write_and_one_set_cookie() {
 // --- 26 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_26_handler_set_cookie_for_our_name_never_makes_two() {
+async fn handler_set_cookie_for_our_name_never_makes_two() {
     common::suite::exactly_one_set_cookie_for_our_name(MemoryStore::new()).await;
 }
 
@@ -581,7 +581,7 @@ fn build<S: SessionStore>(layer: SessionLayer<S>) {
 
 #[test]
 #[should_panic(expected = "SameSite=None requires Secure: call .with_secure(true)")]
-fn row_27_same_site_none_without_secure_is_refused() {
+fn same_site_none_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_same_site(SameSite::None)
@@ -591,7 +591,7 @@ fn row_27_same_site_none_without_secure_is_refused() {
 
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Host- prefix")]
-fn row_27_host_prefix_without_secure_is_refused() {
+fn host_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -601,7 +601,7 @@ fn row_27_host_prefix_without_secure_is_refused() {
 
 #[test]
 #[should_panic(expected = "must not have a Domain: remove .with_domain(..)")]
-fn row_27_host_prefix_with_domain_is_refused() {
+fn host_prefix_with_domain_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -611,7 +611,7 @@ fn row_27_host_prefix_with_domain_is_refused() {
 
 #[test]
 #[should_panic(expected = "must have Path=/: call .with_path(\"/\")")]
-fn row_27_host_prefix_with_another_path_is_refused() {
+fn host_prefix_with_another_path_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -621,7 +621,7 @@ fn row_27_host_prefix_with_another_path_is_refused() {
 
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Secure- prefix")]
-fn row_27_secure_prefix_without_secure_is_refused() {
+fn secure_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Secure-id")
@@ -629,11 +629,11 @@ fn row_27_secure_prefix_without_secure_is_refused() {
     );
 }
 
-/// Row 33: browsers match the prefixes without regard to case, so
+/// SECURITY.md #33: browsers match the prefixes without regard to case, so
 /// `__HOST-id` with a `Domain` is refused like `__Host-id`.
 #[test]
 #[should_panic(expected = "must not have a Domain: remove .with_domain(..)")]
-fn row_33_upper_case_host_prefix_with_domain_is_refused() {
+fn upper_case_host_prefix_with_domain_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__HOST-id")
@@ -641,10 +641,10 @@ fn row_33_upper_case_host_prefix_with_domain_is_refused() {
     );
 }
 
-/// Row 33: `__secure-id` without `Secure` is refused like `__Secure-id`.
+/// SECURITY.md #33: `__secure-id` without `Secure` is refused like `__Secure-id`.
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Secure- prefix")]
-fn row_33_lower_case_secure_prefix_without_secure_is_refused() {
+fn lower_case_secure_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__secure-id")
@@ -654,7 +654,7 @@ fn row_33_lower_case_secure_prefix_without_secure_is_refused() {
 
 /// The settings the checks above refuse work once fixed, in axum too.
 #[tokio::test]
-async fn row_27_valid_prefixed_configs_are_accepted() {
+async fn valid_prefixed_configs_are_accepted() {
     build(SessionLayer::new(MemoryStore::new()).with_same_site(SameSite::None));
     build(
         SessionLayer::new(MemoryStore::new())
@@ -678,7 +678,7 @@ async fn row_27_valid_prefixed_configs_are_accepted() {
 
 /// Max-Age over 400 days is clamped to 400 days (34,560,000 s).
 #[tokio::test]
-async fn row_27_max_age_is_clamped_to_400_days() {
+async fn max_age_is_clamped_to_400_days() {
     let layer = dev_layer(MemoryStore::new())
         .with_persistent_cookie(true)
         .with_idle_timeout(Duration::from_secs(1000 * 24 * 3600));
@@ -690,7 +690,7 @@ async fn row_27_max_age_is_clamped_to_400_days() {
 // --- 28 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_28_secure_comes_from_config_not_from_the_request() {
+async fn secure_comes_from_config_not_from_the_request() {
     let secure = serve_script(SessionLayer::new(MemoryStore::new())).await;
     let insecure = serve_script(dev_layer(MemoryStore::new())).await;
     for (srv, proto, want) in [(&secure, "http", true), (&insecure, "https", false)] {
@@ -722,7 +722,7 @@ async fn row_28_secure_comes_from_config_not_from_the_request() {
 // --- 29 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_29_cycle_id_moves_data_and_the_old_id_behaves_as_row_5() {
+async fn cycle_id_moves_data_and_the_old_id_is_never_resurrected() {
     let f = Fixture::new().await;
     let old = f.live.clone();
     let r = f.srv.raw("set=user:alice&cycle", Some(&cookie(&old))).await;
@@ -751,7 +751,7 @@ async fn row_29_cycle_id_moves_data_and_the_old_id_behaves_as_row_5() {
 /// Over real sockets with a store that never evicts (so only the layer's
 /// own check on load can end the session): idle 1 s, absolute 1.5 s.
 #[tokio::test]
-async fn row_30_timeouts_are_checked_on_load_server_side() {
+async fn timeouts_are_checked_on_load_server_side() {
     let store = NoTtlStore::default();
     let idle =
         serve_script(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(1))).await;
@@ -779,7 +779,7 @@ async fn row_30_timeouts_are_checked_on_load_server_side() {
 // --- 31 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_31_full_memory_store_refuses_new_sessions_with_503() {
+async fn full_memory_store_refuses_new_sessions_with_503() {
     let mem = MemoryStore::new().with_max_sessions(2);
     let srv = serve_script(dev_layer(mem.clone())).await;
     let a = srv.raw("set=n:a", None).await.new_id().unwrap();
@@ -805,7 +805,7 @@ async fn row_31_full_memory_store_refuses_new_sessions_with_503() {
 /// A full store reclaims expired sessions before refusing: on paused time,
 /// in-process (the memory store reads tokio's clock).
 #[tokio::test(start_paused = true)]
-async fn row_31_expired_sessions_make_room_before_anything_is_refused() {
+async fn expired_sessions_make_room_before_anything_is_refused() {
     let mem = MemoryStore::new().with_max_sessions(2);
     let app =
         script_routes().layer(dev_layer(mem.clone()).with_idle_timeout(Duration::from_secs(60)));
@@ -828,7 +828,7 @@ async fn row_31_expired_sessions_make_room_before_anything_is_refused() {
 // --- 32 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_32_handle_used_after_the_response_is_ignored() {
+async fn session_handle_used_after_the_response_is_ignored() {
     type Late = Result<(), SessionError>;
     type Slot = Arc<
         Mutex<

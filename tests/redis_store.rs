@@ -101,7 +101,7 @@ mod cluster_suite {
     });
 }
 
-/// tests/common's concurrency checks (rows 17, 18, 19, 29) on both.
+/// tests/common's concurrency checks (SECURITY.md #17, #18, #19, #29) on both.
 macro_rules! concurrency_checks {
     ($make:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +128,7 @@ macro_rules! concurrency_checks {
             crate::common::concurrency::cycle_racing_a_writer_wins(store).await;
         }
 
-        /// Row 35 over HTTP: a logout racing a `cycle_id` ends the session
+        /// SECURITY.md #35 over HTTP: a logout racing a `cycle_id` ends the session
         /// under every id.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn destroy_racing_a_cycle_ends_the_session() {
@@ -560,7 +560,7 @@ mod checks {
         );
     }
 
-    /// Row 22: a key of another type under a session's name reads as no
+    /// SECURITY.md #22: a key of another type under a session's name reads as no
     /// session, and is removed; no operation on it fails or panics.
     pub(crate) async fn key_of_the_wrong_type_is_absent_and_deleted(env: Env) {
         let id = new_id();
@@ -593,7 +593,7 @@ mod checks {
         }
     }
 
-    /// Row 22: a hash with garbage or missing metadata, or an item that is
+    /// SECURITY.md #22: a hash with garbage or missing metadata, or an item that is
     /// not UTF-8, reads as no session and is removed.
     pub(crate) async fn unreadable_metadata_is_absent_and_deleted(env: Env) {
         let bad: [&[(&[u8], &[u8])]; 4] = [
@@ -799,7 +799,7 @@ async fn fifty_concurrent_writes_over_two_instances_all_survive() {
     }
 }
 
-/// Row 21 and recovery: with Redis killed mid-run, requests carrying a valid
+/// SECURITY.md #21 and recovery: with Redis killed mid-run, requests carrying a valid
 /// cookie get 503 (never 200 with an empty session); after Redis restarts
 /// (AOF on, same port and directory), the same session is readable again
 /// through the same `RedisStore`, with no app restart.
@@ -866,7 +866,7 @@ async fn redis_down_is_503_and_the_session_is_back_after_restart() {
     assert_eq!(srv.raw("set=more:1&get=more", Some(&c)).await.ok(), "1");
 }
 
-/// Row 21 on Redis Cluster: with the cluster gone, a request carrying a
+/// SECURITY.md #21 on Redis Cluster: with the cluster gone, a request carrying a
 /// valid cookie gets 503 within the command timeout, never an empty session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_down_is_503() {

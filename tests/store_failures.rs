@@ -1,4 +1,4 @@
-//! Store failures (BAD_INPUTS row 21) and bad records from a store (row 22).
+//! Store failures (SECURITY.md #21) and bad records from a store (#22).
 //! Statuses over real sockets; response extensions and logs in-process.
 #![allow(clippy::unwrap_used)]
 
@@ -106,14 +106,14 @@ impl Rig {
 }
 
 // ---------------------------------------------------------------------------
-// Row 21: load failures
+// SECURITY.md #21: load failures
 // ---------------------------------------------------------------------------
 
 /// A load failure with a well-formed cookie: 503 (unavailable) or 500
 /// (other), the handler is not called, no cookie; never a 200 with an empty
 /// session that would look like a logout.
 #[tokio::test]
-async fn row_21_load_failure_is_a_5xx_and_the_handler_is_not_called() {
+async fn load_failure_is_a_5xx_and_the_handler_is_not_called() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=user:alice", None).await.new_id().unwrap();
@@ -136,7 +136,7 @@ async fn row_21_load_failure_is_a_5xx_and_the_handler_is_not_called() {
 
 /// The error goes into the response's extensions, for outer layers.
 #[tokio::test]
-async fn row_21_load_failure_puts_the_store_error_in_the_response_extensions() {
+async fn load_failure_puts_the_store_error_in_the_response_extensions() {
     use tower::ServiceExt;
     let rig = Rig::new();
     let id = call(&rig.app, "set=a:1", None).await.new_id().unwrap();
@@ -163,7 +163,7 @@ async fn row_21_load_failure_puts_the_store_error_in_the_response_extensions() {
 /// Without a cookie (or with one that is not well-formed) nothing touches
 /// the store, so a broken store does not break those requests.
 #[tokio::test]
-async fn row_21_requests_without_a_session_do_not_touch_a_failing_store() {
+async fn requests_without_a_session_do_not_touch_a_failing_store() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     rig.fail_loads(UNAVAILABLE);
@@ -177,13 +177,13 @@ async fn row_21_requests_without_a_session_do_not_touch_a_failing_store() {
 }
 
 // ---------------------------------------------------------------------------
-// Row 21: save failures
+// SECURITY.md #21: save failures
 // ---------------------------------------------------------------------------
 
 /// A save failure replaces the handler's 200 with 503/500, with no cookie.
 /// That holds for every kind of write: create, save, cycle, delete.
 #[tokio::test]
-async fn row_21_save_failure_replaces_the_response_with_a_5xx() {
+async fn save_failure_replaces_the_response_with_a_5xx() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -210,13 +210,13 @@ async fn row_21_save_failure_replaces_the_response_with_a_5xx() {
     assert_eq!(rig.mem.len(), 1, "nothing created, nothing deleted");
 }
 
-/// Row 37: an expiry refresh is best effort. A read-only request whose
+/// SECURITY.md #37: an expiry refresh is best effort. A read-only request whose
 /// refresh is due, on a store that refuses every write, answers the
 /// handler's 200 with the session's data; the failed refresh is only logged.
 /// With a persistent cookie, no refreshed `Set-Cookie` is sent for a refresh
 /// that did not happen.
 #[tokio::test(start_paused = true)]
-async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
+async fn a_failed_expiry_refresh_never_turns_the_answer_into_a_5xx() {
     let rig = Rig::with(|l| {
         l.with_idle_timeout(Duration::from_secs(160))
             .with_persistent_cookie(true)
@@ -249,7 +249,7 @@ async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
 
 /// When the store recovers, the same cookie works and the data is intact.
 #[tokio::test]
-async fn row_21_after_the_store_recovers_the_same_cookie_works() {
+async fn after_the_store_recovers_the_same_cookie_works() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let browser = srv.browser();
@@ -278,7 +278,7 @@ async fn row_21_after_the_store_recovers_the_same_cookie_works() {
 /// A gRPC request gets a gRPC status instead: HTTP 200, `grpc-status` 14
 /// (UNAVAILABLE) or 13 (INTERNAL), for load and for save failures.
 #[tokio::test]
-async fn row_21_grpc_requests_get_a_grpc_status() {
+async fn grpc_requests_get_a_grpc_status() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -328,7 +328,7 @@ async fn row_21_grpc_requests_get_a_grpc_status() {
 /// Store failures are logged: an ERROR event from this crate. In-process, on
 /// a current-thread runtime, with a capturing subscriber for this thread.
 #[tokio::test]
-async fn row_21_store_failures_are_logged() {
+async fn store_failures_are_logged() {
     let rig = Rig::new();
     let id = call(&rig.app, "set=a:1", None).await.new_id().unwrap();
     // A process-wide subscriber (set once, before this test's events), so no
@@ -386,7 +386,7 @@ impl tracing::Subscriber for ErrorCounter {
 }
 
 // ---------------------------------------------------------------------------
-// Row 22: records a store should never return
+// SECURITY.md #22: records a store should never return
 // ---------------------------------------------------------------------------
 
 /// The times a doctored store puts into every record it loads:
@@ -450,7 +450,7 @@ async fn assert_treated_as_absent(times: impl Fn(u64) -> (u64, u64), absolute: O
 }
 
 #[tokio::test]
-async fn row_22_record_already_expired_is_treated_as_absent_and_deleted() {
+async fn record_already_expired_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(|now| (now - HOUR, now - 60_000), None).await;
     // Just expired. The layer's clock is the Unix time read once, advanced
     // by a monotonic clock, so it may differ from `SystemTime::now()` by a
@@ -460,7 +460,7 @@ async fn row_22_record_already_expired_is_treated_as_absent_and_deleted() {
 }
 
 #[tokio::test]
-async fn row_22_record_past_the_absolute_timeout_is_treated_as_absent_and_deleted() {
+async fn record_past_the_absolute_timeout_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(
         |now| (now - 10 * DAY, now + HOUR),
         Some(Duration::from_secs(24 * 3600)),
@@ -473,7 +473,7 @@ async fn row_22_record_past_the_absolute_timeout_is_treated_as_absent_and_delete
 /// corrupted. Created a day in the future (far beyond clock skew), expiring
 /// in an hour.
 #[tokio::test]
-async fn row_22_record_created_after_it_expires_is_treated_as_absent_and_deleted() {
+async fn record_created_after_it_expires_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(|now| (now + DAY, now + HOUR), None).await;
     assert_treated_as_absent(
         |now| (now + DAY, now + HOUR),
@@ -485,7 +485,7 @@ async fn row_22_record_created_after_it_expires_is_treated_as_absent_and_deleted
 /// Absurd times never panic the layer (no overflow in its arithmetic), with
 /// or without an absolute timeout and a persistent cookie.
 #[tokio::test]
-async fn row_22_absurd_times_never_panic() {
+async fn absurd_stored_times_never_panic() {
     for absolute in [None, Some(Duration::from_secs(3600))] {
         for times in [(u64::MAX, u64::MAX), (u64::MAX, 0), (0, u64::MAX), (1, 2)] {
             let (store, doctored) = doctored();
@@ -507,7 +507,7 @@ async fn row_22_absurd_times_never_panic() {
 /// A store that finds a record it cannot read deletes it and reports
 /// `Ok(None)` (the trait's contract): the layer then gives a fresh session.
 #[tokio::test]
-async fn row_22_unreadable_record_reported_as_absent_gives_a_fresh_session() {
+async fn unreadable_record_reported_as_absent_gives_a_fresh_session() {
     let mem = MemoryStore::new();
     let srv = serve_script(dev_layer(TestStore::new(mem.clone()).map_loads(|_| None))).await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();

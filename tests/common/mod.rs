@@ -851,7 +851,7 @@ macro_rules! session_store_suite {
     };
 }
 
-/// The suite: every store-visible rule of DESIGN.md "Semantics".
+/// The suite: every store-visible rule of the README's "What it guarantees".
 pub(crate) mod suite {
     use super::*;
 
@@ -1522,7 +1522,7 @@ pub(crate) mod concurrency {
         slow_app(store, SessionStorage::destroy).await
     }
 
-    /// Row 35: a logout racing a `cycle_id` on the same session. The logout
+    /// SECURITY.md #35: a logout racing a `cycle_id` on the same session. The logout
     /// loaded the session under its old id; meanwhile the other request
     /// moved it to a new id and handed that id to the browser. When the
     /// logout finishes, the session is ended under every id: the new id
