@@ -719,6 +719,44 @@ async fn secure_comes_from_config_not_from_the_request() {
     }
 }
 
+/// The value of the attribute `name` of a `Set-Cookie` (`None`: absent).
+fn attr<'a>(set_cookie: &'a str, name: &str) -> Option<&'a str> {
+    set_cookie.split(';').skip(1).find_map(|a| {
+        let (k, v) = a.trim().split_once('=')?;
+        k.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+/// The cookie that ends a session (after `destroy()`, or when its last
+/// item is removed) carries the same non-default `Path` and `Domain` as the
+/// cookie that set it: a browser deletes a cookie only when both match, so
+/// a removal without them would leave the old cookie in place.
+#[tokio::test]
+async fn the_removal_cookie_keeps_a_non_default_path_and_domain() {
+    let app = script_routes().layer(
+        dev_layer(MemoryStore::new())
+            .with_path("/app")
+            .with_domain("example.com"),
+    );
+    let first = call(&app, "set=a:1", None).await;
+    let set = first.set_cookie().unwrap();
+    assert_eq!(attr(&set, "Path"), Some("/app"), "{set}");
+    assert_eq!(attr(&set, "Domain"), Some("example.com"), "{set}");
+
+    for end in ["destroy", "set=a:"] {
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
+        let r = call(&app, end, Some(&cookie(&id))).await;
+        assert!(r.expires_cookie(), "{end}: {r:?}");
+        let removal = r.set_cookie().unwrap();
+        assert_eq!(attr(&removal, "Path"), Some("/app"), "{end}: {removal}");
+        assert_eq!(
+            attr(&removal, "Domain"),
+            Some("example.com"),
+            "{end}: {removal}"
+        );
+    }
+}
+
 // --- 29 --------------------------------------------------------------------
 
 #[tokio::test]
