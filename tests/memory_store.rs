@@ -1,4 +1,5 @@
-//! The store-agnostic suite (tests/common) run against `MemoryStore`, plus
+//! The store-agnostic suite (tests/common) run against `MemoryStore` on
+//! paused tokio time, plus
 //! checks on paused tokio time that need an in-process service.
 #![allow(clippy::unwrap_used)]
 
@@ -11,12 +12,12 @@ use common::{call, cookie, dev_layer, max_age, script_routes, NoTtlStore, TestSt
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Timestamp};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
-session_store_suite!(tower_session_storage::MemoryStore::new());
+session_store_suite!(tower_session_storage::MemoryStore::new(), paused_time);
 
 /// The same suite against a store that never expires anything by itself:
 /// every timeout above must then be enforced by the layer's own checks.
 mod no_ttl_store {
-    session_store_suite!(crate::common::NoTtlStore::default());
+    session_store_suite!(crate::common::NoTtlStore::default(), paused_time);
 }
 
 /// The same suite against a store that answers every call with a pending
@@ -25,7 +26,8 @@ mod no_ttl_store {
 mod pending_store {
     session_store_suite!(
         crate::common::TestStore::new(tower_session_storage::MemoryStore::new())
-            .delay(std::time::Duration::ZERO)
+            .delay(std::time::Duration::ZERO),
+        paused_time
     );
 }
 

@@ -817,8 +817,21 @@ pub(crate) async fn stored_item<S: SessionStore>(store: &S, id: &str, key: &str)
 
 /// Instantiates the suite: one `#[tokio::test]` per rule, each given a fresh
 /// store from `$make` (an expression; it may `.await`).
+///
+/// `session_store_suite!(make)` lets time pass for real in the timeout
+/// tests (a store whose expiry runs on real time, such as Redis);
+/// `session_store_suite!(make, paused_time)` runs them on tokio's paused
+/// clock (in-process stores: no sleeping).
 macro_rules! session_store_suite {
     ($make:expr) => {
+        session_store_suite!(@untimed $make);
+        session_store_suite!(@timed $make; (flavor = "multi_thread", worker_threads = 2); Real);
+    };
+    ($make:expr, paused_time) => {
+        session_store_suite!(@untimed $make);
+        session_store_suite!(@timed $make; (start_paused = true); Paused);
+    };
+    (@untimed $make:expr) => {
         session_store_suite!(@tests $make;
             lazy_creation_writes_nothing_until_an_item_is_set,
             browser_counter_survives_across_requests,
@@ -831,8 +844,6 @@ macro_rules! session_store_suite {
             cycle_id_moves_the_data_to_a_new_id_and_kills_the_old_one,
             destroy_deletes_the_session_and_expires_the_cookie,
             writes_after_destroy_start_a_new_session,
-            idle_timeout_ends_an_unused_session_and_use_extends_it,
-            absolute_timeout_ends_even_a_busy_session,
             reads_do_not_write_on_every_request,
             server_error_response_persists_nothing,
             inner_service_error_persists_nothing,
@@ -840,6 +851,20 @@ macro_rules! session_store_suite {
             exactly_one_set_cookie_for_our_name,
             cookie_name_is_configurable,
         );
+    };
+    (@timed $make:expr; $runtime:tt; $clock:ident) => {
+        session_store_suite!(@clocked $make; $runtime; $clock;
+            idle_timeout_ends_an_unused_session_and_use_extends_it,
+            absolute_timeout_ends_even_a_busy_session,
+        );
+    };
+    (@clocked $make:expr; $runtime:tt; $clock:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test $runtime]
+            async fn $name() {
+                crate::common::suite::$name($make, crate::common::suite::Clock::$clock).await;
+            }
+        )*
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -1111,48 +1136,77 @@ pub(crate) mod suite {
         );
     }
 
+    /// How time passes in the suite's timeout tests: real sleeps (for a
+    /// store whose expiry runs on real time, such as Redis's TTLs), or
+    /// tokio's paused clock, moved by `advance` (in-process stores; the
+    /// test then takes no time).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Clock {
+        Real,
+        Paused,
+    }
+
+    impl Clock {
+        /// Lets `d` pass.
+        pub(crate) async fn pass(self, d: Duration) {
+            match self {
+                Clock::Real => tokio::time::sleep(d).await,
+                Clock::Paused => tokio::time::advance(d).await,
+            }
+        }
+    }
+
     /// Idle timeout (sliding): an unused session ends; use extends it; the
-    /// expired id is not resurrected. Real time: 2 s idle timeout.
+    /// expired id is not resurrected. A 2 s idle timeout.
     pub(crate) async fn idle_timeout_ends_an_unused_session_and_use_extends_it<S: SessionStore>(
         store: S,
+        clock: Clock,
     ) {
         let store = TestStore::new(store);
-        let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2));
-        let srv = serve_script(layer).await;
-        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let app = script_routes()
+            .layer(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2)));
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
         let c = cookie(&id);
 
         // Used at 1.2 s and again at 2.4 s (past the first expiry): alive.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1");
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1", "use extends it");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(call(&app, "get=a", Some(&c)).await.ok(), "1");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(
+            call(&app, "get=a", Some(&c)).await.ok(),
+            "1",
+            "use extends it"
+        );
 
         // Unused for longer than the idle timeout: gone.
-        tokio::time::sleep(Duration::from_millis(2300)).await;
-        let r = srv.raw("get=a", Some(&c)).await;
+        clock.pass(Duration::from_millis(2300)).await;
+        let r = call(&app, "get=a", Some(&c)).await;
         assert_eq!(r.ok(), "-", "an idle session is over");
         assert!(r.set_cookies().is_empty(), "{r:?}");
-        let r = srv.raw("set=a:2", Some(&c)).await;
+        let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
     }
 
     /// Absolute timeout: a session ends that long after creation however
-    /// busy it is. Real time: 1.5 s absolute timeout.
-    pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(store: S) {
+    /// busy it is. A 1.5 s absolute timeout.
+    pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(
+        store: S,
+        clock: Clock,
+    ) {
         let store = TestStore::new(store);
-        let layer = dev_layer(store.clone())
-            .with_idle_timeout(Duration::from_secs(600))
-            .with_absolute_timeout(Duration::from_millis(1500));
-        let srv = serve_script(layer).await;
-        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let app = script_routes().layer(
+            dev_layer(store.clone())
+                .with_idle_timeout(Duration::from_secs(600))
+                .with_absolute_timeout(Duration::from_millis(1500)),
+        );
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
         let c = cookie(&id);
-        assert_eq!(srv.raw("incr=n", Some(&c)).await.ok(), "1");
-        tokio::time::sleep(Duration::from_millis(1700)).await;
-        let r = srv.raw("get=a&get=n", Some(&c)).await;
+        assert_eq!(call(&app, "incr=n", Some(&c)).await.ok(), "1");
+        clock.pass(Duration::from_millis(1700)).await;
+        let r = call(&app, "get=a&get=n", Some(&c)).await;
         assert_eq!(r.ok(), "-,-");
-        let r = srv.raw("set=a:2", Some(&c)).await;
+        let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
     }
