@@ -1,6 +1,6 @@
-//! The store-agnostic suite (tests/common) run against `MemoryStore` on
-//! paused tokio time, plus
-//! checks on paused tokio time that need an in-process service.
+//! The store-agnostic suite (tests/common) run against `MemoryStore` (its
+//! timeout tests on paused tokio time), plus checks on paused tokio time
+//! that need an in-process service.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
