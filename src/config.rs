@@ -155,11 +155,7 @@ mod tests {
             expires_at: at(70),
         };
         assert_eq!(EXPIRY.next(times, at(30)), at(90));
-        assert_eq!(
-            EXPIRY.next(times, at(80)),
-            at(110),
-            "capped at creation + 100 s"
-        );
+        assert_eq!(EXPIRY.next(times, at(80)), at(110), "capped at creation + 100 s");
         assert!(!EXPIRY.is_expired(times, at(69)));
         assert!(EXPIRY.is_expired(times, at(70)));
         let busy = Times {

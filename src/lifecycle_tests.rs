@@ -15,6 +15,7 @@ use crate::future::ResponseFuture;
 use crate::respond::error_response;
 use crate::{MemoryStore, SessionId, SessionLayer, SessionService, SessionStorage};
 
+
 type Body = String;
 
 fn assert_send<T: Send>() {}

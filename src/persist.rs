@@ -35,10 +35,7 @@ pub(crate) enum IdNotice {
     Keep,
     /// The client is to hold `id` (new, cycled, or a refreshed persistent
     /// cookie) until `expires_at`.
-    Hold {
-        id: SessionId,
-        expires_at: Timestamp,
-    },
+    Hold { id: SessionId, expires_at: Timestamp },
     /// The client is to forget its id: the session ended.
     Forget,
 }

@@ -73,7 +73,11 @@ impl Timestamp {
 impl From<SystemTime> for Timestamp {
     /// Whole milliseconds since the Unix epoch; a time before it is the epoch.
     fn from(t: SystemTime) -> Self {
-        Self(t.duration_since(UNIX_EPOCH).map(millis).unwrap_or(0))
+        Self(
+            t.duration_since(UNIX_EPOCH)
+                .map(millis)
+                .unwrap_or(0),
+        )
     }
 }
 
@@ -138,6 +142,7 @@ pub(crate) fn step_wall_clock(ms: i64) {
     WALL_STEP.with(|s| s.set(s.get() + ms));
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,4 +179,5 @@ mod tests {
         let c = now_millis();
         assert!(c.abs_diff(b + 90_000) <= 2, "{b} -> {c}");
     }
+
 }

@@ -360,6 +360,7 @@ impl fmt::Debug for ChangeSet {
 mod tests {
     use super::*;
 
+
     #[test]
     fn items_stay_sorted_and_unique() {
         let mut items = Items::new();

@@ -1,10 +1,10 @@
 //! [`MemoryStore`]: the default store, a sharded in-process map.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -932,10 +932,7 @@ mod tests {
             .await
             .unwrap();
         store.delete(&id).await.unwrap();
-        let out = store
-            .save(&id, &set("b", "2"), ts(now + 60_000))
-            .await
-            .unwrap();
+        let out = store.save(&id, &set("b", "2"), ts(now + 60_000)).await.unwrap();
         assert_eq!(out, SaveOutcome::Gone);
         assert!(store.load(&id).await.unwrap().is_none());
         assert!(store.is_empty());
@@ -1013,10 +1010,7 @@ mod tests {
             .create(&new, &record(now, 60_000, &[("z", "9")]))
             .await
             .unwrap();
-        let out = store
-            .cycle(&old, &new, &set("b", "2"), ts(now))
-            .await
-            .unwrap();
+        let out = store.cycle(&old, &new, &set("b", "2"), ts(now)).await.unwrap();
         assert_eq!(out, CycleOutcome::Collision);
         assert_eq!(
             store.load(&old).await.unwrap().unwrap().items.get("b"),
@@ -1289,9 +1283,7 @@ mod tests {
         for round in 0..40 {
             for id in &mut ids {
                 let n = SessionId::generate();
-                let out = store
-                    .cycle(id, &n, &set("r", "1"), ts(now + 3_600_000))
-                    .await;
+                let out = store.cycle(id, &n, &set("r", "1"), ts(now + 3_600_000)).await;
                 assert_eq!(out.unwrap(), CycleOutcome::Moved);
                 *id = n;
             }
