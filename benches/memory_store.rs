@@ -30,21 +30,20 @@ use std::hint::black_box;
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreError};
 
 fn new_id() -> SessionId {
     uuid::Uuid::new_v4().to_string().parse().unwrap()
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+fn unix_ms() -> Timestamp {
+    Timestamp::now()
 }
 
 fn record(ttl: Duration) -> Record {
@@ -57,7 +56,7 @@ fn record(ttl: Duration) -> Record {
         .into_iter()
         .collect::<Items>(),
         created_at: now,
-        expires_at: now + ttl.as_millis() as u64,
+        expires_at: now.saturating_add(ttl),
         public_id: tower_session_storage::PublicId::generate(),
     }
 }
@@ -111,7 +110,11 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
                 } else {
                     black_box(
                         store
-                            .save(id, &changes, unix_ms() + 3_600_000)
+                            .save(
+                                id,
+                                &changes,
+                                unix_ms().saturating_add(Duration::from_secs(3600)),
+                            )
                             .await
                             .unwrap(),
                     );
@@ -291,7 +294,7 @@ fn growth(n: usize) {
         let mut drained_at = None;
         loop {
             let id = &live[ops % LIVE];
-            let exp = unix_ms() + 3_600_000;
+            let exp = unix_ms().saturating_add(Duration::from_secs(3600));
             let ((wall, own), what) = match ops % 3 {
                 0 => (timed(&delay, || store.load(id)).await, "load"),
                 1 => (
@@ -362,8 +365,12 @@ fn ops(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % ids.len();
             black_box(
-                rt.block_on(store.save(&ids[i], &changes, unix_ms() + 3_600_000))
-                    .unwrap(),
+                rt.block_on(store.save(
+                    &ids[i],
+                    &changes,
+                    unix_ms().saturating_add(Duration::from_secs(3600)),
+                ))
+                .unwrap(),
             )
         })
     });
@@ -389,12 +396,12 @@ impl MutexHashMap {
     }
 }
 
-impl SessionStore for MutexHashMap {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+impl MutexHashMap {
+    fn do_load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         Ok(self.map().get(id).cloned())
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn do_create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         let mut map = self.map();
         if map.contains_key(id) {
             return Ok(false);
@@ -403,11 +410,11 @@ impl SessionStore for MutexHashMap {
         Ok(true)
     }
 
-    async fn save(
+    fn do_save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<SaveOutcome, StoreError> {
         let mut map = self.map();
         let Some(record) = map.get_mut(id) else {
@@ -422,28 +429,18 @@ impl SessionStore for MutexHashMap {
         Ok(SaveOutcome::Saved)
     }
 
-    async fn cycle(
-        &self,
-        _old: &SessionId,
-        _new: &SessionId,
-        _changes: &ChangeSet,
-        _expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        unimplemented!("not benched")
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    fn do_delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map().remove(id);
         Ok(())
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    fn do_end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
         self.map()
             .retain(|k, r| k != id && r.public_id != *public_id);
         Ok(())
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    fn do_touch(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
         Ok(self
             .map()
             .get_mut(id)
@@ -451,6 +448,47 @@ impl SessionStore for MutexHashMap {
                 r.expires_at = r.expires_at.max(expires_at);
             })
             .is_some())
+    }
+}
+
+impl SessionStore for MutexHashMap {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(self.do_load(id))
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_create(id, record))
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    }
+
+    fn cycle(
+        &self,
+        _old: &SessionId,
+        _new: &SessionId,
+        _changes: &ChangeSet,
+        _expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        unimplemented!("not benched")
+    }
+
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_delete(id))
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_end(id, public_id))
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, expires_at))
     }
 }
 
@@ -473,7 +511,7 @@ fn hammer<S: SessionStore>(
 ) -> Duration {
     let mut changes = ChangeSet::new();
     changes.set("seen", "1");
-    let expires_at = unix_ms() + 3_600_000;
+    let expires_at = unix_ms().saturating_add(Duration::from_secs(3600));
     let per_thread = iters.div_ceil(threads as u64);
     let changes = &changes;
     let start = Instant::now();

@@ -1,13 +1,12 @@
-//! One test per row of BAD_INPUTS.md, over real sockets. Rows 17-19
-//! (concurrency) are in tests/concurrency.rs, rows 21-22 (store failures) in
-//! tests/store_failures.rs.
+//! The bad inputs of SECURITY.md, one test (or more) per case, over real
+//! sockets. The concurrent cases (#17-19, #35) are in tests/concurrency.rs,
+//! store failures and bad records (#21-22) in tests/store_failures.rs.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
 #[allow(unused_macros)]
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,16 +14,14 @@ use axum::extract::Extension;
 use axum::routing::get;
 use common::*;
 use tokio::sync::oneshot;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{
-    MemoryStore, PublicId, SameSite, SessionError, SessionId, SessionLayer, SessionStorage,
-    SessionStore, StoreError,
+    MemoryStore, SameSite, SessionError, SessionLayer, SessionStorage, SessionStore,
 };
 
 /// A server on a counting memory store, with a session holding `a=1`.
 struct Fixture {
     mem: MemoryStore,
-    store: CountingStore<MemoryStore>,
+    store: TestStore<MemoryStore>,
     srv: TestServer,
     /// The live session's id.
     live: String,
@@ -37,11 +34,11 @@ impl Fixture {
 
     async fn with(
         configure: impl FnOnce(
-            SessionLayer<CountingStore<MemoryStore>>,
-        ) -> SessionLayer<CountingStore<MemoryStore>>,
+            SessionLayer<TestStore<MemoryStore>>,
+        ) -> SessionLayer<TestStore<MemoryStore>>,
     ) -> Self {
         let mem = MemoryStore::new();
-        let store = CountingStore::new(mem.clone());
+        let store = TestStore::new(mem.clone());
         let srv = serve_script(configure(dev_layer(store.clone()))).await;
         let live = srv.raw("set=a:1", None).await.new_id().unwrap();
         Self {
@@ -83,8 +80,8 @@ fn has_attr(set_cookie: &str, attr: &str) -> bool {
 // --- 1 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_01_no_cookie_is_a_fresh_session() {
-    let store = CountingStore::new(MemoryStore::new());
+async fn no_cookie_is_a_fresh_session() {
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     for cookie in [None, Some("theme=dark; lang=en"), Some("idx=1; xid=2")] {
         let r = srv.raw("get=a&id", cookie).await;
@@ -99,7 +96,7 @@ async fn row_01_no_cookie_is_a_fresh_session() {
 // --- 2 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_02_empty_value_is_a_fresh_session() {
+async fn empty_cookie_value_is_a_fresh_session() {
     let f = Fixture::new().await;
     for c in ["id=", "id= ", "id=; a=1", "a=1; id=;"] {
         f.assert_fresh_without_store_access(c.as_bytes()).await;
@@ -112,7 +109,7 @@ async fn row_02_empty_value_is_a_fresh_session() {
 // --- 3 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_03_nameless_and_bare_pairs_never_match() {
+async fn nameless_and_bare_pairs_never_match() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -131,7 +128,7 @@ async fn row_03_nameless_and_bare_pairs_never_match() {
 // --- 4 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_04_unknown_well_formed_id_is_never_adopted() {
+async fn unknown_well_formed_id_is_never_adopted() {
     let f = Fixture::new().await;
     let made_up = made_up_id();
     let before = f.store.counts();
@@ -154,7 +151,7 @@ async fn row_04_unknown_well_formed_id_is_never_adopted() {
 // --- 5 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_05_expired_or_destroyed_id_is_never_resurrected() {
+async fn expired_or_destroyed_id_is_never_resurrected() {
     let f = Fixture::with(|l| l.with_idle_timeout(Duration::from_secs(1))).await;
     let destroyed = f.live.clone();
     assert!(f
@@ -181,7 +178,7 @@ async fn row_05_expired_or_destroyed_id_is_never_resurrected() {
 // --- 6 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_06_malformed_ids_are_rejected_before_any_store_io() {
+async fn malformed_ids_are_rejected_before_any_store_io() {
     let f = Fixture::new().await;
     let live = f.live.as_bytes();
     let mut cases: Vec<Vec<u8>> = vec![
@@ -223,7 +220,7 @@ async fn row_06_malformed_ids_are_rejected_before_any_store_io() {
 // --- 7 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_07_very_long_values_are_a_fresh_session() {
+async fn very_long_cookie_values_are_a_fresh_session() {
     let f = Fixture::new().await;
     for len in [4 * 1024, 16 * 1024, 64 * 1024] {
         // Starts with the live id: a parser that cut the value short would
@@ -239,7 +236,7 @@ async fn row_07_very_long_values_are_a_fresh_session() {
 // --- 8 ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
+async fn encoded_or_case_variant_names_are_other_cookies() {
     let f = Fixture::new().await;
     for name in ["%69d", "%69%64", "ID", "Id", "iD", "i%64", "\"id\"", "id "] {
         let c = format!("{name}={}", f.live);
@@ -252,7 +249,7 @@ async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
     }
 
     // A `__Host-` name: `__HOST-id` and `__host-id` are other cookies.
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(SessionLayer::new(store.clone()).with_cookie_name("__Host-id")).await;
     let r = srv.raw("set=a:1", None).await;
     let id = r.id_named("__Host-id").unwrap();
@@ -271,8 +268,8 @@ async fn row_08_encoded_or_case_variant_names_are_other_cookies() {
 /// The documented rule: the first pair with our name and a well-formed id
 /// wins; later ones are ignored. Never last-wins.
 #[tokio::test]
-async fn row_09_duplicate_names_first_well_formed_wins() {
-    let store = CountingStore::new(MemoryStore::new());
+async fn duplicate_cookie_names_first_well_formed_id_wins() {
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let a = srv.raw("set=who:A", None).await.new_id().unwrap();
     let b = srv.raw("set=who:B", None).await.new_id().unwrap();
@@ -297,7 +294,7 @@ async fn row_09_duplicate_names_first_well_formed_wins() {
 // --- 10 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_10_every_cookie_field_is_read_in_order() {
+async fn every_cookie_header_field_is_read_in_order() {
     let srv = serve_script(dev_layer(MemoryStore::new())).await;
     let a = srv.raw("set=who:A", None).await.new_id().unwrap();
     let b = srv.raw("set=who:B", None).await.new_id().unwrap();
@@ -319,7 +316,7 @@ async fn row_10_every_cookie_field_is_read_in_order() {
 // --- 11 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_11_quoted_or_escaped_values_are_invalid() {
+async fn quoted_or_escaped_cookie_values_are_invalid() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -337,7 +334,7 @@ async fn row_11_quoted_or_escaped_values_are_invalid() {
 // --- 12 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_12_whitespace_tabs_and_empty_pairs_are_tolerated() {
+async fn whitespace_tabs_and_empty_pairs_are_tolerated() {
     let f = Fixture::new().await;
     let live = &f.live;
     for c in [
@@ -355,7 +352,7 @@ async fn row_12_whitespace_tabs_and_empty_pairs_are_tolerated() {
 // --- 13 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_13_thousands_of_pairs_still_find_our_cookie() {
+async fn thousands_of_pairs_still_find_our_cookie() {
     let f = Fixture::new().await;
     let others: String = (0..5000).map(|i| format!("c{i}=v{i}; ")).collect();
     let junk_ours: String = (0..3000).map(|_| "id=junk; ").collect();
@@ -370,7 +367,7 @@ async fn row_13_thousands_of_pairs_still_find_our_cookie() {
 // --- 14 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_14_non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
+async fn non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
     let f = Fixture::new().await;
     let ours = cookie(&f.live);
     let same_field = [b"a=\xff\xfe; b=\x80\x81; ".as_slice(), ours.as_bytes()].concat();
@@ -384,9 +381,9 @@ async fn row_14_non_utf8_bytes_elsewhere_do_not_hide_our_cookie() {
 // --- 15 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
+async fn flood_without_cookies_or_with_random_ids_writes_nothing() {
     let mem = MemoryStore::new();
-    let store = CountingStore::new(mem.clone());
+    let store = TestStore::new(mem.clone());
     let srv = Arc::new(serve_script(dev_layer(store.clone())).await);
     // Handlers that read, remove, clear, destroy, cycle or write "": none of
     // it is a write on a session that does not exist.
@@ -419,102 +416,30 @@ async fn row_15_flood_without_cookies_or_with_random_ids_writes_nothing() {
 
 // --- 16 --------------------------------------------------------------------
 
-/// A memory store that reports the next `n` new ids as taken, and records
-/// every id it was asked to create or cycle to.
-#[derive(Clone, Default)]
-struct CollidingStore {
-    inner: MemoryStore,
-    create_collisions: Arc<AtomicUsize>,
-    cycle_collisions: Arc<AtomicUsize>,
-    tried: Arc<Mutex<Vec<SessionId>>>,
-}
-
-fn take_one(n: &AtomicUsize) -> bool {
-    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-impl SessionStore for CollidingStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        self.inner.load(id).await
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.tried.lock().unwrap().push(*id);
-        if take_one(&self.create_collisions) {
-            return Ok(false);
-        }
-        self.inner.create(id, record).await
-    }
-
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.inner.save(id, changes, expires_at).await
-    }
-
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.tried.lock().unwrap().push(*new);
-        if take_one(&self.cycle_collisions) {
-            return Ok(CycleOutcome::Collision);
-        }
-        self.inner.cycle(old, new, changes, expires_at).await
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.delete(id).await
-    }
-
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.inner.end(id, public_id).await
-    }
-
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.inner.touch(id, expires_at).await
-    }
-}
-
-impl CollidingStore {
-    fn tried(&self) -> Vec<String> {
-        let tried = std::mem::take(&mut *self.tried.lock().unwrap());
-        tried.iter().map(ToString::to_string).collect()
-    }
-}
-
 #[tokio::test]
-async fn row_16_id_collision_on_create_is_retried_with_a_fresh_id() {
-    let store = CollidingStore::default();
-    store.create_collisions.store(2, Ordering::SeqCst);
+async fn id_collision_on_create_is_retried_with_a_fresh_id() {
+    let store = TestStore::new(MemoryStore::new()).collide_creates(2);
     let srv = serve_script(dev_layer(store.clone())).await;
     let r = srv.raw("set=a:1", None).await;
     let id = r.new_id().expect("the retry succeeded");
-    let tried = store.tried();
+    let tried = store.take_tried();
     assert_eq!(tried.len(), 3, "{tried:?}");
     assert!(tried[0] != tried[1] && tried[1] != tried[2] && tried[0] != tried[2]);
     assert_eq!(tried[2], id, "the cookie carries the id that was stored");
     assert_eq!(srv.raw("get=a", Some(&cookie(&id))).await.ok(), "1");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 #[tokio::test]
-async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
-    let store = CollidingStore::default();
+async fn id_collision_on_cycle_is_retried_with_a_fresh_id() {
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
-    store.tried();
-    store.cycle_collisions.store(1, Ordering::SeqCst);
+    store.take_tried();
+    store.collide_next(Op::Cycle, 1);
     let r = srv.raw("cycle&set=b:2", Some(&cookie(&old))).await;
     let new = r.new_id().expect("the retry succeeded");
-    let tried = store.tried();
+    let tried = store.take_tried();
     assert_eq!(tried.len(), 2, "{tried:?}");
     assert_ne!(tried[0], tried[1]);
     assert_eq!(tried[1], new);
@@ -523,18 +448,18 @@ async fn row_16_id_collision_on_cycle_is_retried_with_a_fresh_id() {
         "1,2"
     );
     assert_eq!(srv.raw("get=a", Some(&cookie(&old))).await.ok(), "-");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 /// A store that reports every new id as taken: a 5xx, no cookie, nothing
 /// stored, and (for a cycle) the session left as it was. Never a loop.
 #[tokio::test]
-async fn row_16_endless_collisions_fail_cleanly() {
-    let store = CollidingStore::default();
+async fn endless_id_collisions_fail_cleanly() {
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let old = srv.raw("set=a:1", None).await.new_id().unwrap();
-    store.create_collisions.store(usize::MAX, Ordering::SeqCst);
-    store.cycle_collisions.store(usize::MAX, Ordering::SeqCst);
+    store.collide_next(Op::Create, usize::MAX);
+    store.collide_next(Op::Cycle, usize::MAX);
 
     let r = srv.raw("set=a:1", None).await;
     assert_eq!(r.status, 500, "{r:?}");
@@ -542,7 +467,7 @@ async fn row_16_endless_collisions_fail_cleanly() {
     let r = srv.raw("cycle&set=b:2", Some(&cookie(&old))).await;
     assert_eq!(r.status, 500, "{r:?}");
     assert!(r.set_cookies().is_empty(), "{r:?}");
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
     assert_eq!(
         srv.raw("get=a&get=b", Some(&cookie(&old))).await.ok(),
         "1,-",
@@ -555,14 +480,14 @@ async fn row_16_endless_collisions_fail_cleanly() {
 // --- 20 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_20_server_error_response_persists_nothing() {
+async fn server_error_response_persists_nothing() {
     let mem = MemoryStore::new();
     common::suite::server_error_response_persists_nothing(mem.clone()).await;
     assert_eq!(mem.len(), 1, "only the session the 2xx request created");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_20_inner_service_error_persists_nothing() {
+async fn inner_service_error_persists_nothing() {
     let mem = MemoryStore::new();
     common::suite::inner_service_error_persists_nothing(mem.clone()).await;
     assert_eq!(mem.len(), 1);
@@ -573,7 +498,7 @@ async fn row_20_inner_service_error_persists_nothing() {
 // --- 23 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_23_over_the_caps_set_item_errs_and_nothing_is_truncated() {
+async fn over_the_caps_set_item_errs_and_nothing_is_truncated() {
     let f = Fixture::with(|l| l.with_max_items(3).with_max_session_bytes(100)).await;
     let c = cookie(&f.live);
     // a=1 is there: two more items fit, the fourth does not.
@@ -603,7 +528,7 @@ async fn row_23_over_the_caps_set_item_errs_and_nothing_is_truncated() {
 // --- 24 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_24_empty_value_removes_and_an_emptied_session_is_deleted() {
+async fn empty_value_removes_and_an_emptied_session_is_deleted() {
     let mem = MemoryStore::new();
     common::suite::empty_value_removes_the_item_and_an_emptied_session_is_deleted(mem.clone())
         .await;
@@ -613,8 +538,8 @@ async fn row_24_empty_value_removes_and_an_emptied_session_is_deleted() {
 // --- 25 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_25_many_writes_are_one_store_write_and_one_set_cookie() {
-    let store = CountingStore::new(MemoryStore::new());
+async fn many_writes_are_one_store_write_and_one_set_cookie() {
+    let store = TestStore::new(MemoryStore::new());
     let srv = serve_script(dev_layer(store.clone())).await;
     let script: Vec<String> = (0..100).map(|i| format!("set=k{}:{i}", i % 10)).collect();
     let script = script.join("&");
@@ -640,7 +565,7 @@ async fn row_25_many_writes_are_one_store_write_and_one_set_cookie() {
 // --- 26 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_26_handler_set_cookie_for_our_name_never_makes_two() {
+async fn handler_set_cookie_for_our_name_never_makes_two() {
     common::suite::exactly_one_set_cookie_for_our_name(MemoryStore::new()).await;
 }
 
@@ -656,7 +581,7 @@ fn build<S: SessionStore>(layer: SessionLayer<S>) {
 
 #[test]
 #[should_panic(expected = "SameSite=None requires Secure: call .with_secure(true)")]
-fn row_27_same_site_none_without_secure_is_refused() {
+fn same_site_none_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_same_site(SameSite::None)
@@ -666,7 +591,7 @@ fn row_27_same_site_none_without_secure_is_refused() {
 
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Host- prefix")]
-fn row_27_host_prefix_without_secure_is_refused() {
+fn host_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -676,7 +601,7 @@ fn row_27_host_prefix_without_secure_is_refused() {
 
 #[test]
 #[should_panic(expected = "must not have a Domain: remove .with_domain(..)")]
-fn row_27_host_prefix_with_domain_is_refused() {
+fn host_prefix_with_domain_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -686,7 +611,7 @@ fn row_27_host_prefix_with_domain_is_refused() {
 
 #[test]
 #[should_panic(expected = "must have Path=/: call .with_path(\"/\")")]
-fn row_27_host_prefix_with_another_path_is_refused() {
+fn host_prefix_with_another_path_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Host-id")
@@ -696,7 +621,7 @@ fn row_27_host_prefix_with_another_path_is_refused() {
 
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Secure- prefix")]
-fn row_27_secure_prefix_without_secure_is_refused() {
+fn secure_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__Secure-id")
@@ -704,11 +629,11 @@ fn row_27_secure_prefix_without_secure_is_refused() {
     );
 }
 
-/// Row 33: browsers match the prefixes without regard to case, so
+/// SECURITY.md #33: browsers match the prefixes without regard to case, so
 /// `__HOST-id` with a `Domain` is refused like `__Host-id`.
 #[test]
 #[should_panic(expected = "must not have a Domain: remove .with_domain(..)")]
-fn row_33_upper_case_host_prefix_with_domain_is_refused() {
+fn upper_case_host_prefix_with_domain_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__HOST-id")
@@ -716,10 +641,10 @@ fn row_33_upper_case_host_prefix_with_domain_is_refused() {
     );
 }
 
-/// Row 33: `__secure-id` without `Secure` is refused like `__Secure-id`.
+/// SECURITY.md #33: `__secure-id` without `Secure` is refused like `__Secure-id`.
 #[test]
 #[should_panic(expected = "requires Secure: call .with_secure(true) or drop the __Secure- prefix")]
-fn row_33_lower_case_secure_prefix_without_secure_is_refused() {
+fn lower_case_secure_prefix_without_secure_is_refused() {
     build(
         SessionLayer::new(MemoryStore::new())
             .with_cookie_name("__secure-id")
@@ -729,7 +654,7 @@ fn row_33_lower_case_secure_prefix_without_secure_is_refused() {
 
 /// The settings the checks above refuse work once fixed, in axum too.
 #[tokio::test]
-async fn row_27_valid_prefixed_configs_are_accepted() {
+async fn valid_prefixed_configs_are_accepted() {
     build(SessionLayer::new(MemoryStore::new()).with_same_site(SameSite::None));
     build(
         SessionLayer::new(MemoryStore::new())
@@ -753,7 +678,7 @@ async fn row_27_valid_prefixed_configs_are_accepted() {
 
 /// Max-Age over 400 days is clamped to 400 days (34,560,000 s).
 #[tokio::test]
-async fn row_27_max_age_is_clamped_to_400_days() {
+async fn max_age_is_clamped_to_400_days() {
     let layer = dev_layer(MemoryStore::new())
         .with_persistent_cookie(true)
         .with_idle_timeout(Duration::from_secs(1000 * 24 * 3600));
@@ -765,7 +690,7 @@ async fn row_27_max_age_is_clamped_to_400_days() {
 // --- 28 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_28_secure_comes_from_config_not_from_the_request() {
+async fn secure_comes_from_config_not_from_the_request() {
     let secure = serve_script(SessionLayer::new(MemoryStore::new())).await;
     let insecure = serve_script(dev_layer(MemoryStore::new())).await;
     for (srv, proto, want) in [(&secure, "http", true), (&insecure, "https", false)] {
@@ -794,10 +719,48 @@ async fn row_28_secure_comes_from_config_not_from_the_request() {
     }
 }
 
+/// The value of the attribute `name` of a `Set-Cookie` (`None`: absent).
+fn attr<'a>(set_cookie: &'a str, name: &str) -> Option<&'a str> {
+    set_cookie.split(';').skip(1).find_map(|a| {
+        let (k, v) = a.trim().split_once('=')?;
+        k.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+/// The cookie that ends a session (after `destroy()`, or when its last
+/// item is removed) carries the same non-default `Path` and `Domain` as the
+/// cookie that set it: a browser deletes a cookie only when both match, so
+/// a removal without them would leave the old cookie in place.
+#[tokio::test]
+async fn the_removal_cookie_keeps_a_non_default_path_and_domain() {
+    let app = script_routes().layer(
+        dev_layer(MemoryStore::new())
+            .with_path("/app")
+            .with_domain("example.com"),
+    );
+    let first = call(&app, "set=a:1", None).await;
+    let set = first.set_cookie().unwrap();
+    assert_eq!(attr(&set, "Path"), Some("/app"), "{set}");
+    assert_eq!(attr(&set, "Domain"), Some("example.com"), "{set}");
+
+    for end in ["destroy", "set=a:"] {
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
+        let r = call(&app, end, Some(&cookie(&id))).await;
+        assert!(r.expires_cookie(), "{end}: {r:?}");
+        let removal = r.set_cookie().unwrap();
+        assert_eq!(attr(&removal, "Path"), Some("/app"), "{end}: {removal}");
+        assert_eq!(
+            attr(&removal, "Domain"),
+            Some("example.com"),
+            "{end}: {removal}"
+        );
+    }
+}
+
 // --- 29 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_29_cycle_id_moves_data_and_the_old_id_behaves_as_row_5() {
+async fn cycle_id_moves_data_and_the_old_id_is_never_resurrected() {
     let f = Fixture::new().await;
     let old = f.live.clone();
     let r = f.srv.raw("set=user:alice&cycle", Some(&cookie(&old))).await;
@@ -826,7 +789,7 @@ async fn row_29_cycle_id_moves_data_and_the_old_id_behaves_as_row_5() {
 /// Over real sockets with a store that never evicts (so only the layer's
 /// own check on load can end the session): idle 1 s, absolute 1.5 s.
 #[tokio::test]
-async fn row_30_timeouts_are_checked_on_load_server_side() {
+async fn timeouts_are_checked_on_load_server_side() {
     let store = NoTtlStore::default();
     let idle =
         serve_script(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(1))).await;
@@ -854,7 +817,7 @@ async fn row_30_timeouts_are_checked_on_load_server_side() {
 // --- 31 --------------------------------------------------------------------
 
 #[tokio::test]
-async fn row_31_full_memory_store_refuses_new_sessions_with_503() {
+async fn full_memory_store_refuses_new_sessions_with_503() {
     let mem = MemoryStore::new().with_max_sessions(2);
     let srv = serve_script(dev_layer(mem.clone())).await;
     let a = srv.raw("set=n:a", None).await.new_id().unwrap();
@@ -880,7 +843,7 @@ async fn row_31_full_memory_store_refuses_new_sessions_with_503() {
 /// A full store reclaims expired sessions before refusing: on paused time,
 /// in-process (the memory store reads tokio's clock).
 #[tokio::test(start_paused = true)]
-async fn row_31_expired_sessions_make_room_before_anything_is_refused() {
+async fn expired_sessions_make_room_before_anything_is_refused() {
     let mem = MemoryStore::new().with_max_sessions(2);
     let app =
         script_routes().layer(dev_layer(mem.clone()).with_idle_timeout(Duration::from_secs(60)));
@@ -903,7 +866,7 @@ async fn row_31_expired_sessions_make_room_before_anything_is_refused() {
 // --- 32 --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_32_handle_used_after_the_response_is_ignored() {
+async fn session_handle_used_after_the_response_is_ignored() {
     type Late = Result<(), SessionError>;
     type Slot = Arc<
         Mutex<

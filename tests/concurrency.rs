@@ -1,5 +1,5 @@
-//! Concurrent requests on one session, over real sockets (BAD_INPUTS rows
-//! 17-19, and `cycle_id` racing a writer). The bodies live in
+//! Concurrent requests on one session, over real sockets (SECURITY.md
+//! #17-19 and #35, and `cycle_id` racing a writer). The bodies live in
 //! `tests/common` (`common::concurrency`), generic over the store; here they
 //! run against `MemoryStore`, with checks on what the store holds.
 #![allow(clippy::unwrap_used)]
@@ -14,44 +14,44 @@ use std::sync::Arc;
 use common::{concurrency, dev_layer, guard, serve_script};
 use tower_session_storage::MemoryStore;
 
-/// Row 17: 50 requests on one session, all sent at once and all holding the
+/// SECURITY.md #17: 50 requests on one session, all sent at once and all holding the
 /// same loaded snapshot, each writing its own key: all 50 keys survive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_17_fifty_concurrent_writers_of_different_keys_all_survive() {
+async fn fifty_concurrent_writers_of_different_keys_all_survive() {
     let mem = MemoryStore::new();
     concurrency::writes_to_different_keys_all_survive(mem.clone(), 50).await;
     assert_eq!(mem.len(), 1, "one session, not one per request");
 }
 
-/// Row 18: 20 requests write the same key at once: the last writer wins
+/// SECURITY.md #18: 20 requests write the same key at once: the last writer wins
 /// (one of the values), the session and its other items are intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_18_concurrent_writers_of_one_key_one_value_wins() {
+async fn concurrent_writers_of_one_key_one_value_wins() {
     let mem = MemoryStore::new();
     concurrency::writes_to_the_same_key_one_wins(mem.clone(), 20).await;
     assert_eq!(mem.len(), 1);
 }
 
-/// Row 19: a logout while another request on the session is in flight (it
+/// SECURITY.md #19: a logout while another request on the session is in flight (it
 /// loaded the session before the destroy, writes after it): the writes are
 /// dropped, nothing is re-created, no `Set-Cookie` with the old id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_19_destroy_racing_an_in_flight_writer_is_not_undone() {
+async fn destroy_racing_an_in_flight_writer_is_not_undone() {
     let mem = MemoryStore::new();
     concurrency::destroy_racing_a_writer_wins(mem.clone()).await;
     assert_eq!(mem.len(), 0, "no session remains");
 }
 
-/// Row 35: a logout racing a `cycle_id` on the same session ends the
+/// SECURITY.md #35: a logout racing a `cycle_id` on the same session ends the
 /// session under every id, and nothing is left in the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_35_destroy_racing_a_cycle_ends_the_session_under_every_id() {
+async fn destroy_racing_a_cycle_ends_the_session_under_every_id() {
     let mem = MemoryStore::new();
     concurrency::destroy_racing_a_cycle_ends_the_session(mem.clone()).await;
     assert_eq!(mem.len(), 0, "no session remains");
 }
 
-/// Row 29 under concurrency: `cycle_id` while a writer on the old id is in
+/// SECURITY.md #29 under concurrency: `cycle_id` while a writer on the old id is in
 /// flight: the writer's changes are dropped, the new id works, the old is
 /// dead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! The store-agnostic suite (tests/common) run against `MemoryStore`, plus
-//! checks on paused tokio time that need an in-process service.
+//! The store-agnostic suite (tests/common) run against `MemoryStore` (its
+//! timeout tests on paused tokio time), plus checks on paused tokio time
+//! that need an in-process service.
 #![allow(clippy::unwrap_used)]
 
 #[macro_use]
@@ -7,16 +8,70 @@ mod common;
 
 use std::time::Duration;
 
-use common::{call, cookie, dev_layer, max_age, script_routes, CountingStore, NoTtlStore};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record};
+use common::{call, cookie, dev_layer, max_age, script_routes, NoTtlStore, TestStore};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Timestamp};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
-session_store_suite!(tower_session_storage::MemoryStore::new());
+session_store_suite!(tower_session_storage::MemoryStore::new(), paused_time);
 
 /// The same suite against a store that never expires anything by itself:
 /// every timeout above must then be enforced by the layer's own checks.
 mod no_ttl_store {
-    session_store_suite!(crate::common::NoTtlStore::default());
+    session_store_suite!(crate::common::NoTtlStore::default(), paused_time);
+}
+
+/// The same suite against a store that answers every call with a pending
+/// future (as a networked store does): the layer's other path, where it
+/// awaits the store instead of taking a ready answer in place.
+mod pending_store {
+    session_store_suite!(
+        crate::common::TestStore::new(tower_session_storage::MemoryStore::new())
+            .delay(std::time::Duration::ZERO),
+        paused_time
+    );
+}
+
+/// A store whose every answer is a pending future (`StoreFuture::new` that
+/// yields to the runtime first) loads, creates, saves, cycles and destroys
+/// through the layer; each call reached the store.
+#[tokio::test]
+async fn a_store_answering_with_pending_futures_works_end_to_end() {
+    let store = TestStore::new(MemoryStore::new()).delay(Duration::ZERO);
+    let app = script_routes().layer(dev_layer(store.clone()));
+
+    let first = call(&app, "set=a:1", None).await;
+    let id = first.new_id().expect("created");
+    let c = cookie(&id);
+    assert_eq!(call(&app, "get=a&set=b:2", Some(&c)).await.ok(), "1");
+    assert_eq!(call(&app, "get=a&get=b", Some(&c)).await.ok(), "1,2");
+
+    let r = call(&app, "cycle&set=user:alice", Some(&c)).await;
+    assert_eq!(r.ok(), "");
+    let new = r.new_id().expect("cycled to a new id");
+    assert_ne!(new, id);
+    assert_eq!(
+        call(&app, "get=a", Some(&c)).await.ok(),
+        "-",
+        "the old id is gone"
+    );
+    let n = cookie(&new);
+    assert_eq!(
+        call(&app, "get=a&get=b&get=user", Some(&n)).await.ok(),
+        "1,2,alice"
+    );
+
+    let r = call(&app, "destroy", Some(&n)).await;
+    assert_eq!(r.ok(), "");
+    assert!(r.expires_cookie(), "{r:?}");
+    assert_eq!(call(&app, "get=user", Some(&n)).await.ok(), "-");
+    assert_eq!(store.inner().len(), 0);
+
+    let counts = store.counts();
+    assert_eq!(counts.create, 1, "{counts:?}");
+    assert_eq!(counts.save, 1, "{counts:?}");
+    assert_eq!(counts.cycle, 1, "{counts:?}");
+    assert_eq!(counts.delete, 1, "the destroy: {counts:?}");
+    assert_eq!(counts.load, 7, "every request with a cookie: {counts:?}");
 }
 
 /// Activity is recorded once per step (a sixteenth of the idle timeout, at
@@ -24,7 +79,7 @@ mod no_ttl_store {
 /// once the step has passed, however many reads.
 #[tokio::test(start_paused = true)]
 async fn idle_refresh_costs_one_touch_per_step() {
-    let store = CountingStore::new(MemoryStore::new());
+    let store = TestStore::new(MemoryStore::new());
     // 1600 s idle: the step is 100 s.
     let app = script_routes()
         .layer(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(1600)));
@@ -113,8 +168,8 @@ async fn timeouts_are_checked_on_load_even_if_the_store_never_evicts() {
 // Store-level checks: logouts racing cycles, and the cap under concurrency
 // ---------------------------------------------------------------------------
 
-/// Runs a `MemoryStore` future: it is ready the first time it is polled
-/// (`answers_immediately`), so plain threads need no runtime.
+/// Runs a `MemoryStore` future: it answers with a ready `StoreFuture`, so
+/// plain threads need no runtime.
 fn now<F: std::future::Future>(f: F) -> F::Output {
     use std::task::{Context, Poll, Waker};
     match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
@@ -127,19 +182,16 @@ fn fresh_id() -> SessionId {
     common::parse_id(&common::made_up_id())
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// An hour from now.
+fn in_an_hour() -> Timestamp {
+    Timestamp::now().saturating_add(std::time::Duration::from_secs(3600))
 }
 
 fn signed_out(items: &[(&str, &str)]) -> Record {
-    let now = unix_ms();
     Record {
         items: items.iter().copied().collect::<Items>(),
-        created_at: now,
-        expires_at: now + 3_600_000,
+        created_at: Timestamp::now(),
+        expires_at: in_an_hour(),
         public_id: PublicId::generate(),
     }
 }
@@ -163,7 +215,7 @@ fn end_follows_a_session_moved_by_a_racing_cycle() {
     let loaded = now(store.load(&a)).unwrap().unwrap();
     // C loads A too, signs in and moves the session to N.
     let n = fresh_id();
-    let exp = unix_ms() + 3_600_000;
+    let exp = in_an_hour();
     assert_eq!(
         now(store.cycle(&a, &n, &set("user", "alice"), exp)).unwrap(),
         CycleOutcome::Moved
@@ -233,7 +285,7 @@ fn end_and_cycle_racing_on_threads_leave_no_id_holding_the_session() {
                 let (store, current, every_id, barrier) = (&store, &current, &every_id, &barrier);
                 scope.spawn(move || {
                     barrier.wait();
-                    let exp = unix_ms() + 3_600_000;
+                    let exp = in_an_hour();
                     for round in 0..4 {
                         for i in (0..SESSIONS).map(|i| (i * 7 + t * 13 + round) % SESSIONS) {
                             let cur = *current[i].lock().unwrap();

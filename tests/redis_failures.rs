@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{call, cookie, dev_layer, script_routes};
-use redis_support::fixtures::{new_id, now, record};
+use redis_support::fixtures::{at, new_id, now, record};
 use redis_support::{Cluster, Redis};
 use tower_session_storage::{RedisStore, SessionStore, StoreErrorKind};
 
@@ -24,7 +24,7 @@ use tower_session_storage::{RedisStore, SessionStore, StoreErrorKind};
 // Redis's own refusals: OOM, BUSY
 // ---------------------------------------------------------------------------
 
-/// Item 3: with `maxmemory` reached and `noeviction`, Redis answers `OOM`
+/// SECURITY.md #37: with `maxmemory` reached and `noeviction`, Redis answers `OOM`
 /// to writes: creating a session is 503 (`StoreErrorKind::Full`), never
 /// 500; reads of existing sessions answer 200, and so does a read whose
 /// idle refresh is due (the refresh fails and is best effort).
@@ -63,7 +63,7 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
     // Past the refresh step: this read's refresh is due, and fails.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let e = store
-        .touch(&common::parse_id(&id), now() + 16_000)
+        .touch(&common::parse_id(&id), at(now() + 16_000))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Full, "{e}");
@@ -107,7 +107,7 @@ async fn cluster_cycle_under_oom_is_503_and_keeps_the_session() {
     let mut changes = tower_session_storage::store::ChangeSet::new();
     changes.set("user", "alice");
     let cycled = store
-        .cycle(&old, &new_id(), &changes, now() + 600_000)
+        .cycle(&old, &new_id(), &changes, at(now() + 600_000))
         .await;
     set_maxmemory("0");
     let err = cycled.expect_err("no room to move the session");
@@ -120,7 +120,7 @@ async fn cluster_cycle_under_oom_is_503_and_keeps_the_session() {
     );
 }
 
-/// Item 3: a script running too long makes Redis answer `BUSY` to
+/// SECURITY.md #37: a script running too long makes Redis answer `BUSY` to
 /// everyone: the request gets 503; after `SCRIPT KILL` the next succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_script_is_503_and_the_next_request_succeeds() {
@@ -223,7 +223,7 @@ async fn connect_capturing(url: &str, warnings: &Warnings) -> RedisStore {
     RedisStore::connect(url).await.unwrap()
 }
 
-/// Item 4: `connect` reads `maxmemory-policy`; a policy that can evict
+/// SECURITY.md #38: `connect` reads `maxmemory-policy`; a policy that can evict
 /// (every session key has a TTL, so volatile-* evicts sessions too) gets
 /// a warning naming the fix; `noeviction` none; a server that refuses
 /// `CONFIG` is tolerated.
@@ -263,7 +263,7 @@ async fn eviction_policy_is_read_and_evicting_policies_are_warned() {
         .unwrap());
 }
 
-/// Item 4 on a cluster: the policy is read through the cluster connection.
+/// SECURITY.md #38 on a cluster: the policy is read through the cluster connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_policy_is_read_on_a_cluster() {
     let Some(cluster) = redis_support::shared_cluster() else {
@@ -363,7 +363,7 @@ async fn until_all_back(app: &axum::Router, sessions: &[(String, String)]) -> us
     }
 }
 
-/// Item 5: a primary of a cluster with replicas is killed (SIGKILL).
+/// Failover: a primary of a cluster with replicas is killed (SIGKILL).
 /// Requests on its slots get 503, never an empty session; once its replica
 /// is promoted they succeed again through the same store, sessions intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +426,7 @@ async fn cluster_failover_is_503_then_the_sessions_are_back() {
     );
 }
 
-/// Item 6: with `with_replica_ack(1, …)`, a write whose replica is frozen
+/// Replica acknowledgement: with `with_replica_ack(1, …)`, a write whose replica is frozen
 /// (SIGSTOP) answers 503 within the ack timeout; reads still work; once
 /// the replica runs again, writes answer 200. A server with no replica at
 /// all cannot acknowledge either.
@@ -491,7 +491,7 @@ async fn replica_ack_with_a_frozen_replica_is_503() {
     assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
 }
 
-/// Item 6 on a cluster: `WAIT` goes to the node that owns the key (a
+/// Replica acknowledgement on a cluster: `WAIT` goes to the node that owns the key (a
 /// frozen replica of one shard fails writes on that shard only), and
 /// writes acknowledged before a primary is killed survive the failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,10 @@ mod common;
 mod redis_support;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::{call, cookie, dev_layer, script_routes};
-use redis_support::fixtures::{new_id, now, record, sets, Admin, Env};
+use redis_support::fixtures::{at, new_id, now, record, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
@@ -84,7 +85,7 @@ on_both!(
 mod checks {
     use super::*;
 
-    /// Item 1: the public id is a field of the hash (32 hex digits) and
+    /// The public id (what `end` follows) is a field of the hash (32 hex digits) and
     /// comes back from load, after save, touch and cycle.
     pub(crate) async fn public_id_is_stored_and_kept_by_save_touch_and_cycle(env: Env) {
         let (id, rec) = env.session(&[("a", "1")]).await;
@@ -96,7 +97,7 @@ mod checks {
         );
         assert_eq!(stored, p.to_string().as_bytes(), "the field holds Display");
         assert_eq!(env.store.load(&id).await.unwrap().unwrap().public_id, p);
-        let exp = rec.expires_at + 5_000;
+        let exp = rec.expires_at.saturating_add(Duration::from_secs(5));
         assert_eq!(
             env.store
                 .save(&id, &sets(&[("b", "2")]), exp)
@@ -111,7 +112,11 @@ mod checks {
             env.store.save(&id, &clear, exp).await.unwrap(),
             SaveOutcome::Saved
         );
-        assert!(env.store.touch(&id, exp + 5_000).await.unwrap());
+        assert!(env
+            .store
+            .touch(&id, exp.saturating_add(Duration::from_secs(5)))
+            .await
+            .unwrap());
         let r = env.store.load(&id).await.unwrap().unwrap();
         assert_eq!(r.public_id, p, "kept by save, a clear and touch");
         assert_eq!(r.items.len(), 1, "the public id is not an item");
@@ -128,7 +133,7 @@ mod checks {
         assert_eq!(r.items.len(), 2);
     }
 
-    /// Item 1: a hash with readable times but no public id (written by an
+    /// A hash with readable times but no public id (written by an
     /// earlier version) is corrupt: absent and deleted, for load and for
     /// the scripts.
     pub(crate) async fn a_hash_without_a_public_id_is_corrupt(env: Env) {
@@ -159,7 +164,7 @@ mod checks {
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .save(&id, &sets(&[("b", "2")]), now() + 60_000)
+                    .save(&id, &sets(&[("b", "2")]), at(now() + 60_000))
                     .await
                     .unwrap(),
                 SaveOutcome::Gone,
@@ -169,7 +174,7 @@ mod checks {
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .cycle(&id, &new_id(), &ChangeSet::new(), now() + 60_000)
+                    .cycle(&id, &new_id(), &ChangeSet::new(), at(now() + 60_000))
                     .await
                     .unwrap(),
                 CycleOutcome::Gone,
@@ -184,7 +189,7 @@ mod checks {
         assert_eq!(env.store.load(&id).await.unwrap().unwrap().public_id, p);
     }
 
-    /// Item 2, the orchestrated interleaving: request L loads A and
+    /// SECURITY.md #35, the orchestrated interleaving: request L loads A and
     /// destroys; request C cycles A -> N and finishes first; L's
     /// `end(A, P)` must end N too. Also along a chain A -> N -> M, and for
     /// a session that was never moved.
@@ -270,7 +275,7 @@ mod checks {
         }
     }
 
-    /// Item 2 under stress: per session, several tasks keep cycling it to
+    /// SECURITY.md #35 under stress: per session, several tasks keep cycling it to
     /// fresh ids while another ends it through an id it loaded earlier.
     /// Afterwards no id the session ever had (or was offered) holds it.
     pub(crate) async fn racing_cycles_and_ends_leave_no_session_alive(env: Env) {
@@ -335,7 +340,7 @@ mod checks {
         }
     }
 
-    /// Item 2: memory stays bounded by live sessions: a sign-in/sign-out
+    /// SECURITY.md #34: memory stays bounded by live sessions: a sign-in/sign-out
     /// loop through the layer (create, cycle_id, destroy) leaves no key
     /// under the prefix, pointer keys included.
     pub(crate) async fn sign_in_sign_out_churn_leaves_no_keys(env: Env) {
@@ -376,7 +381,7 @@ mod checks {
 // Cluster: a logout between the steps of a move
 // ---------------------------------------------------------------------------
 
-/// Item 2 on a Cluster, between the steps of a move: C has taken A (step 1)
+/// SECURITY.md #35 on a Cluster, between the steps of a move: C has taken A (step 1)
 /// and is creating N (step 2) on a node that hangs (SIGSTOP); meanwhile L's
 /// `end(A, P)` finds A gone and marks the move pointer ended. When the node
 /// runs again, C's step 3 sees the mark: C reports `Gone` and deletes N, so

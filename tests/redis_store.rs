@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{cookie, dev_layer, guard, raw_client, send, serve_script, TestServer};
-use redis_support::fixtures::{new_id, now, sets, Admin, Env};
+use redis_support::fixtures::{at, new_id, now, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, CountingProxy, Redis};
 use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
 use tower_session_storage::{
@@ -49,8 +49,8 @@ async fn cluster_store() -> Option<RedisStore> {
 fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
     Record {
         items: items.iter().copied().collect::<Items>(),
-        created_at,
-        expires_at,
+        created_at: at(created_at),
+        expires_at: at(expires_at),
         public_id: tower_session_storage::PublicId::generate(),
     }
 }
@@ -101,7 +101,7 @@ mod cluster_suite {
     });
 }
 
-/// tests/common's concurrency checks (rows 17, 18, 19, 29) on both.
+/// tests/common's concurrency checks (SECURITY.md #17, #18, #19, #29) on both.
 macro_rules! concurrency_checks {
     ($make:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +128,7 @@ macro_rules! concurrency_checks {
             crate::common::concurrency::cycle_racing_a_writer_wins(store).await;
         }
 
-        /// Row 35 over HTTP: a logout racing a `cycle_id` ends the session
+        /// SECURITY.md #35 over HTTP: a logout racing a `cycle_id` ends the session
         /// under every id.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn destroy_racing_a_cycle_ends_the_session() {
@@ -256,7 +256,7 @@ mod checks {
             items_of(&r),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
         );
-        assert_eq!((r.created_at, r.expires_at), (created, expires));
+        assert_eq!((r.created_at, r.expires_at), (at(created), at(expires)));
         assert!(env.store.load(&new_id()).await.unwrap().is_none());
     }
 
@@ -265,7 +265,7 @@ mod checks {
         let mut c = sets(&[("c", "3"), ("a", "one")]);
         c.remove("b");
         assert_eq!(
-            env.store.save(&id, &c, exp).await.unwrap(),
+            env.store.save(&id, &c, at(exp)).await.unwrap(),
             SaveOutcome::Saved
         );
         let r = env.store.load(&id).await.unwrap().unwrap();
@@ -278,7 +278,7 @@ mod checks {
         c.clear();
         c.set("z", "26");
         assert_eq!(
-            env.store.save(&id, &c, exp).await.unwrap(),
+            env.store.save(&id, &c, at(exp)).await.unwrap(),
             SaveOutcome::Saved
         );
         let r2 = env.store.load(&id).await.unwrap().unwrap();
@@ -292,7 +292,7 @@ mod checks {
         env.store.delete(&id).await.unwrap();
         let out = env
             .store
-            .save(&id, &sets(&[("b", "2")]), exp)
+            .save(&id, &sets(&[("b", "2")]), at(exp))
             .await
             .unwrap();
         assert_eq!(out, SaveOutcome::Gone);
@@ -300,7 +300,7 @@ mod checks {
         let never = new_id();
         assert_eq!(
             env.store
-                .save(&never, &sets(&[("b", "2")]), exp)
+                .save(&never, &sets(&[("b", "2")]), at(exp))
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -313,7 +313,7 @@ mod checks {
         let mut c = ChangeSet::new();
         c.remove("a");
         assert_eq!(
-            env.store.save(&id, &c, exp).await.unwrap(),
+            env.store.save(&id, &c, at(exp)).await.unwrap(),
             SaveOutcome::Deleted
         );
         assert!(!env.exists(&id));
@@ -322,7 +322,7 @@ mod checks {
         let mut c = ChangeSet::new();
         c.clear();
         assert_eq!(
-            env.store.save(&id, &c, exp).await.unwrap(),
+            env.store.save(&id, &c, at(exp)).await.unwrap(),
             SaveOutcome::Deleted
         );
         assert!(!env.exists(&id));
@@ -334,7 +334,11 @@ mod checks {
         let new = new_id();
         let mut c = sets(&[("b", "2")]);
         c.remove("gone");
-        let out = env.store.cycle(&old, &new, &c, exp + 10_000).await.unwrap();
+        let out = env
+            .store
+            .cycle(&old, &new, &c, at(exp + 10_000))
+            .await
+            .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
         assert!(env.store.load(&old).await.unwrap().is_none());
         assert!(!env.exists(&old));
@@ -347,12 +351,12 @@ mod checks {
             r.created_at, created,
             "the absolute timeout still counts from creation"
         );
-        assert_eq!(r.expires_at, exp + 10_000);
+        assert_eq!(r.expires_at, at(exp + 10_000));
         assert!(env.pttl(&new) > 60_000);
         // A change set for the old id is dropped.
         assert_eq!(
             env.store
-                .save(&old, &sets(&[("late", "1")]), exp)
+                .save(&old, &sets(&[("late", "1")]), at(exp))
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -366,7 +370,7 @@ mod checks {
         let before = env.store.load(&old).await.unwrap().unwrap();
         let out = env
             .store
-            .cycle(&old, &taken, &sets(&[("b", "2")]), exp + 5_000)
+            .cycle(&old, &taken, &sets(&[("b", "2")]), at(exp + 5_000))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Collision);
@@ -387,7 +391,7 @@ mod checks {
         let new = new_id();
         let out = env
             .store
-            .cycle(&old, &new, &sets(&[("b", "2")]), exp)
+            .cycle(&old, &new, &sets(&[("b", "2")]), at(exp))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
@@ -397,7 +401,7 @@ mod checks {
         let (old, new) = (new_id(), new_id());
         let out = env
             .store
-            .cycle(&old, &new, &sets(&[("b", "2")]), now() + 60_000)
+            .cycle(&old, &new, &sets(&[("b", "2")]), at(now() + 60_000))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Gone);
@@ -410,7 +414,7 @@ mod checks {
         let mut c = ChangeSet::new();
         c.clear();
         assert_eq!(
-            env.store.cycle(&old, &new, &c, exp).await.unwrap(),
+            env.store.cycle(&old, &new, &c, at(exp)).await.unwrap(),
             CycleOutcome::Deleted
         );
         assert!(!env.exists(&old) && !env.exists(&new));
@@ -422,7 +426,7 @@ mod checks {
         assert!(!env.exists(&id));
         env.store.delete(&id).await.unwrap();
         env.store.delete(&new_id()).await.unwrap();
-        assert!(!env.store.touch(&id, now() + 60_000).await.unwrap());
+        assert!(!env.store.touch(&id, at(now() + 60_000)).await.unwrap());
     }
 
     /// The key's TTL is `expires_at` (PEXPIREAT), and saves move it forward
@@ -434,7 +438,7 @@ mod checks {
 
         let later = exp + 120_000;
         env.store
-            .save(&id, &sets(&[("b", "2")]), later)
+            .save(&id, &sets(&[("b", "2")]), at(later))
             .await
             .unwrap();
         let ttl = env.pttl(&id);
@@ -444,11 +448,11 @@ mod checks {
         );
         assert_eq!(
             env.store.load(&id).await.unwrap().unwrap().expires_at,
-            later
+            at(later)
         );
 
         env.store
-            .save(&id, &sets(&[("c", "3")]), exp)
+            .save(&id, &sets(&[("c", "3")]), at(exp))
             .await
             .unwrap();
         let ttl = env.pttl(&id);
@@ -458,28 +462,28 @@ mod checks {
         );
         assert_eq!(
             env.store.load(&id).await.unwrap().unwrap().expires_at,
-            later
+            at(later)
         );
     }
 
     pub(crate) async fn touch_moves_the_expiry_forward_only(env: Env) {
         let (id, exp) = env.session(&[("a", "1")], 60_000).await;
-        assert!(env.store.touch(&id, exp + 100_000).await.unwrap());
+        assert!(env.store.touch(&id, at(exp + 100_000)).await.unwrap());
         assert_eq!(
             env.store.load(&id).await.unwrap().unwrap().expires_at,
-            exp + 100_000
+            at(exp + 100_000)
         );
         assert!(env.pttl(&id) > 150_000);
         assert!(
-            env.store.touch(&id, exp).await.unwrap(),
+            env.store.touch(&id, at(exp)).await.unwrap(),
             "alive, not moved back"
         );
         assert_eq!(
             env.store.load(&id).await.unwrap().unwrap().expires_at,
-            exp + 100_000
+            at(exp + 100_000)
         );
         assert!(env.pttl(&id) > 150_000);
-        assert!(!env.store.touch(&new_id(), exp).await.unwrap());
+        assert!(!env.store.touch(&new_id(), at(exp)).await.unwrap());
     }
 
     /// A 6 KB token (a JWT's alphabet), non-ASCII text, and names with
@@ -515,7 +519,7 @@ mod checks {
         // And through a save.
         let jwt2 = jwt.replace('A', "B");
         env.store
-            .save(&id, &sets(&[("access_token", &jwt2)]), exp)
+            .save(&id, &sets(&[("access_token", &jwt2)]), at(exp))
             .await
             .unwrap();
         let r = env.store.load(&id).await.unwrap().unwrap();
@@ -542,15 +546,21 @@ mod checks {
             .unwrap());
         let r = env.store.load(&id).await.unwrap().unwrap();
         assert_eq!(r.items.len(), names.len());
-        assert_eq!((r.created_at, r.expires_at), (t - 1_000, t + 60_000));
+        assert_eq!(
+            (r.created_at, r.expires_at),
+            (at(t - 1_000), at(t + 60_000))
+        );
         let c = sets(&items.iter().map(|(k, _)| (*k, "junk")).collect::<Vec<_>>());
-        env.store.save(&id, &c, t + 60_000).await.unwrap();
+        env.store.save(&id, &c, at(t + 60_000)).await.unwrap();
         let r = env.store.load(&id).await.unwrap().unwrap();
         assert!(r.items.iter().all(|(_, v)| v == "junk"));
-        assert_eq!((r.created_at, r.expires_at), (t - 1_000, t + 60_000));
+        assert_eq!(
+            (r.created_at, r.expires_at),
+            (at(t - 1_000), at(t + 60_000))
+        );
     }
 
-    /// Row 22: a key of another type under a session's name reads as no
+    /// SECURITY.md #22: a key of another type under a session's name reads as no
     /// session, and is removed; no operation on it fails or panics.
     pub(crate) async fn key_of_the_wrong_type_is_absent_and_deleted(env: Env) {
         let id = new_id();
@@ -565,15 +575,15 @@ mod checks {
             match op {
                 0 => assert_eq!(
                     env.store
-                        .save(&id, &sets(&[("a", "1")]), exp)
+                        .save(&id, &sets(&[("a", "1")]), at(exp))
                         .await
                         .unwrap(),
                     SaveOutcome::Gone
                 ),
-                1 => assert!(!env.store.touch(&id, exp).await.unwrap()),
+                1 => assert!(!env.store.touch(&id, at(exp)).await.unwrap()),
                 _ => assert_eq!(
                     env.store
-                        .cycle(&id, &new_id(), &sets(&[("a", "1")]), exp)
+                        .cycle(&id, &new_id(), &sets(&[("a", "1")]), at(exp))
                         .await
                         .unwrap(),
                     CycleOutcome::Gone
@@ -583,7 +593,7 @@ mod checks {
         }
     }
 
-    /// Row 22: a hash with garbage or missing metadata, or an item that is
+    /// SECURITY.md #22: a hash with garbage or missing metadata, or an item that is
     /// not UTF-8, reads as no session and is removed.
     pub(crate) async fn unreadable_metadata_is_absent_and_deleted(env: Env) {
         let bad: [&[(&[u8], &[u8])]; 4] = [
@@ -623,7 +633,7 @@ mod checks {
         );
         assert_eq!(
             env.store
-                .save(&id, &sets(&[("b", "2")]), now() + 60_000)
+                .save(&id, &sets(&[("b", "2")]), at(now() + 60_000))
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -655,7 +665,7 @@ mod checks {
         let exp = now() + 60_000;
         assert_eq!(
             env.store
-                .save(&id, &sets(&[("b", "2")]), exp)
+                .save(&id, &sets(&[("b", "2")]), at(exp))
                 .await
                 .unwrap(),
             SaveOutcome::Gone,
@@ -663,11 +673,11 @@ mod checks {
         );
         assert!(!env.exists(&id));
         plant(&id);
-        assert!(!env.store.touch(&id, exp).await.unwrap());
+        assert!(!env.store.touch(&id, at(exp)).await.unwrap());
         plant(&id);
         assert_eq!(
             env.store
-                .cycle(&id, &new_id(), &ChangeSet::new(), exp)
+                .cycle(&id, &new_id(), &ChangeSet::new(), at(exp))
                 .await
                 .unwrap(),
             CycleOutcome::Gone
@@ -687,12 +697,12 @@ mod checks {
             c.set(&format!("k{i:04}"), "w");
         }
         assert_eq!(
-            env.store.save(&id, &c, exp).await.unwrap(),
+            env.store.save(&id, &c, at(exp)).await.unwrap(),
             SaveOutcome::Saved
         );
         let new = new_id();
         assert_eq!(
-            env.store.cycle(&id, &new, &c, exp).await.unwrap(),
+            env.store.cycle(&id, &new, &c, at(exp)).await.unwrap(),
             CycleOutcome::Moved
         );
         let r = env.store.load(&new).await.unwrap().unwrap();
@@ -789,7 +799,7 @@ async fn fifty_concurrent_writes_over_two_instances_all_survive() {
     }
 }
 
-/// Row 21 and recovery: with Redis killed mid-run, requests carrying a valid
+/// SECURITY.md #21 and recovery: with Redis killed mid-run, requests carrying a valid
 /// cookie get 503 (never 200 with an empty session); after Redis restarts
 /// (AOF on, same port and directory), the same session is readable again
 /// through the same `RedisStore`, with no app restart.
@@ -856,7 +866,7 @@ async fn redis_down_is_503_and_the_session_is_back_after_restart() {
     assert_eq!(srv.raw("set=more:1&get=more", Some(&c)).await.ok(), "1");
 }
 
-/// Row 21 on Redis Cluster: with the cluster gone, a request carrying a
+/// SECURITY.md #21 on Redis Cluster: with the cluster gone, a request carrying a
 /// valid cookie gets 503 within the command timeout, never an empty session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_down_is_503() {
@@ -946,7 +956,7 @@ async fn unreachable_redis_is_an_unavailable_error() {
     let e = store.load(&id).await.unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
     let e = store
-        .save(&id, &sets(&[("b", "2")]), t + 60_000)
+        .save(&id, &sets(&[("b", "2")]), at(t + 60_000))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
@@ -1116,7 +1126,7 @@ async fn resp3_connections_work_the_same() {
     let r = resp2.load(&id).await.unwrap().unwrap();
     assert_eq!(items_of(&r), [("a".into(), "1".into())]);
     resp2
-        .save(&id, &sets(&[("b", "2")]), t + 60_000)
+        .save(&id, &sets(&[("b", "2")]), at(t + 60_000))
         .await
         .unwrap();
     let r = resp3.load(&id).await.unwrap().unwrap();
@@ -1124,12 +1134,12 @@ async fn resp3_connections_work_the_same() {
         items_of(&r),
         [("a".into(), "1".into()), ("b".into(), "2".into())]
     );
-    assert_eq!((r.created_at, r.expires_at), (t, t + 60_000));
-    assert!(resp3.touch(&id, t + 90_000).await.unwrap());
+    assert_eq!((r.created_at, r.expires_at), (at(t), at(t + 60_000)));
+    assert!(resp3.touch(&id, at(t + 90_000)).await.unwrap());
     let new = new_id();
     assert_eq!(
         resp3
-            .cycle(&id, &new, &ChangeSet::new(), t + 90_000)
+            .cycle(&id, &new, &ChangeSet::new(), at(t + 90_000))
             .await
             .unwrap(),
         CycleOutcome::Moved

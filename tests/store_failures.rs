@@ -1,4 +1,4 @@
-//! Store failures (BAD_INPUTS row 21) and bad records from a store (row 22).
+//! Store failures (SECURITY.md #21) and bad records from a store (#22).
 //! Statuses over real sockets; response extensions and logs in-process.
 #![allow(clippy::unwrap_used)]
 
@@ -13,108 +13,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::middleware::{from_fn, Next};
 use axum::Router;
 use common::*;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
-use tower_session_storage::{
-    MemoryStore, PublicId, SessionId, SessionLayer, SessionStore, StoreError, StoreErrorKind,
-};
+use tower_session_storage::store::{Record, Timestamp};
+use tower_session_storage::{MemoryStore, SessionLayer, StoreError, StoreErrorKind};
 
 // ---------------------------------------------------------------------------
-// FailingStore
+// The rig: a memory store behind two fault switches
 // ---------------------------------------------------------------------------
 
 const OK: u8 = 0;
 const UNAVAILABLE: u8 = 1;
 const OTHER: u8 = 2;
 
-/// Wraps a store; loads and writes can each be switched to fail with
-/// `StoreError::unavailable` or `StoreError::other`. Clones share the switches.
-struct FailingStore<S> {
-    inner: Arc<S>,
-    load: Arc<AtomicU8>,
-    write: Arc<AtomicU8>,
-}
-
-impl<S> Clone for FailingStore<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            load: self.load.clone(),
-            write: self.write.clone(),
-        }
-    }
-}
-
-impl<S> FailingStore<S> {
-    fn new(inner: S) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            load: Arc::default(),
-            write: Arc::default(),
-        }
-    }
-
-    fn fail_loads(&self, mode: u8) {
-        self.load.store(mode, Ordering::SeqCst);
-    }
-
-    fn fail_writes(&self, mode: u8) {
-        self.write.store(mode, Ordering::SeqCst);
-    }
-}
-
-fn check(mode: &AtomicU8) -> Result<(), StoreError> {
+/// The error a switch in `mode` makes: none, `StoreError::unavailable` or
+/// `StoreError::other`.
+fn check(mode: &AtomicU8) -> Option<StoreError> {
     match mode.load(Ordering::SeqCst) {
-        OK => Ok(()),
-        UNAVAILABLE => Err(StoreError::unavailable("connection refused")),
-        _ => Err(StoreError::other("wrong type of value")),
-    }
-}
-
-impl<S: SessionStore> SessionStore for FailingStore<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        check(&self.load)?;
-        self.inner.load(id).await
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        check(&self.write)?;
-        self.inner.create(id, record).await
-    }
-
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        check(&self.write)?;
-        self.inner.save(id, changes, expires_at).await
-    }
-
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        check(&self.write)?;
-        self.inner.cycle(old, new, changes, expires_at).await
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        check(&self.write)?;
-        self.inner.delete(id).await
-    }
-
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        check(&self.write)?;
-        self.inner.end(id, public_id).await
-    }
-
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        check(&self.write)?;
-        self.inner.touch(id, expires_at).await
+        OK => None,
+        UNAVAILABLE => Some(StoreError::unavailable("connection refused")),
+        _ => Some(StoreError::other("wrong type of value")),
     }
 }
 
@@ -122,8 +38,10 @@ impl<S: SessionStore> SessionStore for FailingStore<S> {
 /// and how often the handler ran.
 struct Rig {
     mem: MemoryStore,
-    failing: FailingStore<MemoryStore>,
-    store: CountingStore<FailingStore<MemoryStore>>,
+    /// The switches: every load, every write fails in this mode.
+    load: Arc<AtomicU8>,
+    write: Arc<AtomicU8>,
+    store: TestStore<MemoryStore>,
     handler_calls: Arc<AtomicUsize>,
     app: Router,
 }
@@ -135,12 +53,20 @@ impl Rig {
 
     fn with(
         configure: impl FnOnce(
-            SessionLayer<CountingStore<FailingStore<MemoryStore>>>,
-        ) -> SessionLayer<CountingStore<FailingStore<MemoryStore>>>,
+            SessionLayer<TestStore<MemoryStore>>,
+        ) -> SessionLayer<TestStore<MemoryStore>>,
     ) -> Self {
         let mem = MemoryStore::new();
-        let failing = FailingStore::new(mem.clone());
-        let store = CountingStore::new(failing.clone());
+        let load = Arc::new(AtomicU8::new(OK));
+        let write = Arc::new(AtomicU8::new(OK));
+        let (l, w) = (load.clone(), write.clone());
+        let store = TestStore::new(mem.clone()).fail_when(move |op| {
+            if op.is_write() {
+                check(&w)
+            } else {
+                check(&l)
+            }
+        });
         let handler_calls = Arc::new(AtomicUsize::new(0));
         let calls = handler_calls.clone();
         // Inside the session layer: counts the requests that reach the app.
@@ -152,11 +78,22 @@ impl Rig {
             .layer(configure(dev_layer(store.clone())));
         Self {
             mem,
-            failing,
+            load,
+            write,
             store,
             handler_calls,
             app,
         }
+    }
+
+    /// From now on every load fails in `mode` (`OK`: none fails).
+    fn fail_loads(&self, mode: u8) {
+        self.load.store(mode, Ordering::SeqCst);
+    }
+
+    /// From now on every write fails in `mode` (`OK`: none fails).
+    fn fail_writes(&self, mode: u8) {
+        self.write.store(mode, Ordering::SeqCst);
     }
 
     fn calls(&self) -> usize {
@@ -169,21 +106,21 @@ impl Rig {
 }
 
 // ---------------------------------------------------------------------------
-// Row 21: load failures
+// SECURITY.md #21: load failures
 // ---------------------------------------------------------------------------
 
 /// A load failure with a well-formed cookie: 503 (unavailable) or 500
 /// (other), the handler is not called, no cookie; never a 200 with an empty
 /// session that would look like a logout.
 #[tokio::test]
-async fn row_21_load_failure_is_a_5xx_and_the_handler_is_not_called() {
+async fn load_failure_is_a_5xx_and_the_handler_is_not_called() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=user:alice", None).await.new_id().unwrap();
     let c = cookie(&id);
 
     for (mode, status) in [(UNAVAILABLE, 503), (OTHER, 500)] {
-        rig.failing.fail_loads(mode);
+        rig.fail_loads(mode);
         let calls = rig.calls();
         let r = srv.raw("get=user&set=x:1", Some(&c)).await;
         assert_eq!(r.status, status, "{r:?}");
@@ -193,13 +130,13 @@ async fn row_21_load_failure_is_a_5xx_and_the_handler_is_not_called() {
     }
 
     // Nothing was written meanwhile; with the store back, all is there.
-    rig.failing.fail_loads(OK);
+    rig.fail_loads(OK);
     assert_eq!(srv.raw("get=user&get=x", Some(&c)).await.ok(), "alice,-");
 }
 
 /// The error goes into the response's extensions, for outer layers.
 #[tokio::test]
-async fn row_21_load_failure_puts_the_store_error_in_the_response_extensions() {
+async fn load_failure_puts_the_store_error_in_the_response_extensions() {
     use tower::ServiceExt;
     let rig = Rig::new();
     let id = call(&rig.app, "set=a:1", None).await.new_id().unwrap();
@@ -207,7 +144,7 @@ async fn row_21_load_failure_puts_the_store_error_in_the_response_extensions() {
         (UNAVAILABLE, StoreErrorKind::Unavailable, 503),
         (OTHER, StoreErrorKind::Other, 500),
     ] {
-        rig.failing.fail_loads(mode);
+        rig.fail_loads(mode);
         let req = http::Request::get("/s?get=a")
             .header("cookie", cookie(&id))
             .body(axum::body::Body::empty())
@@ -226,11 +163,11 @@ async fn row_21_load_failure_puts_the_store_error_in_the_response_extensions() {
 /// Without a cookie (or with one that is not well-formed) nothing touches
 /// the store, so a broken store does not break those requests.
 #[tokio::test]
-async fn row_21_requests_without_a_session_do_not_touch_a_failing_store() {
+async fn requests_without_a_session_do_not_touch_a_failing_store() {
     let rig = Rig::new();
     let srv = rig.serve().await;
-    rig.failing.fail_loads(UNAVAILABLE);
-    rig.failing.fail_writes(UNAVAILABLE);
+    rig.fail_loads(UNAVAILABLE);
+    rig.fail_writes(UNAVAILABLE);
     for c in [None, Some("id=junk"), Some("theme=dark")] {
         let r = srv.raw("get=a&remove=a&clear", c).await;
         assert_eq!(r.ok(), "-,-", "{c:?}");
@@ -240,20 +177,20 @@ async fn row_21_requests_without_a_session_do_not_touch_a_failing_store() {
 }
 
 // ---------------------------------------------------------------------------
-// Row 21: save failures
+// SECURITY.md #21: save failures
 // ---------------------------------------------------------------------------
 
 /// A save failure replaces the handler's 200 with 503/500, with no cookie.
 /// That holds for every kind of write: create, save, cycle, delete.
 #[tokio::test]
-async fn row_21_save_failure_replaces_the_response_with_a_5xx() {
+async fn save_failure_replaces_the_response_with_a_5xx() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
     let c = cookie(&id);
 
     for (mode, status) in [(UNAVAILABLE, 503), (OTHER, 500)] {
-        rig.failing.fail_writes(mode);
+        rig.fail_writes(mode);
         for (script, cookie) in [
             ("set=a:2", None),
             ("set=a:2", Some(c.as_str())),
@@ -273,13 +210,13 @@ async fn row_21_save_failure_replaces_the_response_with_a_5xx() {
     assert_eq!(rig.mem.len(), 1, "nothing created, nothing deleted");
 }
 
-/// Row 37: an expiry refresh is best effort. A read-only request whose
+/// SECURITY.md #37: an expiry refresh is best effort. A read-only request whose
 /// refresh is due, on a store that refuses every write, answers the
 /// handler's 200 with the session's data; the failed refresh is only logged.
 /// With a persistent cookie, no refreshed `Set-Cookie` is sent for a refresh
 /// that did not happen.
 #[tokio::test(start_paused = true)]
-async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
+async fn a_failed_expiry_refresh_never_turns_the_answer_into_a_5xx() {
     let rig = Rig::with(|l| {
         l.with_idle_timeout(Duration::from_secs(160))
             .with_persistent_cookie(true)
@@ -291,7 +228,7 @@ async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
     // Past the refresh step (a sixteenth of the idle timeout: 10 s).
     tokio::time::advance(Duration::from_secs(30)).await;
     for mode in [UNAVAILABLE, OTHER] {
-        rig.failing.fail_writes(mode);
+        rig.fail_writes(mode);
         let touches = rig.store.counts().touch;
         let r = call(&rig.app, "get=user", Some(&cookie(&id))).await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -304,7 +241,7 @@ async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
         );
     }
     // With the store back, the next read refreshes the session.
-    rig.failing.fail_writes(OK);
+    rig.fail_writes(OK);
     let r = call(&rig.app, "get=user", Some(&cookie(&id))).await;
     assert_eq!(r.body, "alice");
     assert_eq!(r.id_named(NAME).as_deref(), Some(id.as_str()), "{r:?}");
@@ -312,7 +249,7 @@ async fn row_37_a_failed_refresh_never_turns_the_answer_into_a_5xx() {
 
 /// When the store recovers, the same cookie works and the data is intact.
 #[tokio::test]
-async fn row_21_after_the_store_recovers_the_same_cookie_works() {
+async fn after_the_store_recovers_the_same_cookie_works() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let browser = srv.browser();
@@ -322,12 +259,12 @@ async fn row_21_after_the_store_recovers_the_same_cookie_works() {
         .new_id()
         .unwrap();
 
-    rig.failing.fail_loads(UNAVAILABLE);
-    rig.failing.fail_writes(UNAVAILABLE);
+    rig.fail_loads(UNAVAILABLE);
+    rig.fail_writes(UNAVAILABLE);
     assert_eq!(browser.run("incr=n").await.status, 503);
-    rig.failing.fail_loads(OK);
+    rig.fail_loads(OK);
     assert_eq!(browser.run("incr=n").await.status, 503);
-    rig.failing.fail_writes(OK);
+    rig.fail_writes(OK);
 
     let r = browser.run("get=user&incr=n&id").await;
     assert_eq!(r.ok(), format!("alice,2,{id}"), "data intact, same session");
@@ -341,7 +278,7 @@ async fn row_21_after_the_store_recovers_the_same_cookie_works() {
 /// A gRPC request gets a gRPC status instead: HTTP 200, `grpc-status` 14
 /// (UNAVAILABLE) or 13 (INTERNAL), for load and for save failures.
 #[tokio::test]
-async fn row_21_grpc_requests_get_a_grpc_status() {
+async fn grpc_requests_get_a_grpc_status() {
     let rig = Rig::new();
     let srv = rig.serve().await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -358,7 +295,7 @@ async fn row_21_grpc_requests_get_a_grpc_status() {
     };
 
     for (mode, code) in [(UNAVAILABLE, "14"), (OTHER, "13")] {
-        rig.failing.fail_loads(mode);
+        rig.fail_loads(mode);
         let calls = rig.calls();
         let r = grpc("get=a", Some(&cookie(&id))).await;
         assert_eq!(r.status, 200, "{r:?}");
@@ -372,17 +309,17 @@ async fn row_21_grpc_requests_get_a_grpc_status() {
         );
         assert!(r.headers.contains_key("grpc-message"), "{r:?}");
         assert_eq!(rig.calls(), calls, "the handler was called");
-        rig.failing.fail_loads(OK);
+        rig.fail_loads(OK);
 
-        rig.failing.fail_writes(mode);
+        rig.fail_writes(mode);
         let r = grpc("set=a:2", Some(&cookie(&id))).await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(r.headers["grpc-status"], code, "{r:?}");
         assert!(r.set_cookies().is_empty(), "{r:?}");
-        rig.failing.fail_writes(OK);
+        rig.fail_writes(OK);
     }
     // A plain request on the same path still gets plain statuses.
-    rig.failing.fail_loads(UNAVAILABLE);
+    rig.fail_loads(UNAVAILABLE);
     let r = srv.raw("get=a", Some(&cookie(&id))).await;
     assert_eq!(r.status, 503);
     assert!(!r.headers.contains_key("grpc-status"), "{r:?}");
@@ -391,7 +328,7 @@ async fn row_21_grpc_requests_get_a_grpc_status() {
 /// Store failures are logged: an ERROR event from this crate. In-process, on
 /// a current-thread runtime, with a capturing subscriber for this thread.
 #[tokio::test]
-async fn row_21_store_failures_are_logged() {
+async fn store_failures_are_logged() {
     let rig = Rig::new();
     let id = call(&rig.app, "set=a:1", None).await.new_id().unwrap();
     // A process-wide subscriber (set once, before this test's events), so no
@@ -407,15 +344,15 @@ async fn row_21_store_failures_are_logged() {
         })
         .clone();
 
-    rig.failing.fail_loads(UNAVAILABLE);
+    rig.fail_loads(UNAVAILABLE);
     assert_eq!(
         call(&rig.app, "get=a", Some(&cookie(&id))).await.status,
         503
     );
     assert_eq!(errors.load(Ordering::SeqCst), 1, "a load failure is logged");
-    rig.failing.fail_loads(OK);
+    rig.fail_loads(OK);
 
-    rig.failing.fail_writes(OTHER);
+    rig.fail_writes(OTHER);
     assert_eq!(
         call(&rig.app, "set=a:2", Some(&cookie(&id))).await.status,
         500
@@ -449,67 +386,30 @@ impl tracing::Subscriber for ErrorCounter {
 }
 
 // ---------------------------------------------------------------------------
-// Row 22: records a store should never return
+// SECURITY.md #22: records a store should never return
 // ---------------------------------------------------------------------------
 
+/// The times a doctored store puts into every record it loads:
+/// `(created_at, expires_at)` in ms since the epoch; `None`: as stored.
+type Times = Arc<Mutex<Option<(u64, u64)>>>;
+
 /// A memory store whose loads return a doctored copy of the record, the way
-/// a store with stale or corrupted times would.
-#[derive(Clone, Default)]
-struct DoctoredStore {
-    inner: MemoryStore,
-    /// Replaces `(created_at, expires_at)` of loaded records.
-    times: Arc<Mutex<Option<(u64, u64)>>>,
-}
-
-impl SessionStore for DoctoredStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        let record = self.inner.load(id).await?;
-        let times = *self.times.lock().unwrap();
-        Ok(match (record, times) {
-            (Some(r), Some((created_at, expires_at))) => Some(Record {
-                items: r.items,
-                created_at,
-                expires_at,
-                public_id: r.public_id,
-            }),
-            (r, _) => r,
+/// a store with stale or corrupted times would; and the switch that sets
+/// the times.
+fn doctored() -> (TestStore<MemoryStore>, Times) {
+    let times = Times::default();
+    let set = times.clone();
+    let store = TestStore::new(MemoryStore::new()).map_loads(move |r| {
+        Some(match *set.lock().unwrap() {
+            Some((created_at, expires_at)) => Record {
+                created_at: Timestamp::from_millis(created_at),
+                expires_at: Timestamp::from_millis(expires_at),
+                ..r
+            },
+            None => r,
         })
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.inner.create(id, record).await
-    }
-
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.inner.save(id, changes, expires_at).await
-    }
-
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.inner.cycle(old, new, changes, expires_at).await
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.inner.delete(id).await
-    }
-
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.inner.end(id, public_id).await
-    }
-
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.inner.touch(id, expires_at).await
-    }
+    });
+    (store, times)
 }
 
 /// Wall-clock ms since the Unix epoch (the crate's clock, unpaused).
@@ -526,8 +426,7 @@ const DAY: u64 = 24 * HOUR;
 /// Loads `times` for a live session; asserts it is treated as absent (a
 /// fresh session), deleted, and that a write gets a new id.
 async fn assert_treated_as_absent(times: impl Fn(u64) -> (u64, u64), absolute: Option<Duration>) {
-    let doctored = DoctoredStore::default();
-    let store = CountingStore::new(doctored.clone());
+    let (store, doctored) = doctored();
     let mut layer = dev_layer(store.clone());
     if let Some(a) = absolute {
         layer = layer.with_absolute_timeout(a);
@@ -535,7 +434,7 @@ async fn assert_treated_as_absent(times: impl Fn(u64) -> (u64, u64), absolute: O
     let srv = serve_script(layer).await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
 
-    *doctored.times.lock().unwrap() = Some(times(now_ms()));
+    *doctored.lock().unwrap() = Some(times(now_ms()));
     let deletes = store.counts().delete;
     let r = srv.raw("get=a&id", Some(&cookie(&id))).await;
     assert_eq!(r.ok(), "-,-", "the bad record was used");
@@ -544,14 +443,14 @@ async fn assert_treated_as_absent(times: impl Fn(u64) -> (u64, u64), absolute: O
         deletes + 1,
         "the bad record was not deleted"
     );
-    assert_eq!(doctored.inner.len(), 0);
+    assert_eq!(store.inner().len(), 0);
 
     let r = srv.raw("set=a:2", Some(&cookie(&id))).await;
     assert_ne!(r.new_id().unwrap(), id);
 }
 
 #[tokio::test]
-async fn row_22_record_already_expired_is_treated_as_absent_and_deleted() {
+async fn record_already_expired_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(|now| (now - HOUR, now - 60_000), None).await;
     // Just expired. The layer's clock is the Unix time read once, advanced
     // by a monotonic clock, so it may differ from `SystemTime::now()` by a
@@ -561,7 +460,7 @@ async fn row_22_record_already_expired_is_treated_as_absent_and_deleted() {
 }
 
 #[tokio::test]
-async fn row_22_record_past_the_absolute_timeout_is_treated_as_absent_and_deleted() {
+async fn record_past_the_absolute_timeout_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(
         |now| (now - 10 * DAY, now + HOUR),
         Some(Duration::from_secs(24 * 3600)),
@@ -574,7 +473,7 @@ async fn row_22_record_past_the_absolute_timeout_is_treated_as_absent_and_delete
 /// corrupted. Created a day in the future (far beyond clock skew), expiring
 /// in an hour.
 #[tokio::test]
-async fn row_22_record_created_after_it_expires_is_treated_as_absent_and_deleted() {
+async fn record_created_after_it_expires_is_treated_as_absent_and_deleted() {
     assert_treated_as_absent(|now| (now + DAY, now + HOUR), None).await;
     assert_treated_as_absent(
         |now| (now + DAY, now + HOUR),
@@ -586,17 +485,17 @@ async fn row_22_record_created_after_it_expires_is_treated_as_absent_and_deleted
 /// Absurd times never panic the layer (no overflow in its arithmetic), with
 /// or without an absolute timeout and a persistent cookie.
 #[tokio::test]
-async fn row_22_absurd_times_never_panic() {
+async fn absurd_stored_times_never_panic() {
     for absolute in [None, Some(Duration::from_secs(3600))] {
         for times in [(u64::MAX, u64::MAX), (u64::MAX, 0), (0, u64::MAX), (1, 2)] {
-            let doctored = DoctoredStore::default();
-            let mut layer = dev_layer(doctored.clone()).with_persistent_cookie(true);
+            let (store, doctored) = doctored();
+            let mut layer = dev_layer(store).with_persistent_cookie(true);
             if let Some(a) = absolute {
                 layer = layer.with_absolute_timeout(a);
             }
             let srv = serve_script(layer).await;
             let id = srv.raw("set=a:1", None).await.new_id().unwrap();
-            *doctored.times.lock().unwrap() = Some(times);
+            *doctored.lock().unwrap() = Some(times);
             for script in ["get=a", "set=b:1", "cycle", "destroy"] {
                 let r = srv.raw(script, Some(&cookie(&id))).await;
                 assert_eq!(r.status, 200, "{times:?} {script}: {r:?}");
@@ -608,54 +507,13 @@ async fn row_22_absurd_times_never_panic() {
 /// A store that finds a record it cannot read deletes it and reports
 /// `Ok(None)` (the trait's contract): the layer then gives a fresh session.
 #[tokio::test]
-async fn row_22_unreadable_record_reported_as_absent_gives_a_fresh_session() {
+async fn unreadable_record_reported_as_absent_gives_a_fresh_session() {
     let mem = MemoryStore::new();
-    let srv = serve_script(dev_layer(CorruptOnLoad(mem.clone()))).await;
+    let srv = serve_script(dev_layer(TestStore::new(mem.clone()).map_loads(|_| None))).await;
     let id = srv.raw("set=a:1", None).await.new_id().unwrap();
     let r = srv.raw("get=a", Some(&cookie(&id))).await;
     assert_eq!(r.ok(), "-");
     assert_eq!(mem.len(), 0);
     let r = srv.raw("set=a:2", Some(&cookie(&id))).await;
     assert_ne!(r.new_id().unwrap(), id);
-}
-
-/// Every stored record "fails to decode": deleted and reported absent.
-struct CorruptOnLoad(MemoryStore);
-
-impl SessionStore for CorruptOnLoad {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        if self.0.load(id).await?.is_some() {
-            self.0.delete(id).await?;
-        }
-        Ok(None)
-    }
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.0.create(id, record).await
-    }
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.0.save(id, changes, expires_at).await
-    }
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.0.cycle(old, new, changes, expires_at).await
-    }
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.0.delete(id).await
-    }
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.0.end(id, public_id).await
-    }
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.0.touch(id, expires_at).await
-    }
 }

@@ -4,6 +4,8 @@
 //! client as gRPC statuses.
 #![allow(clippy::unwrap_used)]
 
+#[allow(unused_macros)]
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/tonic.rs"]
 mod tonic_example;
@@ -22,11 +24,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status};
 use tower_service::Service;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
-use tower_session_storage::{
-    MemoryStore, PublicId, SessionId, SessionStorage, SessionStore, StoreError,
-};
+use tower_session_storage::{MemoryStore, SessionId, SessionStorage, SessionStore, StoreError};
 
+use common::TestStore;
 use tonic_example::{
     CounterClient, CounterReply, Empty, IncrementRequest, SessionMetadata, SignInRequest,
     SESSION_HEADER,
@@ -239,82 +239,40 @@ async fn invalid_argument_from_a_method_reaches_the_client() {
 
 // ------------------------------------------------------------ store failures
 
-/// A `MemoryStore` that fails on demand: every load with `Unavailable`, or
+/// The switches of a flaky store: every load fails with `Unavailable`, or
 /// every write with `Other`.
 #[derive(Clone, Default)]
-struct FlakyStore {
-    inner: MemoryStore,
+struct Switches {
     fail_load: Arc<AtomicBool>,
     fail_writes: Arc<AtomicBool>,
 }
 
-impl FlakyStore {
-    fn check_write(&self) -> Result<(), StoreError> {
-        if self.fail_writes.load(Ordering::SeqCst) {
-            return Err(StoreError::other("disk on fire"));
+/// A `MemoryStore` that fails on demand, and its switches.
+fn flaky() -> (TestStore<MemoryStore>, Switches) {
+    let switches = Switches::default();
+    let on = switches.clone();
+    let store = TestStore::new(MemoryStore::new()).fail_when(move |op| {
+        if op.is_write() {
+            on.fail_writes
+                .load(Ordering::SeqCst)
+                .then(|| StoreError::other("disk on fire"))
+        } else {
+            on.fail_load
+                .load(Ordering::SeqCst)
+                .then(|| StoreError::unavailable("down"))
         }
-        Ok(())
-    }
-}
-
-impl SessionStore for FlakyStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        if self.fail_load.load(Ordering::SeqCst) {
-            return Err(StoreError::unavailable("down"));
-        }
-        self.inner.load(id).await
-    }
-
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.check_write()?;
-        self.inner.create(id, record).await
-    }
-
-    async fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.check_write()?;
-        self.inner.save(id, changes, expires_at).await
-    }
-
-    async fn cycle(
-        &self,
-        old: &SessionId,
-        new: &SessionId,
-        changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.check_write()?;
-        self.inner.cycle(old, new, changes, expires_at).await
-    }
-
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.check_write()?;
-        self.inner.delete(id).await
-    }
-
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.check_write()?;
-        self.inner.end(id, public_id).await
-    }
-
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.check_write()?;
-        self.inner.touch(id, expires_at).await
-    }
+    });
+    (store, switches)
 }
 
 #[tokio::test]
 async fn unreachable_store_gives_the_client_unavailable() {
-    let store = FlakyStore::default();
+    let (store, switches) = flaky();
     let mut client = start(store.clone()).await;
     let res = increment(&mut client, None).await;
     let id = returned_id(res.metadata()).unwrap();
 
-    store.fail_load.store(true, Ordering::SeqCst);
+    switches.fail_load.store(true, Ordering::SeqCst);
     // A well-formed id makes the layer load, and the load fails.
     for id in [id.as_str(), MADE_UP] {
         let err = client
@@ -329,18 +287,18 @@ async fn unreachable_store_gives_the_client_unavailable() {
     assert_eq!(increment(&mut client, None).await.get_ref().value, 1);
 
     // Not a logout: once the store is back, the session is intact.
-    store.fail_load.store(false, Ordering::SeqCst);
+    switches.fail_load.store(false, Ordering::SeqCst);
     assert_eq!(increment(&mut client, Some(&id)).await.get_ref().value, 2);
 }
 
 #[tokio::test]
 async fn failed_save_gives_the_client_internal_and_keeps_nothing() {
-    let store = FlakyStore::default();
+    let (store, switches) = flaky();
     let mut client = start(store.clone()).await;
     let res = increment(&mut client, None).await;
     let id = returned_id(res.metadata()).unwrap();
 
-    store.fail_writes.store(true, Ordering::SeqCst);
+    switches.fail_writes.store(true, Ordering::SeqCst);
     let err = client
         .increment(with_id(IncrementRequest { by: 1 }, Some(&id)))
         .await
@@ -354,13 +312,13 @@ async fn failed_save_gives_the_client_internal_and_keeps_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
 
-    store.fail_writes.store(false, Ordering::SeqCst);
+    switches.fail_writes.store(false, Ordering::SeqCst);
     assert_eq!(
         increment(&mut client, Some(&id)).await.get_ref().value,
         2,
         "the failed call's write was not kept"
     );
-    assert_eq!(store.inner.len(), 1);
+    assert_eq!(store.inner().len(), 1);
 }
 
 // ------------------------------------------------- a method that fails

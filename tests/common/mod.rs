@@ -21,7 +21,9 @@ use axum::extract::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{
     PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
 };
@@ -372,28 +374,133 @@ struct AtomicCounts {
     touch: AtomicUsize,
 }
 
-/// Wraps any store and counts the calls per method, delegating each.
-/// Clones share the store and the counts.
-pub(crate) struct CountingStore<S> {
-    inner: Arc<S>,
-    counts: Arc<AtomicCounts>,
+/// A store operation, as [`TestStore::fail_when`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Load,
+    Create,
+    Save,
+    Cycle,
+    Delete,
+    End,
+    Touch,
 }
 
-impl<S> Clone for CountingStore<S> {
+impl Op {
+    /// Every operation but `load` may write.
+    pub(crate) fn is_write(self) -> bool {
+        self != Op::Load
+    }
+}
+
+type FailWhen = Box<dyn Fn(Op) -> Option<StoreError> + Send + Sync>;
+type MapLoads = Box<dyn Fn(Record) -> Option<Record> + Send + Sync>;
+
+/// How a [`TestStore`] misbehaves, shared by its clones.
+#[derive(Default)]
+struct Behaviour {
+    counts: AtomicCounts,
+    /// `Some`: every call answers with a pending future that yields once,
+    /// then sleeps this long, then runs the call.
+    delay: Option<Duration>,
+    fail_when: Option<FailWhen>,
+    map_loads: Option<MapLoads>,
+    create_collisions: AtomicUsize,
+    cycle_collisions: AtomicUsize,
+    /// Every id asked for by `create`, and every new id of `cycle`.
+    tried: Mutex<Vec<SessionId>>,
+}
+
+/// The one configurable store double: wraps any store, counts the calls per
+/// method, and on request delays them, fails them, reports collisions or
+/// doctors what loads return. Clones share the store, the settings and the
+/// counts.
+///
+/// ```ignore
+/// let store = TestStore::new(MemoryStore::new())
+///     .delay(Duration::from_millis(5))
+///     .fail_when(|op| (op == Op::Load).then(|| StoreError::unavailable("down")))
+///     .collide_creates(2);
+/// ```
+///
+/// Without `delay`, every answer the inner store gives at once is given at
+/// once (a ready `StoreFuture`), so the layer runs the store in place. A
+/// failing or colliding call is counted, and changes nothing.
+pub(crate) struct TestStore<S> {
+    inner: Arc<S>,
+    how: Arc<Behaviour>,
+}
+
+impl<S> Clone for TestStore<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            counts: self.counts.clone(),
+            how: self.how.clone(),
         }
     }
 }
 
-impl<S> CountingStore<S> {
+impl<S> TestStore<S> {
+    /// Counts the calls to `inner` and otherwise passes them through.
     pub(crate) fn new(inner: S) -> Self {
         Self {
             inner: Arc::new(inner),
-            counts: Arc::default(),
+            how: Arc::default(),
         }
+    }
+
+    fn configure(mut self, f: impl FnOnce(&mut Behaviour)) -> Self {
+        f(Arc::get_mut(&mut self.how).expect("configure a TestStore before cloning it"));
+        self
+    }
+
+    /// Every call answers with a pending future (as a networked store
+    /// does): it yields to the runtime once, sleeps `delay` (zero: no
+    /// sleep), then runs the call.
+    pub(crate) fn delay(self, delay: Duration) -> Self {
+        self.configure(|b| b.delay = Some(delay))
+    }
+
+    /// Every call first asks `f`: `Some(error)` fails the call with that
+    /// error before it reaches the inner store. `f` may read switches the
+    /// test flips.
+    pub(crate) fn fail_when(
+        self,
+        f: impl Fn(Op) -> Option<StoreError> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|b| b.fail_when = Some(Box::new(f)))
+    }
+
+    /// The next `n` calls to `create` report the id as taken.
+    pub(crate) fn collide_creates(self, n: usize) -> Self {
+        self.collide_next(Op::Create, n);
+        self
+    }
+
+    /// The next `n` calls to `cycle` report the new id as taken.
+    pub(crate) fn collide_cycles(self, n: usize) -> Self {
+        self.collide_next(Op::Cycle, n);
+        self
+    }
+
+    /// From now on, the next `n` calls to `op` (`Create` or `Cycle`) report
+    /// their id as taken.
+    pub(crate) fn collide_next(&self, op: Op, n: usize) {
+        match op {
+            Op::Create => self.how.create_collisions.store(n, Ordering::SeqCst),
+            Op::Cycle => self.how.cycle_collisions.store(n, Ordering::SeqCst),
+            _ => panic!("only create and cycle can collide, not {op:?}"),
+        }
+    }
+
+    /// What a load finds goes through `f`: `Some(record)` is returned in
+    /// its place; `None` means the stored record could not be read, so it
+    /// is deleted and reported absent (the trait's contract).
+    pub(crate) fn map_loads(
+        self,
+        f: impl Fn(Record) -> Option<Record> + Send + Sync + 'static,
+    ) -> Self {
+        self.configure(|b| b.map_loads = Some(Box::new(f)))
     }
 
     /// The wrapped store, to inspect it without counting.
@@ -401,8 +508,9 @@ impl<S> CountingStore<S> {
         &self.inner
     }
 
+    /// How often each method was called (`end` counts as a delete).
     pub(crate) fn counts(&self) -> Counts {
-        let c = &*self.counts;
+        let c = &self.how.counts;
         Counts {
             load: c.load.load(Ordering::SeqCst),
             create: c.create.load(Ordering::SeqCst),
@@ -412,53 +520,149 @@ impl<S> CountingStore<S> {
             touch: c.touch.load(Ordering::SeqCst),
         }
     }
+
+    /// Every id `create` was asked for and every new id `cycle` was given,
+    /// in order, since the last call.
+    pub(crate) fn take_tried(&self) -> Vec<String> {
+        let tried = std::mem::take(&mut *self.how.tried.lock().unwrap());
+        tried.iter().map(ToString::to_string).collect()
+    }
 }
 
-impl<S: SessionStore> SessionStore for CountingStore<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        self.counts.load.fetch_add(1, Ordering::SeqCst);
-        self.inner.load(id).await
+/// Takes one from `n` if it is not zero.
+fn take_one(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// `f` applied to the answer of `fut`: at once if `fut` is ready (the
+/// result stays ready), else in an owned future.
+fn then<T, U, F>(fut: StoreFuture<T>, f: F) -> StoreFuture<U>
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    F: FnOnce(Result<T, StoreError>) -> StoreFuture<U> + Send + 'static,
+{
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut fut = fut;
+    // A future that is not ready registers the waker of its next poll,
+    // so polling it once with one that does nothing loses no wake-up.
+    match std::pin::Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => f(r),
+        Poll::Pending => StoreFuture::new(async move { f(fut.await).await }),
+    }
+}
+
+impl<S: SessionStore> TestStore<S> {
+    /// One call: counted, then (after the delay, if any) failed or passed
+    /// to `call`.
+    fn run<T, C>(&self, op: Op, call: C) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        C: FnOnce(&Arc<S>, &Arc<Behaviour>) -> StoreFuture<T> + Send + 'static,
+    {
+        let c = &self.how.counts;
+        match op {
+            Op::Load => &c.load,
+            Op::Create => &c.create,
+            Op::Save => &c.save,
+            Op::Cycle => &c.cycle,
+            Op::Delete | Op::End => &c.delete,
+            Op::Touch => &c.touch,
+        }
+        .fetch_add(1, Ordering::SeqCst);
+        let fail = move |how: &Behaviour| how.fail_when.as_ref().and_then(|f| f(op));
+        let Some(delay) = self.how.delay else {
+            if let Some(e) = fail(&self.how) {
+                return StoreFuture::ready(Err(e));
+            }
+            return call(&self.inner, &self.how);
+        };
+        let (inner, how) = (self.inner.clone(), self.how.clone());
+        StoreFuture::new(async move {
+            tokio::task::yield_now().await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(e) = fail(&how) {
+                return Err(e);
+            }
+            call(&inner, &how).await
+        })
+    }
+}
+
+impl<S: SessionStore> SessionStore for TestStore<S> {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        let id = *id;
+        self.run(Op::Load, move |s, how| {
+            let found = s.load(&id);
+            if how.map_loads.is_none() {
+                return found;
+            }
+            let (inner, how) = (s.clone(), how.clone());
+            then(found, move |r| match r {
+                Ok(Some(record)) => match (how.map_loads.as_ref().unwrap())(record) {
+                    Some(record) => StoreFuture::ready(Ok(Some(record))),
+                    None => then(inner.delete(&id), |r| StoreFuture::ready(r.map(|()| None))),
+                },
+                other => StoreFuture::ready(other),
+            })
+        })
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.counts.create.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(id, record).await
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        let (id, record) = (*id, record.clone());
+        self.run(Op::Create, move |s, how| {
+            how.tried.lock().unwrap().push(id);
+            if take_one(&how.create_collisions) {
+                return StoreFuture::ready(Ok(false));
+            }
+            s.create(&id, &record)
+        })
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        self.counts.save.fetch_add(1, Ordering::SeqCst);
-        self.inner.save(id, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        let (id, changes) = (*id, changes.clone());
+        self.run(Op::Save, move |s, _| s.save(&id, &changes, expires_at))
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        self.counts.cycle.fetch_add(1, Ordering::SeqCst);
-        self.inner.cycle(old, new, changes, expires_at).await
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        let (old, new, changes) = (*old, *new, changes.clone());
+        self.run(Op::Cycle, move |s, how| {
+            how.tried.lock().unwrap().push(new);
+            if take_one(&how.cycle_collisions) {
+                return StoreFuture::ready(Ok(CycleOutcome::Collision));
+            }
+            s.cycle(&old, &new, &changes, expires_at)
+        })
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(id).await
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        let id = *id;
+        self.run(Op::Delete, move |s, _| s.delete(&id))
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        self.counts.delete.fetch_add(1, Ordering::SeqCst);
-        self.inner.end(id, public_id).await
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        let (id, public_id) = (*id, *public_id);
+        self.run(Op::End, move |s, _| s.end(&id, &public_id))
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        self.counts.touch.fetch_add(1, Ordering::SeqCst);
-        self.inner.touch(id, expires_at).await
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        let id = *id;
+        self.run(Op::Touch, move |s, _| s.touch(&id, expires_at))
     }
 }
 
@@ -475,12 +679,12 @@ impl NoTtlStore {
     }
 }
 
-impl SessionStore for NoTtlStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+impl NoTtlStore {
+    fn do_load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         Ok(self.map.lock().unwrap().get(id).cloned())
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn do_create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         let mut map = self.map.lock().unwrap();
         if map.contains_key(id) {
             return Ok(false);
@@ -489,11 +693,11 @@ impl SessionStore for NoTtlStore {
         Ok(true)
     }
 
-    async fn save(
+    fn do_save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<SaveOutcome, StoreError> {
         let mut map = self.map.lock().unwrap();
         let Some(record) = map.get_mut(id) else {
@@ -508,12 +712,12 @@ impl SessionStore for NoTtlStore {
         Ok(SaveOutcome::Saved)
     }
 
-    async fn cycle(
+    fn do_cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<CycleOutcome, StoreError> {
         let mut map = self.map.lock().unwrap();
         if map.contains_key(new) {
@@ -531,12 +735,12 @@ impl SessionStore for NoTtlStore {
         Ok(CycleOutcome::Moved)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    fn do_delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map.lock().unwrap().remove(id);
         Ok(())
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    fn do_end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
         self.map
             .lock()
             .unwrap()
@@ -544,7 +748,7 @@ impl SessionStore for NoTtlStore {
         Ok(())
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    fn do_touch(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
         Ok(match self.map.lock().unwrap().get_mut(id) {
             Some(r) => {
                 r.expires_at = r.expires_at.max(expires_at);
@@ -552,6 +756,47 @@ impl SessionStore for NoTtlStore {
             }
             None => false,
         })
+    }
+}
+
+impl SessionStore for NoTtlStore {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(self.do_load(id))
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_create(id, record))
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+    }
+
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_delete(id))
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_end(id, public_id))
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, expires_at))
     }
 }
 
@@ -572,8 +817,21 @@ pub(crate) async fn stored_item<S: SessionStore>(store: &S, id: &str, key: &str)
 
 /// Instantiates the suite: one `#[tokio::test]` per rule, each given a fresh
 /// store from `$make` (an expression; it may `.await`).
+///
+/// `session_store_suite!(make)` lets time pass for real in the timeout
+/// tests (a store whose expiry runs on real time, such as Redis);
+/// `session_store_suite!(make, paused_time)` runs them on tokio's paused
+/// clock (in-process stores: no sleeping).
 macro_rules! session_store_suite {
     ($make:expr) => {
+        session_store_suite!(@untimed $make);
+        session_store_suite!(@timed $make; (flavor = "multi_thread", worker_threads = 2); Real);
+    };
+    ($make:expr, paused_time) => {
+        session_store_suite!(@untimed $make);
+        session_store_suite!(@timed $make; (start_paused = true); Paused);
+    };
+    (@untimed $make:expr) => {
         session_store_suite!(@tests $make;
             lazy_creation_writes_nothing_until_an_item_is_set,
             browser_counter_survives_across_requests,
@@ -586,8 +844,6 @@ macro_rules! session_store_suite {
             cycle_id_moves_the_data_to_a_new_id_and_kills_the_old_one,
             destroy_deletes_the_session_and_expires_the_cookie,
             writes_after_destroy_start_a_new_session,
-            idle_timeout_ends_an_unused_session_and_use_extends_it,
-            absolute_timeout_ends_even_a_busy_session,
             reads_do_not_write_on_every_request,
             server_error_response_persists_nothing,
             inner_service_error_persists_nothing,
@@ -595,6 +851,20 @@ macro_rules! session_store_suite {
             exactly_one_set_cookie_for_our_name,
             cookie_name_is_configurable,
         );
+    };
+    (@timed $make:expr; $runtime:tt; $clock:ident) => {
+        session_store_suite!(@clocked $make; $runtime; $clock;
+            idle_timeout_ends_an_unused_session_and_use_extends_it,
+            absolute_timeout_ends_even_a_busy_session,
+        );
+    };
+    (@clocked $make:expr; $runtime:tt; $clock:ident; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test $runtime]
+            async fn $name() {
+                crate::common::suite::$name($make, crate::common::suite::Clock::$clock).await;
+            }
+        )*
     };
     (@tests $make:expr; $($name:ident),* $(,)?) => {
         $(
@@ -606,7 +876,7 @@ macro_rules! session_store_suite {
     };
 }
 
-/// The suite: every store-visible rule of DESIGN.md "Semantics".
+/// The suite: every store-visible rule of the README's "What it guarantees".
 pub(crate) mod suite {
     use super::*;
 
@@ -615,7 +885,7 @@ pub(crate) mod suite {
     pub(crate) async fn lazy_creation_writes_nothing_until_an_item_is_set<S: SessionStore>(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
 
         let r = srv.raw("get=a&id", None).await;
@@ -658,7 +928,7 @@ pub(crate) mod suite {
     /// Strict ids: a well-formed id the store does not know gives a fresh
     /// session, and a write gets a different, server-made id.
     pub(crate) async fn made_up_id_is_not_adopted<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let made_up = made_up_id();
         let r = srv.raw("get=a&id", Some(&cookie(&made_up))).await;
@@ -689,7 +959,7 @@ pub(crate) mod suite {
     /// A request writes only the keys it changed: a key it did not touch is
     /// never written back from its snapshot.
     pub(crate) async fn change_sets_are_per_key<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let r = srv.raw("set=a:1&set=b:1&set=c:1", None).await;
         let id = r.new_id().unwrap();
@@ -701,7 +971,11 @@ pub(crate) mod suite {
         change.set("b", "2");
         store
             .inner()
-            .save(&parse_id(&id), &change, u64::MAX / 2)
+            .save(
+                &parse_id(&id),
+                &change,
+                Timestamp::from_millis(u64::MAX / 2),
+            )
             .await
             .unwrap();
 
@@ -730,7 +1004,7 @@ pub(crate) mod suite {
     /// `clear()` alone leaves the session empty: it is deleted and its cookie
     /// expired.
     pub(crate) async fn clear_alone_deletes_the_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let id = srv.raw("set=a:1", None).await.new_id().unwrap();
         let r = srv.raw("clear", Some(&cookie(&id))).await;
@@ -746,7 +1020,7 @@ pub(crate) mod suite {
     >(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let id = srv.raw("set=a:1&set=b:1", None).await.new_id().unwrap();
         let c = cookie(&id);
@@ -778,7 +1052,7 @@ pub(crate) mod suite {
     >(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 
@@ -809,7 +1083,7 @@ pub(crate) mod suite {
     pub(crate) async fn destroy_deletes_the_session_and_expires_the_cookie<S: SessionStore>(
         store: S,
     ) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let browser = srv.browser();
         let id = browser.run("set=user:alice").await.new_id().unwrap();
@@ -844,7 +1118,7 @@ pub(crate) mod suite {
     /// Writes after `destroy()` in the same request start a new session under
     /// a new id (documented on `destroy`).
     pub(crate) async fn writes_after_destroy_start_a_new_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
         let r = srv
@@ -862,48 +1136,77 @@ pub(crate) mod suite {
         );
     }
 
+    /// How time passes in the suite's timeout tests: real sleeps (for a
+    /// store whose expiry runs on real time, such as Redis's TTLs), or
+    /// tokio's paused clock, moved by `advance` (in-process stores; the
+    /// test then takes no time).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Clock {
+        Real,
+        Paused,
+    }
+
+    impl Clock {
+        /// Lets `d` pass.
+        pub(crate) async fn pass(self, d: Duration) {
+            match self {
+                Clock::Real => tokio::time::sleep(d).await,
+                Clock::Paused => tokio::time::advance(d).await,
+            }
+        }
+    }
+
     /// Idle timeout (sliding): an unused session ends; use extends it; the
-    /// expired id is not resurrected. Real time: 2 s idle timeout.
+    /// expired id is not resurrected. A 2 s idle timeout.
     pub(crate) async fn idle_timeout_ends_an_unused_session_and_use_extends_it<S: SessionStore>(
         store: S,
+        clock: Clock,
     ) {
-        let store = CountingStore::new(store);
-        let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2));
-        let srv = serve_script(layer).await;
-        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+        let store = TestStore::new(store);
+        let app = script_routes()
+            .layer(dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(2)));
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
         let c = cookie(&id);
 
         // Used at 1.2 s and again at 2.4 s (past the first expiry): alive.
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1");
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(srv.raw("get=a", Some(&c)).await.ok(), "1", "use extends it");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(call(&app, "get=a", Some(&c)).await.ok(), "1");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(
+            call(&app, "get=a", Some(&c)).await.ok(),
+            "1",
+            "use extends it"
+        );
 
         // Unused for longer than the idle timeout: gone.
-        tokio::time::sleep(Duration::from_millis(2300)).await;
-        let r = srv.raw("get=a", Some(&c)).await;
+        clock.pass(Duration::from_millis(2300)).await;
+        let r = call(&app, "get=a", Some(&c)).await;
         assert_eq!(r.ok(), "-", "an idle session is over");
         assert!(r.set_cookies().is_empty(), "{r:?}");
-        let r = srv.raw("set=a:2", Some(&c)).await;
+        let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
     }
 
     /// Absolute timeout: a session ends that long after creation however
-    /// busy it is. Real time: 1.5 s absolute timeout.
-    pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
-        let layer = dev_layer(store.clone())
-            .with_idle_timeout(Duration::from_secs(600))
-            .with_absolute_timeout(Duration::from_millis(1500));
-        let srv = serve_script(layer).await;
-        let id = srv.raw("set=a:1", None).await.new_id().unwrap();
+    /// busy it is. A 1.5 s absolute timeout.
+    pub(crate) async fn absolute_timeout_ends_even_a_busy_session<S: SessionStore>(
+        store: S,
+        clock: Clock,
+    ) {
+        let store = TestStore::new(store);
+        let app = script_routes().layer(
+            dev_layer(store.clone())
+                .with_idle_timeout(Duration::from_secs(600))
+                .with_absolute_timeout(Duration::from_millis(1500)),
+        );
+        let id = call(&app, "set=a:1", None).await.new_id().unwrap();
         let c = cookie(&id);
-        assert_eq!(srv.raw("incr=n", Some(&c)).await.ok(), "1");
-        tokio::time::sleep(Duration::from_millis(1700)).await;
-        let r = srv.raw("get=a&get=n", Some(&c)).await;
+        assert_eq!(call(&app, "incr=n", Some(&c)).await.ok(), "1");
+        clock.pass(Duration::from_millis(1700)).await;
+        let r = call(&app, "get=a&get=n", Some(&c)).await;
         assert_eq!(r.ok(), "-,-");
-        let r = srv.raw("set=a:2", Some(&c)).await;
+        let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
     }
@@ -912,7 +1215,7 @@ pub(crate) mod suite {
     /// with a 1-hour idle timeout (activity recorded once a minute), twenty
     /// reads write nothing.
     pub(crate) async fn reads_do_not_write_on_every_request<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone()).with_idle_timeout(Duration::from_secs(3600));
         let srv = serve_script(layer).await;
         let c = cookie(&srv.raw("set=a:1", None).await.new_id().unwrap());
@@ -930,7 +1233,7 @@ pub(crate) mod suite {
     /// A 5xx response persists nothing: no new session, no change to an
     /// existing one, no cookie.
     pub(crate) async fn server_error_response_persists_nothing<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let srv = serve_script(dev_layer(store.clone())).await;
 
         let r = srv.raw("set=a:1&status=500", None).await;
@@ -965,7 +1268,7 @@ pub(crate) mod suite {
     pub(crate) async fn inner_service_error_persists_nothing<S: SessionStore>(store: S) {
         use tower::{ServiceBuilder, ServiceExt};
 
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let layer = dev_layer(store.clone());
         let srv = serve_script(layer.clone()).await;
         let id = srv.raw("set=a:1", None).await.new_id().unwrap();
@@ -995,7 +1298,7 @@ pub(crate) mod suite {
     /// A persistent cookie carries `Max-Age` = the idle timeout; the default
     /// browser-session cookie carries none.
     pub(crate) async fn persistent_cookie_carries_max_age<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let session = serve_script(dev_layer(store.clone())).await;
         let c = session.raw("set=a:1", None).await.set_cookie().unwrap();
         assert_eq!(max_age(&c), None, "{c}");
@@ -1025,7 +1328,7 @@ pub(crate) mod suite {
     /// too (ours wins; the handler's other cookies are kept).
     pub(crate) async fn exactly_one_set_cookie_for_our_name<S: SessionStore>(store: S) {
         use axum::response::{AppendHeaders, IntoResponse};
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let app = script_routes()
             .route(
                 "/forge",
@@ -1205,7 +1508,7 @@ pub(crate) mod concurrency {
     /// then the first one writes and finishes. Returns the first request's
     /// reply and the reply of the racing request.
     async fn race<S: SessionStore>(
-        store: &CountingStore<S>,
+        store: &TestStore<S>,
         old: &str,
         srv: &TestServer,
         signals: &Signals,
@@ -1235,7 +1538,7 @@ pub(crate) mod concurrency {
     /// the go, then runs `then` on the session; it answers the `user` it
     /// loaded.
     async fn slow_app<S: SessionStore>(
-        store: CountingStore<S>,
+        store: TestStore<S>,
         then: fn(&SessionStorage),
     ) -> (TestServer, Signals) {
         let signals: Signals = Arc::default();
@@ -1259,7 +1562,7 @@ pub(crate) mod concurrency {
     }
 
     /// `/slow` writes `late=1` and `user=eve` after the go.
-    async fn slow_writer_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+    async fn slow_writer_app<S: SessionStore>(store: TestStore<S>) -> (TestServer, Signals) {
         slow_app(store, |s| {
             s.set_item("late", "1").unwrap();
             s.set_item("user", "eve").unwrap();
@@ -1269,18 +1572,18 @@ pub(crate) mod concurrency {
 
     /// `/slow` destroys the session after the go (a logout that takes its
     /// time).
-    async fn slow_logout_app<S: SessionStore>(store: CountingStore<S>) -> (TestServer, Signals) {
+    async fn slow_logout_app<S: SessionStore>(store: TestStore<S>) -> (TestServer, Signals) {
         slow_app(store, SessionStorage::destroy).await
     }
 
-    /// Row 35: a logout racing a `cycle_id` on the same session. The logout
+    /// SECURITY.md #35: a logout racing a `cycle_id` on the same session. The logout
     /// loaded the session under its old id; meanwhile the other request
     /// moved it to a new id and handed that id to the browser. When the
     /// logout finishes, the session is ended under every id: the new id
     /// loads an empty session, the old one too, and the logout's response
     /// expires the cookie (it hands out no live id).
     pub(crate) async fn destroy_racing_a_cycle_ends_the_session<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_logout_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 
@@ -1316,7 +1619,7 @@ pub(crate) mod concurrency {
     /// nothing is re-created, the writer's response carries no `Set-Cookie`
     /// with the old id, and the old cookie loads a fresh session.
     pub(crate) async fn destroy_racing_a_writer_wins<S: SessionStore>(store: S) {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_writer_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
         let creates = store.counts().create;
@@ -1340,7 +1643,7 @@ pub(crate) mod concurrency {
     /// `cycle_id` while a writer on the old id is in flight: the writer's
     /// changes are dropped, the new id works with the data, the old is dead.
     pub(crate) async fn cycle_racing_a_writer_wins<S: SessionStore>(store: S) -> String {
-        let store = CountingStore::new(store);
+        let store = TestStore::new(store);
         let (srv, signals) = slow_writer_app(store.clone()).await;
         let old = srv.raw("set=user:alice", None).await.new_id().unwrap();
 

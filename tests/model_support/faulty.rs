@@ -16,11 +16,16 @@
 //! history prints the store calls in the order they happened.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
 use super::{short, Events, Rng};
@@ -49,7 +54,8 @@ pub(crate) struct FaultPlan {
     /// forwarding: the call then lands after the session may have expired.
     pub(crate) stall_per_mille: u64,
     pub(crate) stall: Duration,
-    /// Claim `answers_immediately` (no delays then): the layer runs the
+    /// No delays: every call the inner store answers at once is answered
+    /// with a ready `StoreFuture` (faults included), so the layer runs the
     /// store calls in place, its other code path.
     pub(crate) immediate: bool,
 }
@@ -112,18 +118,39 @@ pub(crate) struct FaultCount {
     pub(crate) after: u32,
 }
 
-/// The wrapper. `inner` is the real store.
+/// The wrapper. `inner` is the real store. Clones share the store and
+/// the control.
 pub(crate) struct Faulty<S> {
-    pub(crate) inner: S,
+    pub(crate) inner: Arc<S>,
     pub(crate) ctl: Arc<Control>,
 }
 
+impl<S> Clone for Faulty<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            ctl: self.ctl.clone(),
+        }
+    }
+}
+
 /// What to do with one call.
+#[derive(Clone, Copy)]
 struct Decision {
     fault: bool,
     fail_after: bool,
     before: Duration,
     after: Duration,
+}
+
+/// The answer of `fut` if it is already there, polling it once with a
+/// waker that does nothing (a future that is not ready registers the
+/// waker of its next poll, so nothing is lost).
+fn answer_now<T>(fut: &mut StoreFuture<T>) -> Option<Result<T, StoreError>> {
+    match Pin::new(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
 }
 
 impl<S> Faulty<S> {
@@ -154,45 +181,43 @@ impl<S> Faulty<S> {
             after,
         }
     }
+}
 
-    /// Before forwarding: the delay, then the fault (if any).
-    async fn enter(&self, what: &str, ids: &[&SessionId]) -> Result<Decision, StoreError> {
-        let d = self.decide();
-        {
-            let mut seen = self.ctl.ids.lock().unwrap();
-            seen.extend(ids.iter().copied().copied());
-        }
-        self.ctl.stats.calls.fetch_add(1, Ordering::Relaxed);
-        if !d.before.is_zero() {
-            tokio::time::sleep(d.before).await;
-        }
+impl Control {
+    /// Every call: count it and remember its ids.
+    fn arrive(&self, ids: &[SessionId]) {
+        self.ids.lock().unwrap().extend(ids.iter().copied());
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Before forwarding (after the delay): the fault, if any.
+    fn enter(&self, d: Decision, what: &str) -> Result<(), StoreError> {
         if d.fault {
             let req = current_request();
-            self.ctl.stats.faults.fetch_add(1, Ordering::Relaxed);
+            self.stats.faults.fetch_add(1, Ordering::Relaxed);
             {
-                let mut f = self.ctl.faulted.lock().unwrap();
+                let mut f = self.faulted.lock().unwrap();
                 let e = f.entry(req).or_default();
                 e.all += 1;
                 if !(what.starts_with("touch") || what.starts_with("delete")) {
                     e.fatal_before += 1;
                 }
             }
-            self.ctl.events.push(format!(
+            self.events.push(format!(
                 "  #{req} store {what}: INJECTED FAULT (nothing forwarded)"
             ));
             return Err(StoreError::unavailable("injected fault (model test)"));
         }
-        Ok(d)
+        Ok(())
     }
 
-    /// After the inner call: log it, check the cap, then the delay, then
-    /// the fault after the fact (if any).
-    async fn leave(&self, d: Decision, what: String) -> Result<(), StoreError> {
+    /// After the inner call answered: log it and check the cap.
+    fn answered(&self, what: String) {
         let req = current_request();
-        self.ctl.events.push(format!("  #{req} store {what}"));
-        if let Some((cap, len)) = &self.ctl.cap {
+        self.events.push(format!("  #{req} store {what}"));
+        if let Some((cap, len)) = &self.cap {
             let n = len();
-            let mut found = self.ctl.cap_violations.lock().unwrap();
+            let mut found = self.cap_violations.lock().unwrap();
             // The first one tells the story; the store stays over its cap.
             if n > *cap && found.is_empty() {
                 found.push(format!(
@@ -201,22 +226,21 @@ impl<S> Faulty<S> {
                 ));
             }
         }
-        if !d.after.is_zero() {
-            tokio::time::sleep(d.after).await;
-        }
+    }
+
+    /// After the inner call (and the delay after it): the fault after the
+    /// fact, if any.
+    fn leave(&self, d: Decision) -> Result<(), StoreError> {
         if d.fail_after {
-            self.ctl
-                .stats
-                .applied_faults
-                .fetch_add(1, Ordering::Relaxed);
+            let req = current_request();
+            self.stats.applied_faults.fetch_add(1, Ordering::Relaxed);
             {
-                let mut f = self.ctl.faulted.lock().unwrap();
+                let mut f = self.faulted.lock().unwrap();
                 let e = f.entry(req).or_default();
                 e.all += 1;
                 e.after += 1;
             }
-            self.ctl
-                .events
+            self.events
                 .push(format!("  #{req} store: APPLIED, THEN INJECTED FAULT"));
             return Err(StoreError::unavailable(
                 "injected fault after the call was applied (model test)",
@@ -233,82 +257,152 @@ fn res<T: std::fmt::Debug>(r: &Result<T, StoreError>) -> String {
     }
 }
 
+impl<S: SessionStore> Faulty<S> {
+    /// One call: `what` names it in the log, `ids` are the ids it is about,
+    /// `call` forwards it to the inner store and `describe` names its answer.
+    ///
+    /// With no delay to add and an inner store that answered at once, the
+    /// answer (or the injected fault) is a ready `StoreFuture`: the layer's
+    /// in-place path. Otherwise an owned future that sleeps, forwards and
+    /// answers.
+    fn call<T, C, D>(&self, what: String, ids: &[SessionId], call: C, describe: D) -> StoreFuture<T>
+    where
+        T: Send + 'static,
+        C: FnOnce(&S) -> StoreFuture<T> + Send + 'static,
+        D: FnOnce(&Result<T, StoreError>) -> String + Send + 'static,
+    {
+        let d = self.decide();
+        self.ctl.arrive(ids);
+        let ctl = self.ctl.clone();
+        if d.before.is_zero() {
+            if let Err(e) = ctl.enter(d, &what) {
+                return StoreFuture::ready(Err(e));
+            }
+            let mut fut = call(&self.inner);
+            if let Some(r) = answer_now(&mut fut) {
+                ctl.answered(describe(&r));
+                if d.after.is_zero() {
+                    return StoreFuture::ready(ctl.leave(d).and(r));
+                }
+                return StoreFuture::new(async move {
+                    tokio::time::sleep(d.after).await;
+                    ctl.leave(d)?;
+                    r
+                });
+            }
+            return StoreFuture::new(async move {
+                let r = fut.await;
+                ctl.answered(describe(&r));
+                if !d.after.is_zero() {
+                    tokio::time::sleep(d.after).await;
+                }
+                ctl.leave(d)?;
+                r
+            });
+        }
+        let inner = self.inner.clone();
+        StoreFuture::new(async move {
+            tokio::time::sleep(d.before).await;
+            ctl.enter(d, &what)?;
+            let r = call(&inner).await;
+            ctl.answered(describe(&r));
+            if !d.after.is_zero() {
+                tokio::time::sleep(d.after).await;
+            }
+            ctl.leave(d)?;
+            r
+        })
+    }
+}
+
 impl<S: SessionStore> SessionStore for Faulty<S> {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
-        let d = self.enter(&format!("load({})", short(id)), &[id]).await?;
-        let r = self.inner.load(id).await;
-        let what = match &r {
-            Ok(Some(rec)) => format!(
-                "load({}) -> found, lineage {}",
-                short(id),
-                rec.items.get(super::MARKER).unwrap_or("-")
-            ),
-            other => format!("load({}) -> {}", short(id), res(other)),
-        };
-        self.leave(d, what).await?;
-        r
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        let id = *id;
+        self.call(
+            format!("load({})", short(&id)),
+            &[id],
+            move |s| s.load(&id),
+            move |r| match r {
+                Ok(Some(rec)) => format!(
+                    "load({}) -> found, lineage {}",
+                    short(&id),
+                    rec.items.get(super::MARKER).unwrap_or("-")
+                ),
+                other => format!("load({}) -> {}", short(&id), res(other)),
+            },
+        )
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        let d = self.enter(&format!("create({})", short(id)), &[id]).await?;
-        let r = self.inner.create(id, record).await;
-        self.leave(d, format!("create({}) -> {}", short(id), res(&r)))
-            .await?;
-        r
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        let (id, record) = (*id, record.clone());
+        self.call(
+            format!("create({})", short(&id)),
+            &[id],
+            move |s| s.create(&id, &record),
+            move |r| format!("create({}) -> {}", short(&id), res(r)),
+        )
     }
 
-    async fn save(
+    fn save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<SaveOutcome, StoreError> {
-        let d = self.enter(&format!("save({})", short(id)), &[id]).await?;
-        let r = self.inner.save(id, changes, expires_at).await;
-        self.leave(d, format!("save({}) -> {}", short(id), res(&r)))
-            .await?;
-        r
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        let (id, changes) = (*id, changes.clone());
+        self.call(
+            format!("save({})", short(&id)),
+            &[id],
+            move |s| s.save(&id, &changes, expires_at),
+            move |r| format!("save({}) -> {}", short(&id), res(r)),
+        )
     }
 
-    async fn cycle(
+    fn cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
-    ) -> Result<CycleOutcome, StoreError> {
-        let what = format!("cycle({} -> {})", short(old), short(new));
-        let d = self.enter(&what, &[old, new]).await?;
-        let r = self.inner.cycle(old, new, changes, expires_at).await;
-        self.leave(d, format!("{what} -> {}", res(&r))).await?;
-        r
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        let (old, new, changes) = (*old, *new, changes.clone());
+        let what = format!("cycle({} -> {})", short(&old), short(&new));
+        let named = what.clone();
+        self.call(
+            what,
+            &[old, new],
+            move |s| s.cycle(&old, &new, &changes, expires_at),
+            move |r| format!("{named} -> {}", res(r)),
+        )
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        let d = self.enter(&format!("delete({})", short(id)), &[id]).await?;
-        let r = self.inner.delete(id).await;
-        self.leave(d, format!("delete({}) -> {}", short(id), res(&r)))
-            .await?;
-        r
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        let id = *id;
+        self.call(
+            format!("delete({})", short(&id)),
+            &[id],
+            move |s| s.delete(&id),
+            move |r| format!("delete({}) -> {}", short(&id), res(r)),
+        )
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
-        let d = self.enter(&format!("end({})", short(id)), &[id]).await?;
-        let r = self.inner.end(id, public_id).await;
-        self.leave(d, format!("end({}) -> {}", short(id), res(&r)))
-            .await?;
-        r
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        let (id, public_id) = (*id, *public_id);
+        self.call(
+            format!("end({})", short(&id)),
+            &[id],
+            move |s| s.end(&id, &public_id),
+            move |r| format!("end({}) -> {}", short(&id), res(r)),
+        )
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
-        let d = self.enter(&format!("touch({})", short(id)), &[id]).await?;
-        let r = self.inner.touch(id, expires_at).await;
-        self.leave(d, format!("touch({}) -> {}", short(id), res(&r)))
-            .await?;
-        r
-    }
-
-    fn answers_immediately(&self) -> bool {
-        self.ctl.plan.immediate
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        let id = *id;
+        self.call(
+            format!("touch({})", short(&id)),
+            &[id],
+            move |s| s.touch(&id, expires_at),
+            move |r| format!("touch({}) -> {}", short(&id), res(r)),
+        )
     }
 }

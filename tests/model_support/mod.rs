@@ -165,8 +165,8 @@ pub(crate) struct Setup {
     pub(crate) long_step_per_mille: u64,
     /// Whether the store may stall a call past the idle timeout.
     pub(crate) stalls: bool,
-    /// Whether a history may use the layer's in-place path
-    /// (`answers_immediately`).
+    /// Whether a history may use the layer's in-place path (a store with
+    /// no delays, answering with ready `StoreFuture`s).
     pub(crate) immediate: bool,
     /// Whether every store failure is an injected one (an in-process
     /// store): then every 5xx must have failed cleanly.
@@ -630,7 +630,7 @@ where
     let ctl = Control::new(plan.faults, seed ^ 0x5EED_FA17, cap, events.clone());
     let layer = configure(
         SessionLayer::new(Faulty {
-            inner: store.clone(),
+            inner: Arc::new(store.clone()),
             ctl: ctl.clone(),
         }),
         setup,

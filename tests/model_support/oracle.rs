@@ -1,6 +1,6 @@
 //! The reference model: what a history may and may not show, from the
-//! documented semantics (`DESIGN.md`, "Semantics"; `BAD_INPUTS.md` rows 5,
-//! 17-20, 29-31, 35).
+//! documented semantics (README, "What it guarantees"; SECURITY.md #5,
+//! #17-20, #29-31, #35).
 //!
 //! The oracle knows only what the clients saw: each request's id (cookie),
 //! status, `Set-Cookie`, the marker (`lineage`) of the session its handler

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+};
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
 /// One `Mutex<HashMap>`; every operation is atomic; `end` follows a move
@@ -14,33 +16,17 @@ use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 #[derive(Clone, Default)]
 pub(crate) struct RefStore(Arc<Mutex<HashMap<SessionId, Record>>>);
 
-/// The crate's clock: the wall clock, shifted by how far tokio's clock is
-/// from the real one (so paused time moves it only through `advance`).
-fn now_millis() -> u64 {
-    use std::time::{Instant, SystemTime, UNIX_EPOCH};
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let real = Instant::now();
-    let tokio = tokio::time::Instant::now().into_std();
-    match tokio.checked_duration_since(real) {
-        Some(ahead) => wall + ahead.as_millis() as u64,
-        None => wall - real.duration_since(tokio).as_millis() as u64,
-    }
-}
-
 impl RefStore {
     fn map(&self) -> MutexGuard<'_, HashMap<SessionId, Record>> {
         self.0.lock().unwrap()
     }
 }
 
-impl SessionStore for RefStore {
-    async fn load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+impl RefStore {
+    fn do_load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
         let mut map = self.map();
         match map.get(id) {
-            Some(r) if r.expires_at <= now_millis() => {
+            Some(r) if r.expires_at <= Timestamp::now() => {
                 map.remove(id);
                 Ok(None)
             }
@@ -48,7 +34,7 @@ impl SessionStore for RefStore {
         }
     }
 
-    async fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
+    fn do_create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
         let mut map = self.map();
         if map.contains_key(id) {
             return Ok(false);
@@ -57,17 +43,17 @@ impl SessionStore for RefStore {
         Ok(true)
     }
 
-    async fn save(
+    fn do_save(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<SaveOutcome, StoreError> {
         let mut map = self.map();
         let Some(record) = map.get_mut(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        if record.expires_at <= now_millis() {
+        if record.expires_at <= Timestamp::now() {
             map.remove(id);
             return Ok(SaveOutcome::Gone);
         }
@@ -80,12 +66,12 @@ impl SessionStore for RefStore {
         Ok(SaveOutcome::Saved)
     }
 
-    async fn cycle(
+    fn do_cycle(
         &self,
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: u64,
+        expires_at: Timestamp,
     ) -> Result<CycleOutcome, StoreError> {
         let mut map = self.map();
         if map.contains_key(new) {
@@ -94,7 +80,7 @@ impl SessionStore for RefStore {
         let Some(mut record) = map.remove(old) else {
             return Ok(CycleOutcome::Gone);
         };
-        if record.expires_at <= now_millis() {
+        if record.expires_at <= Timestamp::now() {
             return Ok(CycleOutcome::Gone);
         }
         record.items.apply(changes);
@@ -106,25 +92,66 @@ impl SessionStore for RefStore {
         Ok(CycleOutcome::Moved)
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
+    fn do_delete(&self, id: &SessionId) -> Result<(), StoreError> {
         self.map().remove(id);
         Ok(())
     }
 
-    async fn end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
+    fn do_end(&self, id: &SessionId, public_id: &PublicId) -> Result<(), StoreError> {
         self.map()
             .retain(|k, r| k != id && r.public_id != *public_id);
         Ok(())
     }
 
-    async fn touch(&self, id: &SessionId, expires_at: u64) -> Result<bool, StoreError> {
+    fn do_touch(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
         let mut map = self.map();
         match map.get_mut(id) {
-            Some(r) if r.expires_at > now_millis() => {
+            Some(r) if r.expires_at > Timestamp::now() => {
                 r.expires_at = r.expires_at.max(expires_at);
                 Ok(true)
             }
             _ => Ok(false),
         }
+    }
+}
+
+impl SessionStore for RefStore {
+    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(self.do_load(id))
+    }
+
+    fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_create(id, record))
+    }
+
+    fn save(
+        &self,
+        id: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    }
+
+    fn cycle(
+        &self,
+        old: &SessionId,
+        new: &SessionId,
+        changes: &ChangeSet,
+        expires_at: Timestamp,
+    ) -> StoreFuture<CycleOutcome> {
+        StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+    }
+
+    fn delete(&self, id: &SessionId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_delete(id))
+    }
+
+    fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()> {
+        StoreFuture::ready(self.do_end(id, public_id))
+    }
+
+    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, expires_at))
     }
 }

@@ -667,8 +667,7 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
 /// records and change sets, and [`Env`](fixtures::Env), a store on the
 /// shared server or cluster with a direct look at its keys.
 pub(crate) mod fixtures {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    use tower_session_storage::store::{ChangeSet, Items, Record};
+    use tower_session_storage::store::{ChangeSet, Items, Record, Timestamp};
     use tower_session_storage::{PublicId, RedisStore, SessionId};
 
     use super::{unique_prefix, Cluster, Redis};
@@ -740,10 +739,13 @@ pub(crate) mod fixtures {
 
     /// Now, in ms since the Unix epoch (the clock the store compares with).
     pub(crate) fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
+        Timestamp::now().as_millis()
+    }
+
+    /// The moment `ms` milliseconds after the Unix epoch, as the store
+    /// takes it.
+    pub(crate) fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(ms)
     }
 
     /// A fresh, well-formed session id.
@@ -756,8 +758,8 @@ pub(crate) mod fixtures {
         let t = now();
         Record {
             items: items.iter().copied().collect::<Items>(),
-            created_at: t,
-            expires_at: t + ttl_ms,
+            created_at: at(t),
+            expires_at: at(t + ttl_ms),
             public_id: PublicId::generate(),
         }
     }
