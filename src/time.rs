@@ -59,6 +59,11 @@ impl Timestamp {
         Self(self.0.saturating_add(millis(d)))
     }
 
+    /// `self` minus `d`, saturating at [`Timestamp::UNIX_EPOCH`].
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(millis(d)))
+    }
+
     /// How long after `earlier` this is; zero if it is not later.
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))

@@ -170,11 +170,12 @@ async fn timeouts_are_checked_on_load_even_if_the_store_never_evicts() {
 
 /// Runs a `MemoryStore` future: it answers with a ready `StoreFuture`, so
 /// plain threads need no runtime.
-fn now<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Waker};
-    match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("MemoryStore answers at once"),
+fn now<T>(
+    f: tower_session_storage::store::StoreFuture<T>,
+) -> Result<T, tower_session_storage::StoreError> {
+    match f.into_ready() {
+        Ok(v) => v,
+        Err(_) => panic!("MemoryStore answers at once"),
     }
 }
 

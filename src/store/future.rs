@@ -66,6 +66,50 @@ impl<T> StoreFuture<T> {
         }
     }
 
+    /// The answer if it is already there (a [`ready`](Self::ready) one),
+    /// without polling; otherwise the future itself, back.
+    ///
+    /// For stores that wrap another store: act on an in-process store's
+    /// answer at once, and keep the answer ready.
+    pub fn into_ready(self) -> Result<Result<T, StoreError>, Self> {
+        match self.state {
+            State::Ready(Some(result)) => Ok(result),
+            state => Err(Self { state }),
+        }
+    }
+
+    /// `f` applied to the answer: at once if the answer is already there
+    /// (what `f` returns is then the answer, ready if `f` made it ready),
+    /// otherwise in an owned future that awaits this one first.
+    ///
+    /// ```
+    /// use tower_session_storage::store::StoreFuture;
+    ///
+    /// let doubled = StoreFuture::ready(Ok(21)).then(|r| StoreFuture::ready(r.map(|n| n * 2)));
+    /// assert_eq!(doubled.into_ready().ok().and_then(Result::ok), Some(42));
+    /// ```
+    pub fn then<U, F>(self, f: F) -> StoreFuture<U>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        F: FnOnce(Result<T, StoreError>) -> StoreFuture<U> + Send + 'static,
+    {
+        match self.into_ready() {
+            Ok(result) => f(result),
+            Err(fut) => StoreFuture::new(async move { f(fut.await).await }),
+        }
+    }
+
+    /// `f` applied to the answer, keeping a ready answer ready.
+    pub fn map<U, F>(self, f: F) -> StoreFuture<U>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+        F: FnOnce(Result<T, StoreError>) -> Result<U, StoreError> + Send + 'static,
+    {
+        self.then(|result| StoreFuture::ready(f(result)))
+    }
+
     /// The answer: polled with `cx`; without a context, taken only if it is
     /// already there (never polled), which is what lets the layer run an
     /// in-process store in place.

@@ -535,25 +535,6 @@ fn take_one(n: &AtomicUsize) -> bool {
         .is_ok()
 }
 
-/// `f` applied to the answer of `fut`: at once if `fut` is ready (the
-/// result stays ready), else in an owned future.
-fn then<T, U, F>(fut: StoreFuture<T>, f: F) -> StoreFuture<U>
-where
-    T: Send + 'static,
-    U: Send + 'static,
-    F: FnOnce(Result<T, StoreError>) -> StoreFuture<U> + Send + 'static,
-{
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
-    let mut fut = fut;
-    // A future that is not ready registers the waker of its next poll,
-    // so polling it once with one that does nothing loses no wake-up.
-    match std::pin::Pin::new(&mut fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(r) => f(r),
-        Poll::Pending => StoreFuture::new(async move { f(fut.await).await }),
-    }
-}
-
 impl<S: SessionStore> TestStore<S> {
     /// One call: counted, then (after the delay, if any) failed or passed
     /// to `call`.
@@ -602,10 +583,12 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
                 return found;
             }
             let (inner, how) = (s.clone(), how.clone());
-            then(found, move |r| match r {
+            found.then(move |r| match r {
                 Ok(Some(record)) => match (how.map_loads.as_ref().unwrap())(record) {
                     Some(record) => StoreFuture::ready(Ok(Some(record))),
-                    None => then(inner.delete(&id), |r| StoreFuture::ready(r.map(|()| None))),
+                    None => inner
+                        .delete(&id)
+                        .then(|r| StoreFuture::ready(r.map(|()| None))),
                 },
                 other => StoreFuture::ready(other),
             })

@@ -16,11 +16,8 @@
 //! history prints the store calls in the order they happened.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tower_session_storage::store::{
@@ -141,16 +138,6 @@ struct Decision {
     fail_after: bool,
     before: Duration,
     after: Duration,
-}
-
-/// The answer of `fut` if it is already there, polling it once with a
-/// waker that does nothing (a future that is not ready registers the
-/// waker of its next poll, so nothing is lost).
-fn answer_now<T>(fut: &mut StoreFuture<T>) -> Option<Result<T, StoreError>> {
-    match Pin::new(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(r) => Some(r),
-        Poll::Pending => None,
-    }
 }
 
 impl<S> Faulty<S> {
@@ -278,27 +265,29 @@ impl<S: SessionStore> Faulty<S> {
             if let Err(e) = ctl.enter(d, &what) {
                 return StoreFuture::ready(Err(e));
             }
-            let mut fut = call(&self.inner);
-            if let Some(r) = answer_now(&mut fut) {
-                ctl.answered(describe(&r));
-                if d.after.is_zero() {
-                    return StoreFuture::ready(ctl.leave(d).and(r));
+            return match call(&self.inner).into_ready() {
+                // The inner store answered at once: the in-place path.
+                Ok(r) => {
+                    ctl.answered(describe(&r));
+                    if d.after.is_zero() {
+                        return StoreFuture::ready(ctl.leave(d).and(r));
+                    }
+                    StoreFuture::new(async move {
+                        tokio::time::sleep(d.after).await;
+                        ctl.leave(d)?;
+                        r
+                    })
                 }
-                return StoreFuture::new(async move {
-                    tokio::time::sleep(d.after).await;
+                Err(fut) => StoreFuture::new(async move {
+                    let r = fut.await;
+                    ctl.answered(describe(&r));
+                    if !d.after.is_zero() {
+                        tokio::time::sleep(d.after).await;
+                    }
                     ctl.leave(d)?;
                     r
-                });
-            }
-            return StoreFuture::new(async move {
-                let r = fut.await;
-                ctl.answered(describe(&r));
-                if !d.after.is_zero() {
-                    tokio::time::sleep(d.after).await;
-                }
-                ctl.leave(d)?;
-                r
-            });
+                }),
+            };
         }
         let inner = self.inner.clone();
         StoreFuture::new(async move {
