@@ -30,7 +30,7 @@ use tower_service::Service;
 use crate::layer::Shared;
 use crate::load::{Found, Load};
 use crate::persist::{needs_store, Loaded, Persist};
-use crate::respond::{after_inner, clear_cookie, complete, load_failed};
+use crate::respond::{after_inner, clear_cookie, complete, hint_if_dropped, load_failed, Facts};
 use crate::storage::SessionStorage;
 use crate::store::{SessionStore, Timestamp};
 
@@ -49,11 +49,7 @@ pin_project! {
         #[pin]
         state: State<S, S::Future, ReqBody, S::Response>,
         shared: Arc<Shared<Store>>,
-        grpc: bool,
-        // The request carried a malformed cookie of ours: clear it.
-        clear: bool,
-        // The request's host, if a Secure cookie sent to it would be dropped.
-        hint: Option<Box<str>>,
+        facts: Facts,
     }
 }
 
@@ -104,8 +100,9 @@ where
         req: Request<ReqBody>,
         shared: Arc<Shared<Store>>,
         id: Option<crate::SessionId>,
-        grpc: bool,
+        facts: Facts,
     ) -> Self {
+        let grpc = facts.grpc;
         let state = match id {
             None => call_inner(inner, req, &shared, None, None),
             Some(id) => {
@@ -135,22 +132,8 @@ where
         Self {
             state,
             shared,
-            grpc,
-            clear: false,
-            hint: None,
+            facts,
         }
-    }
-
-    /// Logs a debug hint if the response sets a `Secure` cookie that the
-    /// browser at `host` (plain HTTP, not loopback) will drop.
-    pub(crate) fn hint_if_insecure(&mut self, host: Option<Box<str>>) {
-        self.hint = host;
-    }
-
-    /// Clears the request's session cookie in the response unless the
-    /// response sets a new one (see `SessionService::call`).
-    pub(crate) fn clear_cookie_after(&mut self, clear: bool) {
-        self.clear = clear;
     }
 }
 
@@ -198,8 +181,8 @@ where
         let this = self.project();
         let mut state = this.state;
         let shared = &**this.shared;
-        let (store, config, grpc, clear) =
-            (&*shared.store, &shared.config, *this.grpc, *this.clear);
+        let facts = &*this.facts;
+        let (store, config, grpc) = (&*shared.store, &shared.config, facts.grpc);
         loop {
             match state.as_mut().project() {
                 StateProj::Loading { load, inner, req } => {
@@ -237,7 +220,7 @@ where
                     let out = match after_inner(config, &session, &mut res, grpc) {
                         Some(out) if needs_store(loaded.as_ref(), &out) => out,
                         _ => {
-                            if clear {
+                            if facts.clear_cookie {
                                 clear_cookie(config, &mut res);
                             }
                             state.set(State::Done);
@@ -263,17 +246,10 @@ where
                         panic!("{POLLED_AFTER_DONE}")
                     };
                     let mut res = complete(config, &session, res, result, *now, grpc);
-                    if let Some(host) = this.hint.as_deref() {
-                        if crate::cookie::response_sets(
-                            res.headers(),
-                            config.cookie.name.as_bytes(),
-                        ) {
-                            tracing::debug!(%host, "the session cookie is Secure, but this request's host is not localhost/127.0.0.1 and its scheme is not known to be https: browsers drop a Secure cookie received over plain http from such a host, so every request would start a new session; serve over HTTPS, open the app as http://localhost:PORT, or call with_secure(false) in development only");
-                        }
-                    }
-                    if clear && !res.status().is_server_error() {
+                    if facts.clear_cookie && !res.status().is_server_error() {
                         clear_cookie(config, &mut res);
                     }
+                    hint_if_dropped(config, facts, &res);
                     state.set(State::Done);
                     return Poll::Ready(Ok(res));
                 }

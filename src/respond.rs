@@ -14,6 +14,38 @@ use crate::persist::IdNotice;
 use crate::storage::{Outcome, SessionStorage};
 use crate::store::Timestamp;
 
+/// What the layer noted about the request when it came in, for the
+/// response.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    /// A gRPC call: failures are answered with a gRPC status.
+    pub(crate) grpc: bool,
+    /// It carried a cookie of ours that is not a well-formed id: clear it.
+    pub(crate) clear_cookie: bool,
+    /// Its host, when a `Secure` cookie sent to it would be dropped (plain
+    /// HTTP, not loopback); only looked for when debug logging is on.
+    pub(crate) insecure_host: Option<Box<str>>,
+}
+
+/// Logs a debug hint when the response sets our `Secure` cookie for a host
+/// whose browser will drop it (every request would then start a new
+/// session).
+pub(crate) fn hint_if_dropped<B>(config: &Config, facts: &Facts, res: &Response<B>) {
+    let Some(host) = facts.insecure_host.as_deref() else {
+        return;
+    };
+    if cookie::response_sets(res.headers(), config.cookie.name.as_bytes()) {
+        tracing::debug!(
+            %host,
+            "the session cookie is Secure, but this request's host is not localhost/127.0.0.1 \
+             and its scheme is not known to be https: browsers drop a Secure cookie received \
+             over plain http from such a host, so every request would start a new session; \
+             serve over HTTPS, open the app as http://localhost:PORT, or call \
+             with_secure(false) in development only"
+        );
+    }
+}
+
 /// Finishes the handle and cleans the response. `None` when nothing is to be
 /// saved because the handler failed (a 5xx, or a gRPC failure status).
 pub(crate) fn after_inner<B>(

@@ -14,6 +14,7 @@ use crate::cookie;
 use crate::future::ResponseFuture;
 use crate::grpc::is_grpc;
 use crate::layer::Shared;
+use crate::respond::Facts;
 use crate::store::SessionStore;
 
 /// The service made by [`SessionLayer`](crate::SessionLayer).
@@ -90,26 +91,25 @@ where
                 e.iter_mut().for_each(|v| v.set_sensitive(true));
             }
         }
-        // A cookie of ours that is not even a well-formed id can never load
-        // a session: the response clears it (unless it sets a new one), so
-        // it stops costing a scan on every request. A well-formed id that
-        // finds no session is left alone: it may be older than a cookie a
-        // concurrent response is setting right now, and clearing it could
-        // delete that one.
-        let clear = id.is_none()
-            && config.header.is_none()
-            && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes());
-        let grpc = is_grpc(&req);
-        // Only looked at when someone listens: see `plain_http_host`.
-        let hint = (config.header.is_none()
-            && config.cookie.secure
-            && tracing::enabled!(tracing::Level::DEBUG))
-        .then(|| plain_http_host(&req))
-        .flatten();
-        let mut fut = ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, grpc);
-        fut.clear_cookie_after(clear);
-        fut.hint_if_insecure(hint);
-        fut
+        let facts = Facts {
+            grpc: is_grpc(&req),
+            // A cookie of ours that is not even a well-formed id can never
+            // load a session: the response clears it (unless it sets a new
+            // one), so it stops costing a scan on every request. A
+            // well-formed id that finds no session is left alone: it may be
+            // older than a cookie a concurrent response is setting right
+            // now, and clearing it could delete that one.
+            clear_cookie: id.is_none()
+                && config.header.is_none()
+                && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes()),
+            // Only looked for when someone listens.
+            insecure_host: (config.header.is_none()
+                && config.cookie.secure
+                && tracing::enabled!(tracing::Level::DEBUG))
+            .then(|| plain_http_host(&req))
+            .flatten(),
+        };
+        ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, facts)
     }
 }
 
