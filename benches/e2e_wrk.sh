@@ -4,7 +4,9 @@
 # (mean over the rounds, and the ratio to `bare`, the same app with no layer).
 #
 # usage: bash benches/e2e_wrk.sh [ROUNDS [SECONDS [MODE...]]]   (default 3 5, all modes)
-#   modes: bare minimal session tower-sessions axum-session
+#   modes: bare minimal session tower-sessions axum-session; a mode may be
+#     given as MODE@BINARY to compare builds (e.g. session@/tmp/load_before)
+#   ROUTES="read write create" (default): the routes to drive.
 #   SESSIONS=512 (default): read and write traffic goes round that many
 #     sessions, one after the other (a wrk Lua script), as real traffic
 #     spreads over many sessions; SESSIONS=1 puts it all on one hot session.
@@ -17,6 +19,7 @@ SECS=${2:-5}
 shift 2 2>/dev/null
 MODES=${*:-bare minimal session tower-sessions axum-session}
 SESSIONS=${SESSIONS:-512}
+ROUTES=${ROUTES:-read write create}
 BIN=${BIN:-target/release/examples/load}
 if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; } || exit 1
@@ -60,10 +63,11 @@ lua_for "$work/bare.cookies"
 echo "sessions=$SESSIONS rounds=$ROUNDS seconds=$SECS modes: $MODES"
 port=3200
 for round in $(seq 1 $ROUNDS); do
-for route in read write create; do
-for mode in $MODES; do
+for route in $ROUTES; do
+for entry in $MODES; do
+  mode=${entry%%@*}; bin=$BIN; [ "$entry" != "$mode" ] && bin=${entry#*@}
   port=$((port+1))
-  $BIN $mode $port > "$work/$mode.out" 2>&1 &
+  $bin $mode $port > "$work/$mode.out" 2>&1 &
   spid=$!
   for i in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:$port/read && break; sleep 0.1; done
   lua=$work/bare.cookies.lua
@@ -87,7 +91,7 @@ for mode in $MODES; do
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   bad=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   us=$(awk -v t=$((after - before)) -v n=$n 'BEGIN { printf "%.2f", t * 10000 / n }')
-  echo "round=$round route=$route mode=$mode rps=$rps requests=$n non2xx=${bad:-0} cpu_us_per_req=$us"
+  echo "round=$round route=$route mode=$entry rps=$rps requests=$n non2xx=${bad:-0} cpu_us_per_req=$us"
 done; done; done | tee "$work/lines"
 
 echo
@@ -95,9 +99,10 @@ echo "server CPU µs per request, mean of $ROUNDS rounds (ratio to bare), $SESSI
 awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
        k = f["route"] " " f["mode"]; sum[k] += f["cpu_us_per_req"]; cnt[k]++
        if (!(f["mode"] in seen)) { seen[f["mode"]] = 1; modes[++m] = f["mode"] } }
-     END { routes[1] = "read"; routes[2] = "write"; routes[3] = "create"
+     END {
+           n = split("'"$ROUTES"'", routes, " ")
            printf "%-8s", "route"; for (j = 1; j <= m; j++) printf " %22s", modes[j]; print ""
-           for (r = 1; r <= 3; r++) {
+           for (r = 1; r <= n; r++) {
              b = sum[routes[r] " bare"] / cnt[routes[r] " bare"]
              printf "%-8s", routes[r]
              for (j = 1; j <= m; j++) { k = routes[r] " " modes[j]; v = sum[k] / cnt[k]
