@@ -35,8 +35,9 @@
 //! layer adds is its time minus `bare`'s in the same group.
 //!
 //! `scaling_read` and `scaling_read_write`: the same requests on one thread,
-//! then on two threads at once (each its own current-thread runtime and its
-//! own half of the 512 sessions), reported as time per request: the
+//! then on two threads at once (each its own current-thread runtime, its own
+//! router called as a server calls its connection's, and its own half of
+//! the 512 sessions), reported as time per request: the
 //! two-thread time is half the one-thread time when nothing is shared. Only
 //! meaningful on a machine with two idle cores.
 //!
@@ -64,7 +65,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::runtime::Runtime;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 use tower_session_storage::{MemoryStore, SessionLayer, SessionStorage};
 
 /// Sessions that `read` and `read_write` go round.
@@ -450,12 +451,19 @@ fn on_threads(app: &App, path: &'static str, threads: usize, iters: u64) -> Dura
                         .enable_all()
                         .build()
                         .unwrap();
+                    // The thread's own router, called for every request as
+                    // a server calls its connection's: no `Router` clone
+                    // per request shared between the threads.
+                    let mut router = router.clone();
                     start.wait();
                     let began = Instant::now();
                     rt.block_on(async {
                         for k in 0..per as usize {
                             let req = request(path, Some(&cookies[k % share]));
-                            black_box(router.clone().oneshot(req).await.unwrap());
+                            let svc = ServiceExt::<Request<Body>>::ready(&mut router)
+                                .await
+                                .unwrap();
+                            black_box(svc.call(req).await.unwrap());
                         }
                     });
                     began.elapsed()
