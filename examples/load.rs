@@ -5,8 +5,15 @@
 //! cargo run --release --example load -- bare             # no session layer
 //! cargo run --release --example load -- session          # tower-session-storage
 //! cargo run --release --example load -- tower-sessions   # tower-sessions 0.15
+//! cargo run --release --example load -- axum-session     # axum_session 0.22, memory only
+//! cargo run --release --example load -- minimal          # benches/support/minimal.rs: the floor
 //! cargo run --release --example load -- session 3001     # another port (default 3000)
 //! ```
+//!
+//! `minimal` is a deliberately minimal layer (cookie scan, UUID parse, one
+//! map look-up cloning an `Arc<str>`, one `Arc` handle; no expiry, caps or
+//! change sets): what any cookie-and-map session layer costs at least. Its
+//! session's data is one string, so its `/create` writes one value.
 //!
 //! Routes (the same handlers' work in every mode; `bare` skips the session):
 //!
@@ -33,6 +40,9 @@
 //! outside, `ps -o time= -p <pid>` or fields 14 and 15 of `/proc/<pid>/stat`
 //! give the same CPU time.
 #![allow(clippy::unwrap_used)]
+
+#[path = "../benches/support/minimal.rs"]
+mod minimal;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,7 +140,53 @@ mod theirs {
     }
 }
 
-fn app(mode: &str) -> Option<Router> {
+mod min {
+    use super::*;
+    use crate::minimal::MinimalSession;
+
+    pub(crate) async fn create(Extension(session): Extension<MinimalSession>) -> &'static str {
+        served();
+        session.set(USER_ID);
+        "ok"
+    }
+
+    pub(crate) async fn read(Extension(session): Extension<MinimalSession>) -> String {
+        served();
+        session.get().map(|d| d.to_string()).unwrap_or_default()
+    }
+
+    pub(crate) async fn write(Extension(session): Extension<MinimalSession>) -> String {
+        served();
+        let read = session.get().map(|d| d.to_string()).unwrap_or_default();
+        session.set(&next_seen());
+        read
+    }
+}
+
+mod axs {
+    use super::*;
+    use axum_session::{Session, SessionNullPool};
+
+    pub(crate) async fn create(session: Session<SessionNullPool>) -> &'static str {
+        served();
+        session.set("user_id", USER_ID);
+        session.set("csrf", CSRF);
+        "ok"
+    }
+
+    pub(crate) async fn read(session: Session<SessionNullPool>) -> String {
+        served();
+        session.get::<String>("user_id").unwrap_or_default()
+    }
+
+    pub(crate) async fn write(session: Session<SessionNullPool>) -> String {
+        served();
+        session.set("seen", next_seen());
+        session.get::<String>("user_id").unwrap_or_default()
+    }
+}
+
+async fn app(mode: &str) -> Option<Router> {
     Some(match mode {
         "bare" => Router::new()
             .route("/create", get(bare::create))
@@ -140,10 +196,12 @@ fn app(mode: &str) -> Option<Router> {
             .route("/create", get(ours::create))
             .route("/read", get(ours::read))
             .route("/write", get(ours::write))
-            // wrk on /create makes millions of sessions: lift the 1M cap.
-            .layer(SessionLayer::new(
-                MemoryStore::new().with_max_sessions(usize::MAX),
-            )),
+            // The default cap (1M sessions) is what an app gets, and it
+            // sizes the store's map: lifting it to `usize::MAX` gives the
+            // map 32768 shards, and 512 sessions then sit in 512 shards, a
+            // cold shard and a cold table per look-up. A 5 s wrk run on
+            // /create makes a few 100k sessions: under the cap.
+            .layer(SessionLayer::new(MemoryStore::new())),
         "tower-sessions" => Router::new()
             .route("/create", get(theirs::create))
             .route("/read", get(theirs::read))
@@ -151,6 +209,22 @@ fn app(mode: &str) -> Option<Router> {
             .layer(tower_sessions::SessionManagerLayer::new(
                 tower_sessions::MemoryStore::default(),
             )),
+        "minimal" => Router::new()
+            .route("/create", get(min::create))
+            .route("/read", get(min::read))
+            .route("/write", get(min::write))
+            .layer(minimal::MinimalLayer::new()),
+        "axum-session" => {
+            use axum_session::{SessionConfig, SessionLayer, SessionNullPool, SessionStore};
+            let store = SessionStore::<SessionNullPool>::new(None, SessionConfig::default())
+                .await
+                .unwrap();
+            Router::new()
+                .route("/create", get(axs::create))
+                .route("/read", get(axs::read))
+                .route("/write", get(axs::write))
+                .layer(SessionLayer::new(store))
+        }
         _ => return None,
     })
 }
@@ -183,16 +257,17 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "session".to_owned());
+    const USAGE: &str = "usage: load [bare|session|tower-sessions|axum-session|minimal] [port]";
     let port: u16 = match args.next().map(|p| p.parse::<u16>()) {
         None => 3000,
         Some(Ok(port)) => port,
         Some(Err(e)) => {
-            eprintln!("the port: {e}; usage: load [bare|session|tower-sessions] [port]");
+            eprintln!("the port: {e}; {USAGE}");
             std::process::exit(2);
         }
     };
-    let Some(app) = app(&mode) else {
-        eprintln!("usage: load [bare|session|tower-sessions] [port]");
+    let Some(app) = app(&mode).await else {
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;

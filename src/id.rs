@@ -28,6 +28,30 @@ use std::str::FromStr;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(u128);
 
+/// The value of each lowercase hex digit; `0xff` for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Where the 32 hex digits of the text form are, in two halves of 16.
+const DIGITS: [[usize; 16]; 2] = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17],
+    [
+        19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35,
+    ],
+];
+
 /// Length of the text form of a [`SessionId`].
 pub(crate) const ID_LEN: usize = 36;
 
@@ -44,29 +68,31 @@ impl SessionId {
     ///
     /// Checks the length first, so a long value costs O(1).
     pub(crate) fn parse_bytes(b: &[u8]) -> Option<Self> {
-        if b.len() != ID_LEN {
+        let b: &[u8; ID_LEN] = b.try_into().ok()?;
+        if b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
             return None;
-        }
-        let mut n: u128 = 0;
-        for (i, &c) in b.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if c != b'-' {
-                    return None;
-                }
-                continue;
-            }
-            let v = match c {
-                b'0'..=b'9' => c - b'0',
-                b'a'..=b'f' => c - b'a' + 10,
-                _ => return None,
-            };
-            n = (n << 4) | u128::from(v);
         }
         // Version 4 and RFC 4122 variant: the ids this crate makes, nothing else.
         if b[14] != b'4' || !matches!(b[19], b'8' | b'9' | b'a' | b'b') {
             return None;
         }
-        Some(Self(n))
+        // The 32 digits as two halves of 16, each into a `u64`: a table
+        // look-up per digit and one check at the end, no branch per byte.
+        let mut bad = 0u8;
+        let mut half = |places: &[usize; 16]| {
+            let mut n = 0u64;
+            for &i in places {
+                let v = HEX[usize::from(b[i])];
+                bad |= v;
+                n = (n << 4) | u64::from(v & 0x0f);
+            }
+            n
+        };
+        let (hi, lo) = (half(&DIGITS[0]), half(&DIGITS[1]));
+        if bad & 0xf0 != 0 {
+            return None;
+        }
+        Some(Self((u128::from(hi) << 64) | u128::from(lo)))
     }
 
     /// Writes the text form into a stack buffer (no allocation).
@@ -246,6 +272,22 @@ mod tests {
         let mut utf8 = good.as_bytes().to_vec();
         utf8[0] = 0xff;
         assert!(SessionId::parse_bytes(&utf8).is_none());
+    }
+
+    #[test]
+    fn a_wrong_byte_in_any_digit_place_is_refused() {
+        let good = *b"0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1";
+        for i in (0..ID_LEN).filter(|i| ![8, 13, 18, 23].contains(i)) {
+            for bad in [
+                b'A', b'F', b'G', b'g', b'/', b':', b'`', b'-', b' ', 0, 0x80, 0xff,
+            ] {
+                let mut text = good;
+                text[i] = bad;
+                assert!(SessionId::parse_bytes(&text).is_none(), "{i}: {bad}");
+            }
+        }
+        let id = SessionId::parse_bytes(&good).unwrap();
+        assert_eq!(id.0, 0x0b1e_d8b0_5bd4_4b5c_9d2c_6f2b_0fd2_c9a1);
     }
 
     #[test]
