@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreError};
 
@@ -106,14 +106,14 @@ fn reclamation_pause(rt: &tokio::runtime::Runtime) {
             for (i, id) in live.iter().enumerate() {
                 let t = Instant::now();
                 if i % 2 == 0 {
-                    black_box(store.load(id).await.unwrap());
+                    black_box(store.load(id, unix_ms()).await.unwrap());
                 } else {
                     black_box(
                         store
                             .save(
                                 id,
                                 &changes,
-                                unix_ms().saturating_add(Duration::from_secs(3600)),
+                                Renewal::until(unix_ms().saturating_add(Duration::from_secs(3600))),
                             )
                             .await
                             .unwrap(),
@@ -296,12 +296,18 @@ fn growth(n: usize) {
             let id = &live[ops % LIVE];
             let exp = unix_ms().saturating_add(Duration::from_secs(3600));
             let ((wall, own), what) = match ops % 3 {
-                0 => (timed(&delay, || store.load(id)).await, "load"),
+                0 => (
+                    timed(&delay, || store.load(id, Timestamp::now())).await,
+                    "load",
+                ),
                 1 => (
-                    timed(&delay, || store.save(id, &changes, exp)).await,
+                    timed(&delay, || store.save(id, &changes, Renewal::until(exp))).await,
                     "save",
                 ),
-                _ => (timed(&delay, || store.touch(id, exp)).await, "touch"),
+                _ => (
+                    timed(&delay, || store.touch(id, Renewal::until(exp))).await,
+                    "touch",
+                ),
             };
             if own > worst.0 {
                 worst = (own, what, store.len());
@@ -358,7 +364,7 @@ fn ops(c: &mut Criterion) {
     g.bench_function("load", |b| {
         b.iter(|| {
             i = (i + 1) % ids.len();
-            black_box(rt.block_on(store.load(&ids[i])).unwrap())
+            black_box(rt.block_on(store.load(&ids[i], Timestamp::now())).unwrap())
         })
     });
     g.bench_function("save_one_key", |b| {
@@ -368,7 +374,7 @@ fn ops(c: &mut Criterion) {
                 rt.block_on(store.save(
                     &ids[i],
                     &changes,
-                    unix_ms().saturating_add(Duration::from_secs(3600)),
+                    Renewal::until(unix_ms().saturating_add(Duration::from_secs(3600))),
                 ))
                 .unwrap(),
             )
@@ -452,7 +458,7 @@ impl MutexHashMap {
 }
 
 impl SessionStore for MutexHashMap {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+    fn load(&self, id: &SessionId, _now: Timestamp) -> StoreFuture<Option<Record>> {
         StoreFuture::ready(self.do_load(id))
     }
 
@@ -460,13 +466,8 @@ impl SessionStore for MutexHashMap {
         StoreFuture::ready(self.do_create(id, record))
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
-        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, at.expires_at))
     }
 
     fn cycle(
@@ -474,7 +475,7 @@ impl SessionStore for MutexHashMap {
         _old: &SessionId,
         _new: &SessionId,
         _changes: &ChangeSet,
-        _expires_at: Timestamp,
+        _at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
         unimplemented!("not benched")
     }
@@ -487,8 +488,8 @@ impl SessionStore for MutexHashMap {
         StoreFuture::ready(self.do_end(id, public_id))
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        StoreFuture::ready(self.do_touch(id, expires_at))
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, at.expires_at))
     }
 }
 
@@ -520,8 +521,10 @@ fn hammer<S: SessionStore>(
             scope.spawn(move || {
                 for i in 0..per_thread {
                     let id = &mine[i as usize % mine.len()];
-                    black_box(now(store.load(id)).unwrap());
-                    black_box(now(store.save(id, changes, expires_at)).unwrap());
+                    // One clock read per request, as the layer does.
+                    let at = Renewal::until(expires_at);
+                    black_box(now(store.load(id, at.now)).unwrap());
+                    black_box(now(store.save(id, changes, at)).unwrap());
                 }
             });
         }

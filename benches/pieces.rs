@@ -122,7 +122,7 @@ fn store(c: &mut Criterion) {
     g.bench_function("memory_store_load", |b| {
         b.iter(|| {
             i = (i + 1) % SESSIONS;
-            black_box(now(store.load(&ids[i])).unwrap())
+            black_box(now(store.load(&ids[i], Timestamp::now())).unwrap())
         })
     });
     g.bench_function("dashmap_get_arc_str", |b| {

@@ -33,7 +33,7 @@ impl Load {
         Self {
             id,
             now,
-            step: Step::Reading(store.load(&id)),
+            step: Step::Reading(store.load(&id, now)),
         }
     }
 

@@ -14,7 +14,8 @@ use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
 use crate::storage::Outcome;
 use crate::store::{
-    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
+    Timestamp,
 };
 
 /// How many fresh ids to try when creating or cycling hits a taken id.
@@ -74,36 +75,36 @@ enum Step {
         new: SessionId,
         changes: ChangeSet,
         tries: usize,
-        at: Renewal,
+        at: Target,
     },
     Saving {
         fut: StoreFuture<SaveOutcome>,
-        at: Renewal,
+        at: Target,
     },
     Touching {
         fut: StoreFuture<bool>,
-        at: Renewal,
+        at: Target,
     },
     Done(Option<Result<IdNotice, StoreError>>),
 }
 
-/// The loaded session's id and its next expiry, and whether the write
-/// refreshes it.
+/// The loaded session's id, the write's times, and whether the write
+/// refreshes the expiry.
 #[derive(Debug, Clone, Copy)]
-struct Renewal {
+struct Target {
     id: SessionId,
-    expires_at: Timestamp,
+    at: Renewal,
     refresh: bool,
 }
 
-impl Renewal {
+impl Target {
     /// What to tell the client once the session was written: a persistent
     /// cookie is sent again when the expiry moved, so its `Max-Age` follows.
     fn notice(self, config: &Config, refreshed: bool) -> IdNotice {
         if refreshed && self.refresh && config.persistent {
             IdNotice::Hold {
                 id: self.id,
-                expires_at: self.expires_at,
+                expires_at: self.at.expires_at,
             }
         } else {
             IdNotice::Keep
@@ -133,15 +134,15 @@ impl Persist {
             None => create(store, config, &out.changes, now, IdNotice::Keep),
             Some(l) => {
                 let expires_at = config.expiry.next(l.times, now);
-                let at = Renewal {
+                let at = Target {
                     id: l.id,
-                    expires_at,
+                    at: Renewal { now, expires_at },
                     refresh: config.expiry.refresh_due(l.times, expires_at),
                 };
                 if out.cycle {
                     let new = SessionId::generate();
                     Step::Cycling {
-                        fut: store.cycle(&l.id, &new, &out.changes, expires_at),
+                        fut: store.cycle(&l.id, &new, &out.changes, at.at),
                         new,
                         changes: out.changes,
                         tries: 1,
@@ -149,12 +150,12 @@ impl Persist {
                     }
                 } else if !out.changes.is_empty() {
                     Step::Saving {
-                        fut: store.save(&l.id, &out.changes, expires_at),
+                        fut: store.save(&l.id, &out.changes, at.at),
                         at,
                     }
                 } else if at.refresh {
                     Step::Touching {
-                        fut: store.touch(&l.id, expires_at),
+                        fut: store.touch(&l.id, at.at),
                         at,
                     }
                 } else {
@@ -217,14 +218,14 @@ impl Persist {
                         Err(e) => Err(e),
                         Ok(CycleOutcome::Moved) => Ok(IdNotice::Hold {
                             id: *new,
-                            expires_at: at.expires_at,
+                            expires_at: at.at.expires_at,
                         }),
                         Ok(CycleOutcome::Deleted) => Ok(IdNotice::Forget),
                         Ok(CycleOutcome::Gone) => Ok(IdNotice::Gone),
                         Ok(CycleOutcome::Collision) if *tries < ID_TRIES => {
                             *new = SessionId::generate();
                             *tries += 1;
-                            *fut = store.cycle(&at.id, new, changes, at.expires_at);
+                            *fut = store.cycle(&at.id, new, changes, at.at);
                             continue;
                         }
                         Ok(CycleOutcome::Collision) => Err(no_free_id()),

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{call, cookie, dev_layer, max_age, script_routes, NoTtlStore, TestStore};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Timestamp};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, Renewal, Timestamp};
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreErrorKind};
 
 session_store_suite!(tower_session_storage::MemoryStore::new(), paused_time);
@@ -213,19 +213,19 @@ fn end_follows_a_session_moved_by_a_racing_cycle() {
     let a = fresh_id();
     assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
     // L loads A.
-    let loaded = now(store.load(&a)).unwrap().unwrap();
+    let loaded = now(store.load(&a, Timestamp::now())).unwrap().unwrap();
     // C loads A too, signs in and moves the session to N.
     let n = fresh_id();
     let exp = in_an_hour();
     assert_eq!(
-        now(store.cycle(&a, &n, &set("user", "alice"), exp)).unwrap(),
+        now(store.cycle(&a, &n, &set("user", "alice"), Renewal::until(exp))).unwrap(),
         CycleOutcome::Moved
     );
     // L's response ends what it loaded.
     now(store.end(&a, &loaded.public_id)).unwrap();
-    assert!(now(store.load(&a)).unwrap().is_none());
+    assert!(now(store.load(&a, Timestamp::now())).unwrap().is_none());
     assert!(
-        now(store.load(&n)).unwrap().is_none(),
+        now(store.load(&n, Timestamp::now())).unwrap().is_none(),
         "the session moved to N by the racing sign-in must be ended too"
     );
     assert_eq!(store.len(), 0);
@@ -233,27 +233,27 @@ fn end_follows_a_session_moved_by_a_racing_cycle() {
     // Several moves: end with the first id reaches the latest one.
     let a = fresh_id();
     assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
-    let loaded = now(store.load(&a)).unwrap().unwrap();
+    let loaded = now(store.load(&a, Timestamp::now())).unwrap().unwrap();
     let mut cur = a;
     for _ in 0..3 {
         let next = fresh_id();
         assert_eq!(
-            now(store.cycle(&cur, &next, &set("k", "v"), exp)).unwrap(),
+            now(store.cycle(&cur, &next, &set("k", "v"), Renewal::until(exp))).unwrap(),
             CycleOutcome::Moved
         );
         cur = next;
     }
     now(store.end(&a, &loaded.public_id)).unwrap();
-    assert!(now(store.load(&cur)).unwrap().is_none());
+    assert!(now(store.load(&cur, Timestamp::now())).unwrap().is_none());
     assert_eq!(store.len(), 0);
 
     // An end that ran first is seen by a later cycle: nothing is revived.
     let a = fresh_id();
     assert!(now(store.create(&a, &signed_out(&[("csrf", "x")]))).unwrap());
-    let loaded = now(store.load(&a)).unwrap().unwrap();
+    let loaded = now(store.load(&a, Timestamp::now())).unwrap().unwrap();
     now(store.end(&a, &loaded.public_id)).unwrap();
     assert_eq!(
-        now(store.cycle(&a, &fresh_id(), &set("user", "alice"), exp)).unwrap(),
+        now(store.cycle(&a, &fresh_id(), &set("user", "alice"), Renewal::until(exp))).unwrap(),
         CycleOutcome::Gone
     );
     assert_eq!(store.len(), 0);
@@ -292,7 +292,13 @@ fn end_and_cycle_racing_on_threads_leave_no_id_holding_the_session() {
                             let cur = *current[i].lock().unwrap();
                             let new = fresh_id();
                             every_id.lock().unwrap().push(new);
-                            let out = now(store.cycle(&cur, &new, &set("user", "u"), exp)).unwrap();
+                            let out = now(store.cycle(
+                                &cur,
+                                &new,
+                                &set("user", "u"),
+                                Renewal::until(exp),
+                            ))
+                            .unwrap();
                             if out == CycleOutcome::Moved {
                                 let mut c = current[i].lock().unwrap();
                                 if *c == cur {
@@ -323,7 +329,7 @@ fn end_and_cycle_racing_on_threads_leave_no_id_holding_the_session() {
         });
         for id in every_id.lock().unwrap().iter() {
             assert!(
-                now(store.load(id)).unwrap().is_none(),
+                now(store.load(id, Timestamp::now())).unwrap().is_none(),
                 "an ended session is still held under one of its ids"
             );
         }

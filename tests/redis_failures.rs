@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::{call, cookie, dev_layer, script_routes};
 use redis_support::fixtures::{at, new_id, now, record};
 use redis_support::{Cluster, Redis};
+use tower_session_storage::store::{Renewal, Timestamp};
 use tower_session_storage::{RedisStore, SessionStore, StoreErrorKind};
 
 // ---------------------------------------------------------------------------
@@ -63,7 +64,7 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
     // Past the refresh step: this read's refresh is due, and fails.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let e = store
-        .touch(&common::parse_id(&id), at(now() + 16_000))
+        .touch(&common::parse_id(&id), Renewal::until(at(now() + 16_000)))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Full, "{e}");
@@ -107,12 +108,17 @@ async fn cluster_cycle_under_oom_is_503_and_keeps_the_session() {
     let mut changes = tower_session_storage::store::ChangeSet::new();
     changes.set("user", "alice");
     let cycled = store
-        .cycle(&old, &new_id(), &changes, at(now() + 600_000))
+        .cycle(
+            &old,
+            &new_id(),
+            &changes,
+            Renewal::until(at(now() + 600_000)),
+        )
         .await;
     set_maxmemory("0");
     let err = cycled.expect_err("no room to move the session");
     assert_eq!(err.kind(), StoreErrorKind::Full, "{err}");
-    let kept = store.load(&old).await.unwrap();
+    let kept = store.load(&old, Timestamp::now()).await.unwrap();
     assert_eq!(
         kept.as_ref().and_then(|r| r.items.get("csrf")),
         Some("x"),

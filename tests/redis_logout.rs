@@ -17,7 +17,9 @@ use std::time::Duration;
 use common::{call, cookie, dev_layer, script_routes};
 use redis_support::fixtures::{at, new_id, now, record, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, Redis};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, Timestamp,
+};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
 
 // ---------------------------------------------------------------------------
@@ -96,11 +98,19 @@ mod checks {
                 .arg(&b"\xffpublic_id"[..]),
         );
         assert_eq!(stored, p.to_string().as_bytes(), "the field holds Display");
-        assert_eq!(env.store.load(&id).await.unwrap().unwrap().public_id, p);
+        assert_eq!(
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .public_id,
+            p
+        );
         let exp = rec.expires_at.saturating_add(Duration::from_secs(5));
         assert_eq!(
             env.store
-                .save(&id, &sets(&[("b", "2")]), exp)
+                .save(&id, &sets(&[("b", "2")]), Renewal::until(exp))
                 .await
                 .unwrap(),
             SaveOutcome::Saved
@@ -109,26 +119,42 @@ mod checks {
         clear.clear();
         clear.set("c", "3");
         assert_eq!(
-            env.store.save(&id, &clear, exp).await.unwrap(),
+            env.store
+                .save(&id, &clear, Renewal::until(exp))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
         assert!(env
             .store
-            .touch(&id, exp.saturating_add(Duration::from_secs(5)))
+            .touch(
+                &id,
+                Renewal::until(exp.saturating_add(Duration::from_secs(5)))
+            )
             .await
             .unwrap());
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.public_id, p, "kept by save, a clear and touch");
         assert_eq!(r.items.len(), 1, "the public id is not an item");
         let new = new_id();
         assert_eq!(
             env.store
-                .cycle(&id, &new, &sets(&[("d", "4")]), exp)
+                .cycle(&id, &new, &sets(&[("d", "4")]), Renewal::until(exp))
                 .await
                 .unwrap(),
             CycleOutcome::Moved
         );
-        let r = env.store.load(&new).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.public_id, p, "kept across cycle");
         assert_eq!(r.items.len(), 2);
     }
@@ -159,12 +185,23 @@ mod checks {
         for (i, pid) in bad.into_iter().enumerate() {
             let id = new_id();
             plant(&id, pid);
-            assert!(env.store.load(&id).await.unwrap().is_none(), "case {i}");
+            assert!(
+                env.store
+                    .load(&id, Timestamp::now())
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "case {i}"
+            );
             assert!(!env.exists(&id), "case {i}: deleted");
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .save(&id, &sets(&[("b", "2")]), at(now() + 60_000))
+                    .save(
+                        &id,
+                        &sets(&[("b", "2")]),
+                        Renewal::until(at(now() + 60_000))
+                    )
                     .await
                     .unwrap(),
                 SaveOutcome::Gone,
@@ -174,7 +211,12 @@ mod checks {
             plant(&id, pid);
             assert_eq!(
                 env.store
-                    .cycle(&id, &new_id(), &ChangeSet::new(), at(now() + 60_000))
+                    .cycle(
+                        &id,
+                        &new_id(),
+                        &ChangeSet::new(),
+                        Renewal::until(at(now() + 60_000))
+                    )
                     .await
                     .unwrap(),
                 CycleOutcome::Gone,
@@ -186,7 +228,15 @@ mod checks {
         let id = new_id();
         let p = PublicId::generate();
         plant(&id, Some(p.to_string().as_bytes()));
-        assert_eq!(env.store.load(&id).await.unwrap().unwrap().public_id, p);
+        assert_eq!(
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .public_id,
+            p
+        );
     }
 
     /// SECURITY.md #35, the orchestrated interleaving: request L loads A and
@@ -195,13 +245,13 @@ mod checks {
     /// a session that was never moved.
     pub(crate) async fn end_after_a_racing_cycle_ends_the_session_under_its_new_id(env: Env) {
         let (a, _) = env.session(&[("user", "alice")]).await;
-        let loaded_by_l = env.store.load(&a).await.unwrap().unwrap();
+        let loaded_by_l = env.store.load(&a, Timestamp::now()).await.unwrap().unwrap();
         let exp = loaded_by_l.expires_at;
         // C loaded A too, and cycles it.
         let n = new_id();
         assert_eq!(
             env.store
-                .cycle(&a, &n, &sets(&[("signed_in", "1")]), exp)
+                .cycle(&a, &n, &sets(&[("signed_in", "1")]), Renewal::until(exp))
                 .await
                 .unwrap(),
             CycleOutcome::Moved
@@ -210,13 +260,20 @@ mod checks {
         // L's logout arrives after C's move.
         env.store.end(&a, &loaded_by_l.public_id).await.unwrap();
         assert!(
-            env.store.load(&n).await.unwrap().is_none(),
+            env.store
+                .load(&n, Timestamp::now())
+                .await
+                .unwrap()
+                .is_none(),
             "the logout was undone: the session lives on under the id C handed out"
         );
         assert!(!env.exists(&a) && !env.exists(&n));
         // A save or a cycle for N afterwards finds nothing.
         assert_eq!(
-            env.store.save(&n, &sets(&[("x", "1")]), exp).await.unwrap(),
+            env.store
+                .save(&n, &sets(&[("x", "1")]), Renewal::until(exp))
+                .await
+                .unwrap(),
             SaveOutcome::Gone
         );
 
@@ -226,7 +283,7 @@ mod checks {
         for (from, to) in [(&a, &n), (&n, &m)] {
             assert_eq!(
                 env.store
-                    .cycle(from, to, &ChangeSet::new(), rec.expires_at)
+                    .cycle(from, to, &ChangeSet::new(), Renewal::until(rec.expires_at))
                     .await
                     .unwrap(),
                 CycleOutcome::Moved
@@ -234,14 +291,18 @@ mod checks {
         }
         env.store.end(&a, &rec.public_id).await.unwrap();
         assert!(
-            env.store.load(&m).await.unwrap().is_none(),
+            env.store
+                .load(&m, Timestamp::now())
+                .await
+                .unwrap()
+                .is_none(),
             "the chain's end"
         );
         // Then a late cycle of N (loaded before) is gone, and creates nothing.
         let late = new_id();
         assert_eq!(
             env.store
-                .cycle(&n, &late, &ChangeSet::new(), rec.expires_at)
+                .cycle(&n, &late, &ChangeSet::new(), Renewal::until(rec.expires_at))
                 .await
                 .unwrap(),
             CycleOutcome::Gone
@@ -299,7 +360,7 @@ mod checks {
                         let to = new_id();
                         offered.lock().unwrap().push(to);
                         match store
-                            .cycle(&from, &to, &ChangeSet::new(), exp)
+                            .cycle(&from, &to, &ChangeSet::new(), Renewal::until(exp))
                             .await
                             .unwrap()
                         {
@@ -332,7 +393,11 @@ mod checks {
             let ids = ids.lock().unwrap().clone();
             for id in &ids {
                 assert!(
-                    env.store.load(id).await.unwrap().is_none(),
+                    env.store
+                        .load(id, Timestamp::now())
+                        .await
+                        .unwrap()
+                        .is_none(),
                     "session {s}: still alive under one of its {} ids after the logout",
                     ids.len()
                 );
@@ -419,7 +484,11 @@ async fn cluster_logout_between_the_steps_of_a_move_ends_the_session() {
 
     cluster.nodes()[on_n].freeze();
     let exp = rec.expires_at;
-    let c = tokio::spawn(async move { c_store.cycle(&a, &n, &ChangeSet::new(), exp).await });
+    let c = tokio::spawn(async move {
+        c_store
+            .cycle(&a, &n, &ChangeSet::new(), Renewal::until(exp))
+            .await
+    });
     // Wait (bounded) until C's step 1 took A: C now waits on node n.
     let started = std::time::Instant::now();
     let mut admin_a = cluster.nodes()[on_a].admin();

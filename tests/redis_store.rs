@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use common::{cookie, dev_layer, guard, raw_client, send, serve_script, TestServer};
 use redis_support::fixtures::{at, new_id, now, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, CountingProxy, Redis};
-use tower_session_storage::store::{ChangeSet, CycleOutcome, Items, Record, SaveOutcome};
+use tower_session_storage::store::{
+    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, Timestamp,
+};
 use tower_session_storage::{
     MemoryStore, RedisStore, SessionId, SessionLayer, SessionStore, StoreErrorKind,
 };
@@ -214,7 +216,7 @@ mod checks {
         assert_eq!(
             public,
             env.store
-                .load(&id)
+                .load(&id, Timestamp::now())
                 .await
                 .unwrap()
                 .unwrap()
@@ -242,7 +244,12 @@ mod checks {
                 .unwrap(),
             "a taken id is reported, never overwritten"
         );
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.items.get("a"), Some("1"));
     }
 
@@ -251,13 +258,23 @@ mod checks {
         let (created, expires) = (now() - 5_000, now() + 60_000);
         let rec = record(&[("b", "2"), ("a", "1")], created, expires);
         assert!(env.store.create(&id, &rec).await.unwrap());
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             items_of(&r),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
         );
         assert_eq!((r.created_at, r.expires_at), (at(created), at(expires)));
-        assert!(env.store.load(&new_id()).await.unwrap().is_none());
+        assert!(env
+            .store
+            .load(&new_id(), Timestamp::now())
+            .await
+            .unwrap()
+            .is_none());
     }
 
     pub(crate) async fn save_applies_sets_removals_and_clear(env: Env) {
@@ -265,10 +282,18 @@ mod checks {
         let mut c = sets(&[("c", "3"), ("a", "one")]);
         c.remove("b");
         assert_eq!(
-            env.store.save(&id, &c, at(exp)).await.unwrap(),
+            env.store
+                .save(&id, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             items_of(&r),
             [("a".into(), "one".into()), ("c".into(), "3".into())]
@@ -278,10 +303,18 @@ mod checks {
         c.clear();
         c.set("z", "26");
         assert_eq!(
-            env.store.save(&id, &c, at(exp)).await.unwrap(),
+            env.store
+                .save(&id, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
-        let r2 = env.store.load(&id).await.unwrap().unwrap();
+        let r2 = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(items_of(&r2), [("z".into(), "26".into())]);
         assert_eq!(r2.created_at, r.created_at, "a clear keeps the session");
         assert!(env.pttl(&id) > 0, "a clear keeps the TTL");
@@ -292,7 +325,7 @@ mod checks {
         env.store.delete(&id).await.unwrap();
         let out = env
             .store
-            .save(&id, &sets(&[("b", "2")]), at(exp))
+            .save(&id, &sets(&[("b", "2")]), Renewal::until(at(exp)))
             .await
             .unwrap();
         assert_eq!(out, SaveOutcome::Gone);
@@ -300,7 +333,7 @@ mod checks {
         let never = new_id();
         assert_eq!(
             env.store
-                .save(&never, &sets(&[("b", "2")]), at(exp))
+                .save(&never, &sets(&[("b", "2")]), Renewal::until(at(exp)))
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -313,7 +346,10 @@ mod checks {
         let mut c = ChangeSet::new();
         c.remove("a");
         assert_eq!(
-            env.store.save(&id, &c, at(exp)).await.unwrap(),
+            env.store
+                .save(&id, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             SaveOutcome::Deleted
         );
         assert!(!env.exists(&id));
@@ -322,7 +358,10 @@ mod checks {
         let mut c = ChangeSet::new();
         c.clear();
         assert_eq!(
-            env.store.save(&id, &c, at(exp)).await.unwrap(),
+            env.store
+                .save(&id, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             SaveOutcome::Deleted
         );
         assert!(!env.exists(&id));
@@ -330,19 +369,35 @@ mod checks {
 
     pub(crate) async fn cycle_moves_the_data_and_kills_the_old_id(env: Env) {
         let (old, exp) = env.session(&[("a", "1"), ("gone", "x")], 60_000).await;
-        let created = env.store.load(&old).await.unwrap().unwrap().created_at;
+        let created = env
+            .store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at;
         let new = new_id();
         let mut c = sets(&[("b", "2")]);
         c.remove("gone");
         let out = env
             .store
-            .cycle(&old, &new, &c, at(exp + 10_000))
+            .cycle(&old, &new, &c, Renewal::until(at(exp + 10_000)))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
-        assert!(env.store.load(&old).await.unwrap().is_none());
+        assert!(env
+            .store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none());
         assert!(!env.exists(&old));
-        let r = env.store.load(&new).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             items_of(&r),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
@@ -356,7 +411,7 @@ mod checks {
         // A change set for the old id is dropped.
         assert_eq!(
             env.store
-                .save(&old, &sets(&[("late", "1")]), at(exp))
+                .save(&old, &sets(&[("late", "1")]), Renewal::until(at(exp)))
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -367,14 +422,29 @@ mod checks {
     pub(crate) async fn cycle_onto_a_taken_id_is_a_collision_and_changes_nothing(env: Env) {
         let (old, exp) = env.session(&[("a", "1")], 60_000).await;
         let (taken, _) = env.session(&[("z", "9")], 60_000).await;
-        let before = env.store.load(&old).await.unwrap().unwrap();
+        let before = env
+            .store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         let out = env
             .store
-            .cycle(&old, &taken, &sets(&[("b", "2")]), at(exp + 5_000))
+            .cycle(
+                &old,
+                &taken,
+                &sets(&[("b", "2")]),
+                Renewal::until(at(exp + 5_000)),
+            )
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Collision);
-        let after = env.store.load(&old).await.unwrap().unwrap();
+        let after = env
+            .store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             items_of(&after),
             items_of(&before),
@@ -385,13 +455,18 @@ mod checks {
             (before.created_at, before.expires_at)
         );
         assert!(env.pttl(&old) > 0, "the old session keeps its TTL");
-        let other = env.store.load(&taken).await.unwrap().unwrap();
+        let other = env
+            .store
+            .load(&taken, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(items_of(&other), [("z".into(), "9".into())]);
         // And a retry with a free id works.
         let new = new_id();
         let out = env
             .store
-            .cycle(&old, &new, &sets(&[("b", "2")]), at(exp))
+            .cycle(&old, &new, &sets(&[("b", "2")]), Renewal::until(at(exp)))
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
@@ -401,7 +476,12 @@ mod checks {
         let (old, new) = (new_id(), new_id());
         let out = env
             .store
-            .cycle(&old, &new, &sets(&[("b", "2")]), at(now() + 60_000))
+            .cycle(
+                &old,
+                &new,
+                &sets(&[("b", "2")]),
+                Renewal::until(at(now() + 60_000)),
+            )
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Gone);
@@ -414,7 +494,10 @@ mod checks {
         let mut c = ChangeSet::new();
         c.clear();
         assert_eq!(
-            env.store.cycle(&old, &new, &c, at(exp)).await.unwrap(),
+            env.store
+                .cycle(&old, &new, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             CycleOutcome::Deleted
         );
         assert!(!env.exists(&old) && !env.exists(&new));
@@ -426,7 +509,11 @@ mod checks {
         assert!(!env.exists(&id));
         env.store.delete(&id).await.unwrap();
         env.store.delete(&new_id()).await.unwrap();
-        assert!(!env.store.touch(&id, at(now() + 60_000)).await.unwrap());
+        assert!(!env
+            .store
+            .touch(&id, Renewal::until(at(now() + 60_000)))
+            .await
+            .unwrap());
     }
 
     /// The key's TTL is `expires_at` (PEXPIREAT), and saves move it forward
@@ -438,7 +525,7 @@ mod checks {
 
         let later = exp + 120_000;
         env.store
-            .save(&id, &sets(&[("b", "2")]), at(later))
+            .save(&id, &sets(&[("b", "2")]), Renewal::until(at(later)))
             .await
             .unwrap();
         let ttl = env.pttl(&id);
@@ -447,12 +534,17 @@ mod checks {
             "moved forward: PTTL {ttl}"
         );
         assert_eq!(
-            env.store.load(&id).await.unwrap().unwrap().expires_at,
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
             at(later)
         );
 
         env.store
-            .save(&id, &sets(&[("c", "3")]), at(exp))
+            .save(&id, &sets(&[("c", "3")]), Renewal::until(at(exp)))
             .await
             .unwrap();
         let ttl = env.pttl(&id);
@@ -461,29 +553,52 @@ mod checks {
             "never backward: PTTL {ttl}"
         );
         assert_eq!(
-            env.store.load(&id).await.unwrap().unwrap().expires_at,
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
             at(later)
         );
     }
 
     pub(crate) async fn touch_moves_the_expiry_forward_only(env: Env) {
         let (id, exp) = env.session(&[("a", "1")], 60_000).await;
-        assert!(env.store.touch(&id, at(exp + 100_000)).await.unwrap());
+        assert!(env
+            .store
+            .touch(&id, Renewal::until(at(exp + 100_000)))
+            .await
+            .unwrap());
         assert_eq!(
-            env.store.load(&id).await.unwrap().unwrap().expires_at,
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
             at(exp + 100_000)
         );
         assert!(env.pttl(&id) > 150_000);
         assert!(
-            env.store.touch(&id, at(exp)).await.unwrap(),
+            env.store.touch(&id, Renewal::until(at(exp))).await.unwrap(),
             "alive, not moved back"
         );
         assert_eq!(
-            env.store.load(&id).await.unwrap().unwrap().expires_at,
+            env.store
+                .load(&id, Timestamp::now())
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
             at(exp + 100_000)
         );
         assert!(env.pttl(&id) > 150_000);
-        assert!(!env.store.touch(&new_id(), at(exp)).await.unwrap());
+        assert!(!env
+            .store
+            .touch(&new_id(), Renewal::until(at(exp)))
+            .await
+            .unwrap());
     }
 
     /// A 6 KB token (a JWT's alphabet), non-ASCII text, and names with
@@ -507,7 +622,12 @@ mod checks {
             ("", "empty name"),
         ];
         let (id, exp) = env.session(&items, 60_000).await;
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.items.get("id_token"), Some(jwt.as_str()));
         assert_eq!(r.items.get("text"), Some(text));
         assert_eq!(r.items.get("{braces}"), Some("x"));
@@ -519,10 +639,19 @@ mod checks {
         // And through a save.
         let jwt2 = jwt.replace('A', "B");
         env.store
-            .save(&id, &sets(&[("access_token", &jwt2)]), at(exp))
+            .save(
+                &id,
+                &sets(&[("access_token", &jwt2)]),
+                Renewal::until(at(exp)),
+            )
             .await
             .unwrap();
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.items.get("access_token"), Some(jwt2.as_str()));
     }
 
@@ -544,15 +673,28 @@ mod checks {
             .create(&id, &record(&items, t - 1_000, t + 60_000))
             .await
             .unwrap());
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.items.len(), names.len());
         assert_eq!(
             (r.created_at, r.expires_at),
             (at(t - 1_000), at(t + 60_000))
         );
         let c = sets(&items.iter().map(|(k, _)| (*k, "junk")).collect::<Vec<_>>());
-        env.store.save(&id, &c, at(t + 60_000)).await.unwrap();
-        let r = env.store.load(&id).await.unwrap().unwrap();
+        env.store
+            .save(&id, &c, Renewal::until(at(t + 60_000)))
+            .await
+            .unwrap();
+        let r = env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert!(r.items.iter().all(|(_, v)| v == "junk"));
         assert_eq!(
             (r.created_at, r.expires_at),
@@ -566,7 +708,12 @@ mod checks {
         let id = new_id();
         let key = env.key(&id);
         let _: () = env.query(redis::cmd("SET").arg(&key).arg("not a hash"));
-        assert!(env.store.load(&id).await.unwrap().is_none());
+        assert!(env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none());
         assert!(!env.exists(&id), "the corrupted key is deleted");
 
         let exp = now() + 60_000;
@@ -575,15 +722,20 @@ mod checks {
             match op {
                 0 => assert_eq!(
                     env.store
-                        .save(&id, &sets(&[("a", "1")]), at(exp))
+                        .save(&id, &sets(&[("a", "1")]), Renewal::until(at(exp)))
                         .await
                         .unwrap(),
                     SaveOutcome::Gone
                 ),
-                1 => assert!(!env.store.touch(&id, at(exp)).await.unwrap()),
+                1 => assert!(!env.store.touch(&id, Renewal::until(at(exp))).await.unwrap()),
                 _ => assert_eq!(
                     env.store
-                        .cycle(&id, &new_id(), &sets(&[("a", "1")]), at(exp))
+                        .cycle(
+                            &id,
+                            &new_id(),
+                            &sets(&[("a", "1")]),
+                            Renewal::until(at(exp))
+                        )
                         .await
                         .unwrap(),
                     CycleOutcome::Gone
@@ -618,7 +770,14 @@ mod checks {
                 hset.arg(*k).arg(*v);
             }
             let _: i64 = env.query(&hset);
-            assert!(env.store.load(&id).await.unwrap().is_none(), "case {i}");
+            assert!(
+                env.store
+                    .load(&id, Timestamp::now())
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "case {i}"
+            );
             assert!(!env.exists(&id), "case {i}: deleted");
         }
         // Scripts treat bad metadata the same way.
@@ -633,7 +792,11 @@ mod checks {
         );
         assert_eq!(
             env.store
-                .save(&id, &sets(&[("b", "2")]), at(now() + 60_000))
+                .save(
+                    &id,
+                    &sets(&[("b", "2")]),
+                    Renewal::until(at(now() + 60_000))
+                )
                 .await
                 .unwrap(),
             SaveOutcome::Gone
@@ -661,11 +824,16 @@ mod checks {
         };
         let id = new_id();
         plant(&id);
-        assert!(env.store.load(&id).await.unwrap().is_none());
+        assert!(env
+            .store
+            .load(&id, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none());
         let exp = now() + 60_000;
         assert_eq!(
             env.store
-                .save(&id, &sets(&[("b", "2")]), at(exp))
+                .save(&id, &sets(&[("b", "2")]), Renewal::until(at(exp)))
                 .await
                 .unwrap(),
             SaveOutcome::Gone,
@@ -673,11 +841,11 @@ mod checks {
         );
         assert!(!env.exists(&id));
         plant(&id);
-        assert!(!env.store.touch(&id, at(exp)).await.unwrap());
+        assert!(!env.store.touch(&id, Renewal::until(at(exp))).await.unwrap());
         plant(&id);
         assert_eq!(
             env.store
-                .cycle(&id, &new_id(), &ChangeSet::new(), at(exp))
+                .cycle(&id, &new_id(), &ChangeSet::new(), Renewal::until(at(exp)))
                 .await
                 .unwrap(),
             CycleOutcome::Gone
@@ -697,15 +865,26 @@ mod checks {
             c.set(&format!("k{i:04}"), "w");
         }
         assert_eq!(
-            env.store.save(&id, &c, at(exp)).await.unwrap(),
+            env.store
+                .save(&id, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             SaveOutcome::Saved
         );
         let new = new_id();
         assert_eq!(
-            env.store.cycle(&id, &new, &c, at(exp)).await.unwrap(),
+            env.store
+                .cycle(&id, &new, &c, Renewal::until(at(exp)))
+                .await
+                .unwrap(),
             CycleOutcome::Moved
         );
-        let r = env.store.load(&new).await.unwrap().unwrap();
+        let r = env
+            .store
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.items.len(), 1200);
         assert_eq!(r.items.get("k0499"), None);
         assert_eq!(r.items.get("k0500"), Some("v"));
@@ -953,10 +1132,10 @@ async fn unreachable_redis_is_an_unavailable_error() {
         .await
         .unwrap());
     server.crash();
-    let e = store.load(&id).await.unwrap_err();
+    let e = store.load(&id, Timestamp::now()).await.unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
     let e = store
-        .save(&id, &sets(&[("b", "2")]), at(t + 60_000))
+        .save(&id, &sets(&[("b", "2")]), Renewal::until(at(t + 60_000)))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
@@ -1123,29 +1302,41 @@ async fn resp3_connections_work_the_same() {
         .create(&id, &record(&[("a", "1")], t, t + 60_000))
         .await
         .unwrap());
-    let r = resp2.load(&id).await.unwrap().unwrap();
+    let r = resp2.load(&id, Timestamp::now()).await.unwrap().unwrap();
     assert_eq!(items_of(&r), [("a".into(), "1".into())]);
     resp2
-        .save(&id, &sets(&[("b", "2")]), at(t + 60_000))
+        .save(&id, &sets(&[("b", "2")]), Renewal::until(at(t + 60_000)))
         .await
         .unwrap();
-    let r = resp3.load(&id).await.unwrap().unwrap();
+    let r = resp3.load(&id, Timestamp::now()).await.unwrap().unwrap();
     assert_eq!(
         items_of(&r),
         [("a".into(), "1".into()), ("b".into(), "2".into())]
     );
     assert_eq!((r.created_at, r.expires_at), (at(t), at(t + 60_000)));
-    assert!(resp3.touch(&id, at(t + 90_000)).await.unwrap());
+    assert!(resp3
+        .touch(&id, Renewal::until(at(t + 90_000)))
+        .await
+        .unwrap());
     let new = new_id();
     assert_eq!(
         resp3
-            .cycle(&id, &new, &ChangeSet::new(), at(t + 90_000))
+            .cycle(&id, &new, &ChangeSet::new(), Renewal::until(at(t + 90_000)))
             .await
             .unwrap(),
         CycleOutcome::Moved
     );
-    assert!(resp3.load(&id).await.unwrap().is_none());
-    assert_eq!(resp2.load(&new).await.unwrap().unwrap().items.len(), 2);
+    assert!(resp3.load(&id, Timestamp::now()).await.unwrap().is_none());
+    assert_eq!(
+        resp2
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
 }
 
 /// `examples/redis.rs`: two instances, one cookie jar (cookies are not

@@ -15,6 +15,7 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode, Url};
 use tokio::net::TcpListener;
+use tower_session_storage::store::Timestamp;
 use tower_session_storage::{MemoryStore, SessionId, SessionStore};
 
 use signin_example::sdk;
@@ -48,7 +49,7 @@ impl Env {
     /// The items the store holds for `id`.
     async fn stored(&self, id: &str) -> Option<Vec<(String, String)>> {
         let id: SessionId = id.parse().unwrap();
-        let record = self.store.load(&id).await.unwrap()?;
+        let record = self.store.load(&id, Timestamp::now()).await.unwrap()?;
         Some(
             record
                 .items

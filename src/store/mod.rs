@@ -33,8 +33,11 @@ use crate::id::{PublicId, SessionId};
 /// request in place with no allocation for the store; a networked store
 /// answers with an owned future ([`StoreFuture::new`]) that the layer awaits.
 ///
-/// Times are [`Timestamp`]s. `expires_at` is the moment the session stops
-/// being valid; a store should forget the session then (a TTL), but it need
+/// Times are [`Timestamp`]s. The layer reads the clock once per request and
+/// passes that `now` to the store (in [`load`](Self::load), in a
+/// [`Renewal`], as a new [`Record`]'s `created_at`), so the store and the
+/// layer agree on what has expired. `expires_at` is the moment the session
+/// stops being valid; a store should forget the session then (a TTL), but it need
 /// not be exact: the layer checks the times of every record it loads and
 /// deletes one that has expired.
 ///
@@ -56,7 +59,7 @@ use crate::id::{PublicId, SessionId};
 /// use std::collections::HashMap;
 /// use std::sync::{Mutex, MutexGuard};
 /// use tower_session_storage::store::{
-///     ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+///     ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 /// };
 /// use tower_session_storage::{PublicId, SessionId, SessionLayer, SessionStore, StoreError};
 ///
@@ -68,13 +71,13 @@ use crate::id::{PublicId, SessionId};
 ///         self.0.lock().map_err(|_| StoreError::other("lock poisoned"))
 ///     }
 ///
-///     fn do_save(&self, id: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> Result<SaveOutcome, StoreError> {
+///     fn do_save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> Result<SaveOutcome, StoreError> {
 ///         let mut map = self.map()?;
 ///         let Some(record) = map.get_mut(id) else {
 ///             return Ok(SaveOutcome::Gone); // destroyed meanwhile: drop the changes
 ///         };
 ///         record.items.apply(changes);
-///         record.expires_at = record.expires_at.max(expires_at);
+///         record.expires_at = record.expires_at.max(at.expires_at);
 ///         if record.items.is_empty() {
 ///             map.remove(id);
 ///             return Ok(SaveOutcome::Deleted);
@@ -82,7 +85,7 @@ use crate::id::{PublicId, SessionId};
 ///         Ok(SaveOutcome::Saved)
 ///     }
 ///
-///     fn do_cycle(&self, old: &SessionId, new: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> Result<CycleOutcome, StoreError> {
+///     fn do_cycle(&self, old: &SessionId, new: &SessionId, changes: &ChangeSet, at: Renewal) -> Result<CycleOutcome, StoreError> {
 ///         let mut map = self.map()?;
 ///         if map.contains_key(new) {
 ///             return Ok(CycleOutcome::Collision); // the layer retries with another id
@@ -94,15 +97,17 @@ use crate::id::{PublicId, SessionId};
 ///         if record.items.is_empty() {
 ///             return Ok(CycleOutcome::Deleted);
 ///         }
-///         record.expires_at = record.expires_at.max(expires_at);
+///         record.expires_at = record.expires_at.max(at.expires_at);
 ///         map.insert(*new, record);
 ///         Ok(CycleOutcome::Moved)
 ///     }
 /// }
 ///
 /// impl SessionStore for MyStore {
-///     fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
-///         StoreFuture::ready(self.map().map(|map| map.get(id).cloned()))
+///     fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
+///         StoreFuture::ready(self.map().map(|map| {
+///             map.get(id).filter(|r| r.expires_at > now).cloned()
+///         }))
 ///     }
 ///
 ///     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
@@ -115,12 +120,12 @@ use crate::id::{PublicId, SessionId};
 ///         }))
 ///     }
 ///
-///     fn save(&self, id: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> StoreFuture<SaveOutcome> {
-///         StoreFuture::ready(self.do_save(id, changes, expires_at))
+///     fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+///         StoreFuture::ready(self.do_save(id, changes, at))
 ///     }
 ///
-///     fn cycle(&self, old: &SessionId, new: &SessionId, changes: &ChangeSet, expires_at: Timestamp) -> StoreFuture<CycleOutcome> {
-///         StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+///     fn cycle(&self, old: &SessionId, new: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<CycleOutcome> {
+///         StoreFuture::ready(self.do_cycle(old, new, changes, at))
 ///     }
 ///
 ///     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
@@ -132,10 +137,10 @@ use crate::id::{PublicId, SessionId};
 ///         StoreFuture::ready(self.map().map(|mut map| map.retain(|k, r| k != id && r.public_id != *public_id)))
 ///     }
 ///
-///     fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+///     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
 ///         StoreFuture::ready(self.map().map(|mut map| match map.get_mut(id) {
 ///             Some(r) => {
-///                 r.expires_at = r.expires_at.max(expires_at);
+///                 r.expires_at = r.expires_at.max(at.expires_at);
 ///                 true
 ///             }
 ///             None => false,
@@ -150,24 +155,21 @@ use crate::id::{PublicId, SessionId};
 /// [`MemoryStore`]: crate::MemoryStore
 pub trait SessionStore: Send + Sync + 'static {
     /// Loads a session. `Ok(None)` when the id is unknown (never seen, deleted
-    /// or evicted). A record whose data cannot be read should be deleted,
+    /// or evicted) or the session has expired by `now`. A record whose data cannot be read should be deleted,
     /// logged, and reported as `Ok(None)`.
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>>;
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>>;
 
     /// Stores a new session only if `id` is free. `Ok(false)` when the id is
-    /// taken; the layer then retries with a fresh id. Never overwrites.
+    /// taken; the layer then retries with a fresh id. Never overwrites. The
+    /// record's `created_at` is the request's time.
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool>;
 
-    /// Applies `changes` to the session if it still exists, and moves its
-    /// expiry forward to `expires_at` (never backward). A session left with no
+    /// Applies `changes` to the session if it still exists (and has not
+    /// expired by `at.now`), and moves its expiry forward to `at.expires_at`
+    /// (never backward). A session left with no
     /// items is deleted ([`SaveOutcome::Deleted`]). A session that no longer
     /// exists stays gone ([`SaveOutcome::Gone`]).
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome>;
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome>;
 
     /// Moves the session from `old` to `new`, applying `changes` on the way;
     /// afterwards `old` is unknown. If `new` is taken, changes nothing and
@@ -177,7 +179,7 @@ pub trait SessionStore: Send + Sync + 'static {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome>;
 
     /// Deletes the session. Deleting an unknown id is not an error.
@@ -203,9 +205,31 @@ pub trait SessionStore: Send + Sync + 'static {
     /// released with the session, so it stays bounded by the live sessions.
     fn end(&self, id: &SessionId, public_id: &PublicId) -> StoreFuture<()>;
 
-    /// Moves the session's expiry forward to `expires_at` (never backward).
-    /// `Ok(false)` when the session no longer exists.
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool>;
+    /// Moves the session's expiry forward to `at.expires_at` (never
+    /// backward). `Ok(false)` when the session no longer exists.
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool>;
+}
+
+/// The times of a write ([`save`](SessionStore::save),
+/// [`cycle`](SessionStore::cycle), [`touch`](SessionStore::touch)): the
+/// request's time, and the expiry to move the session to. Named fields, so
+/// the two cannot be swapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The time of the request: a session that has expired by then is gone.
+    pub now: Timestamp,
+    /// When the session expires unless it is used again; moved forward only.
+    pub expires_at: Timestamp,
+}
+
+impl Renewal {
+    /// A renewal to `expires_at`, happening now ([`Timestamp::now`]).
+    pub fn until(expires_at: Timestamp) -> Self {
+        Self {
+            now: Timestamp::now(),
+            expires_at,
+        }
+    }
 }
 
 /// What [`SessionStore::save`] did.

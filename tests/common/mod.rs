@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{
     PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
@@ -575,10 +575,10 @@ impl<S: SessionStore> TestStore<S> {
 }
 
 impl<S: SessionStore> SessionStore for TestStore<S> {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
         let id = *id;
         self.run(Op::Load, move |s, how| {
-            let found = s.load(&id);
+            let found = s.load(&id, now);
             if how.map_loads.is_none() {
                 return found;
             }
@@ -606,14 +606,9 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
         })
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
         let (id, changes) = (*id, changes.clone());
-        self.run(Op::Save, move |s, _| s.save(&id, &changes, expires_at))
+        self.run(Op::Save, move |s, _| s.save(&id, &changes, at))
     }
 
     fn cycle(
@@ -621,7 +616,7 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
         let (old, new, changes) = (*old, *new, changes.clone());
         self.run(Op::Cycle, move |s, how| {
@@ -629,7 +624,7 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
             if take_one(&how.cycle_collisions) {
                 return StoreFuture::ready(Ok(CycleOutcome::Collision));
             }
-            s.cycle(&old, &new, &changes, expires_at)
+            s.cycle(&old, &new, &changes, at)
         })
     }
 
@@ -643,9 +638,9 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
         self.run(Op::End, move |s, _| s.end(&id, &public_id))
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         let id = *id;
-        self.run(Op::Touch, move |s, _| s.touch(&id, expires_at))
+        self.run(Op::Touch, move |s, _| s.touch(&id, at))
     }
 }
 
@@ -743,7 +738,7 @@ impl NoTtlStore {
 }
 
 impl SessionStore for NoTtlStore {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+    fn load(&self, id: &SessionId, _now: Timestamp) -> StoreFuture<Option<Record>> {
         StoreFuture::ready(self.do_load(id))
     }
 
@@ -751,13 +746,8 @@ impl SessionStore for NoTtlStore {
         StoreFuture::ready(self.do_create(id, record))
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
-        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, at.expires_at))
     }
 
     fn cycle(
@@ -765,9 +755,9 @@ impl SessionStore for NoTtlStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
-        StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+        StoreFuture::ready(self.do_cycle(old, new, changes, at.expires_at))
     }
 
     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
@@ -778,19 +768,23 @@ impl SessionStore for NoTtlStore {
         StoreFuture::ready(self.do_end(id, public_id))
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        StoreFuture::ready(self.do_touch(id, expires_at))
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, at.expires_at))
     }
 }
 
 /// Whether the store holds a session under `id` (through the trait only).
 pub(crate) async fn exists<S: SessionStore>(store: &S, id: &str) -> bool {
-    store.load(&parse_id(id)).await.unwrap().is_some()
+    store
+        .load(&parse_id(id), Timestamp::now())
+        .await
+        .unwrap()
+        .is_some()
 }
 
 /// The item `key` of the stored session `id`, read through the trait.
 pub(crate) async fn stored_item<S: SessionStore>(store: &S, id: &str, key: &str) -> Option<String> {
-    let record = store.load(&parse_id(id)).await.unwrap()?;
+    let record = store.load(&parse_id(id), Timestamp::now()).await.unwrap()?;
     record.items.get(key).map(str::to_owned)
 }
 
@@ -957,7 +951,7 @@ pub(crate) mod suite {
             .save(
                 &parse_id(&id),
                 &change,
-                Timestamp::from_millis(u64::MAX / 2),
+                Renewal::until(Timestamp::from_millis(u64::MAX / 2)),
             )
             .await
             .unwrap();

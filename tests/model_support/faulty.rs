@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
@@ -305,12 +305,12 @@ impl<S: SessionStore> Faulty<S> {
 }
 
 impl<S: SessionStore> SessionStore for Faulty<S> {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
         let id = *id;
         self.call(
             format!("load({})", short(&id)),
             &[id],
-            move |s| s.load(&id),
+            move |s| s.load(&id, now),
             move |r| match r {
                 Ok(Some(rec)) => format!(
                     "load({}) -> found, lineage {}",
@@ -332,17 +332,12 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         )
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
         let (id, changes) = (*id, changes.clone());
         self.call(
             format!("save({})", short(&id)),
             &[id],
-            move |s| s.save(&id, &changes, expires_at),
+            move |s| s.save(&id, &changes, at),
             move |r| format!("save({}) -> {}", short(&id), res(r)),
         )
     }
@@ -352,7 +347,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
         let (old, new, changes) = (*old, *new, changes.clone());
         let what = format!("cycle({} -> {})", short(&old), short(&new));
@@ -360,7 +355,7 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         self.call(
             what,
             &[old, new],
-            move |s| s.cycle(&old, &new, &changes, expires_at),
+            move |s| s.cycle(&old, &new, &changes, at),
             move |r| format!("{named} -> {}", res(r)),
         )
     }
@@ -385,12 +380,12 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         )
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         let id = *id;
         self.call(
             format!("touch({})", short(&id)),
             &[id],
-            move |s| s.touch(&id, expires_at),
+            move |s| s.touch(&id, at),
             move |r| format!("touch({}) -> {}", short(&id), res(r)),
         )
     }

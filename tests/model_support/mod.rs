@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
+use tower_session_storage::store::Timestamp;
 use tower_session_storage::{
     SessionId, SessionLayer, SessionStorage, SessionStore, StoreError, StoreErrorKind,
 };
@@ -714,7 +715,7 @@ where
     };
     let seen_ids: Vec<SessionId> = ctl.ids.lock().unwrap().iter().copied().collect();
     for id in seen_ids {
-        if let Ok(Some(rec)) = store.load(&id).await {
+        if let Ok(Some(rec)) = store.load(&id, Timestamp::now()).await {
             let items = rec
                 .items
                 .iter()

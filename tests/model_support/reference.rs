@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
@@ -23,10 +23,10 @@ impl RefStore {
 }
 
 impl RefStore {
-    fn do_load(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+    fn do_load(&self, id: &SessionId, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let mut map = self.map();
         match map.get(id) {
-            Some(r) if r.expires_at <= Timestamp::now() => {
+            Some(r) if r.expires_at <= now => {
                 map.remove(id);
                 Ok(None)
             }
@@ -47,18 +47,18 @@ impl RefStore {
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> Result<SaveOutcome, StoreError> {
         let mut map = self.map();
         let Some(record) = map.get_mut(id) else {
             return Ok(SaveOutcome::Gone);
         };
-        if record.expires_at <= Timestamp::now() {
+        if record.expires_at <= at.now {
             map.remove(id);
             return Ok(SaveOutcome::Gone);
         }
         record.items.apply(changes);
-        record.expires_at = record.expires_at.max(expires_at);
+        record.expires_at = record.expires_at.max(at.expires_at);
         if record.items.is_empty() {
             map.remove(id);
             return Ok(SaveOutcome::Deleted);
@@ -71,7 +71,7 @@ impl RefStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> Result<CycleOutcome, StoreError> {
         let mut map = self.map();
         if map.contains_key(new) {
@@ -80,14 +80,14 @@ impl RefStore {
         let Some(mut record) = map.remove(old) else {
             return Ok(CycleOutcome::Gone);
         };
-        if record.expires_at <= Timestamp::now() {
+        if record.expires_at <= at.now {
             return Ok(CycleOutcome::Gone);
         }
         record.items.apply(changes);
         if record.items.is_empty() {
             return Ok(CycleOutcome::Deleted);
         }
-        record.expires_at = record.expires_at.max(expires_at);
+        record.expires_at = record.expires_at.max(at.expires_at);
         map.insert(*new, record);
         Ok(CycleOutcome::Moved)
     }
@@ -103,11 +103,11 @@ impl RefStore {
         Ok(())
     }
 
-    fn do_touch(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
+    fn do_touch(&self, id: &SessionId, at: Renewal) -> Result<bool, StoreError> {
         let mut map = self.map();
         match map.get_mut(id) {
-            Some(r) if r.expires_at > Timestamp::now() => {
-                r.expires_at = r.expires_at.max(expires_at);
+            Some(r) if r.expires_at > at.now => {
+                r.expires_at = r.expires_at.max(at.expires_at);
                 Ok(true)
             }
             _ => Ok(false),
@@ -116,21 +116,16 @@ impl RefStore {
 }
 
 impl SessionStore for RefStore {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
-        StoreFuture::ready(self.do_load(id))
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(self.do_load(id, now))
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
         StoreFuture::ready(self.do_create(id, record))
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
-        StoreFuture::ready(self.do_save(id, changes, expires_at))
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(self.do_save(id, changes, at))
     }
 
     fn cycle(
@@ -138,9 +133,9 @@ impl SessionStore for RefStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
-        StoreFuture::ready(self.do_cycle(old, new, changes, expires_at))
+        StoreFuture::ready(self.do_cycle(old, new, changes, at))
     }
 
     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
@@ -151,7 +146,7 @@ impl SessionStore for RefStore {
         StoreFuture::ready(self.do_end(id, public_id))
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        StoreFuture::ready(self.do_touch(id, expires_at))
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
+        StoreFuture::ready(self.do_touch(id, at))
     }
 }

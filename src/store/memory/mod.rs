@@ -10,7 +10,8 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{
-    ChangeSet, CycleOutcome, Items, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
+    Timestamp,
 };
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::{PublicId, SessionId};
@@ -37,9 +38,11 @@ const COMPACT_CHUNKS: usize = 8;
 /// Sessions per map shard at the cap: growing a shard moves at most this
 /// many entries (tens of microseconds), under that shard's lock only.
 const SHARD_TARGET: usize = 2048;
-/// The most shards a map gets (128 bytes each): enough for 64M sessions at
-/// [`SHARD_TARGET`] a shard.
-const MAX_SHARDS: usize = 1 << 15;
+/// The most shards a map gets (128 bytes each): 8M sessions at
+/// [`SHARD_TARGET`] a shard. More shards would cost more than they save: a
+/// store with a huge cap (or `usize::MAX`) and few sessions would miss the
+/// cache on every look-up for the shard headers alone (32768 shards are 4 MB).
+const MAX_SHARDS: usize = 1 << 12;
 /// Capacity is given back once the store holds less than a quarter of its
 /// peak, and the peak was at least this many sessions.
 const SHRINK_MIN_PEAK: usize = 4096;
@@ -94,10 +97,11 @@ const STRIPES: usize = 64;
 ///   (one of 64, picked by the public id), so whichever runs second sees
 ///   what the first did.
 /// - **No stall as it grows.** The map is split into shards by the cap
-///   (about 2048 sessions a shard at the cap, at most 32768 shards), so
+///   (about 2048 sessions a shard at the cap, at most 4096 shards), so
 ///   growing one shard's table, which happens under that shard's lock,
-///   moves a couple of thousand entries at most: no operation waits on a
-///   rehash of a large table. After the store shrinks below a quarter of
+///   moves a couple of thousand entries at most (up to a cap of 8M; above
+///   it, shards hold more): no operation waits on a rehash of a large
+///   table. After the store shrinks below a quarter of
 ///   its peak, operations give the spare table capacity back, two shards
 ///   at a time.
 ///
@@ -109,7 +113,7 @@ const STRIPES: usize = 64;
 /// in tables between 44% and 88% full), the items' buffer, and 16 bytes in
 /// the expiry index. Add about 60 bytes for each session cycled at least
 /// once (its remembered move), at most 16 bytes a live session (plus 16 KiB)
-/// for stale index ids, and 256 bytes a shard (2 MB at a cap of 10M).
+/// for stale index ids, and 256 bytes a shard (1 MB at most).
 ///
 /// Plan the resident set for the peak. Capacity given back after a mass
 /// expiry returns to the allocator; how much of it reaches the operating
@@ -399,21 +403,16 @@ impl MemoryStore {
 /// Every operation is a synchronous map operation: the store answers at
 /// once ([`StoreFuture::ready`]), so the layer runs it in place.
 impl SessionStore for MemoryStore {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
-        StoreFuture::ready(Ok(self.inner.load(id)))
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
+        StoreFuture::ready(Ok(self.inner.load(id, now)))
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
         StoreFuture::ready(self.inner.create(id, record))
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
-        StoreFuture::ready(Ok(self.inner.save(id, changes, expires_at)))
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+        StoreFuture::ready(Ok(self.inner.save(id, changes, at)))
     }
 
     fn cycle(
@@ -421,9 +420,9 @@ impl SessionStore for MemoryStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
-        StoreFuture::ready(Ok(self.inner.cycle(old, new, changes, expires_at)))
+        StoreFuture::ready(Ok(self.inner.cycle(old, new, changes, at)))
     }
 
     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
@@ -438,8 +437,8 @@ impl SessionStore for MemoryStore {
         StoreFuture::ready(Ok(()))
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
-        StoreFuture::ready(Ok(self.inner.touch(id, expires_at)))
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
+        StoreFuture::ready(Ok(self.inner.touch(id, at)))
     }
 }
 

@@ -3,8 +3,7 @@
 use super::*;
 
 impl Inner {
-    pub(super) fn load(&self, id: &SessionId) -> Option<Record> {
-        let now = Timestamp::now();
+    pub(super) fn load(&self, id: &SessionId, now: Timestamp) -> Option<Record> {
         self.maintain(now);
         {
             let record = self.map.get(id)?;
@@ -52,7 +51,8 @@ impl Inner {
     }
 
     pub(super) fn create(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        let now = Timestamp::now();
+        // A new record is made at the request's time.
+        let now = record.created_at;
         self.maintain(now);
         let max = self.max_sessions.load(Ordering::Relaxed);
         if !self.reserve(max) {
@@ -99,9 +99,8 @@ impl Inner {
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        Renewal { now, expires_at }: Renewal,
     ) -> SaveOutcome {
-        let now = Timestamp::now();
         self.maintain(now);
         let (removed, outcome) = match self.map.entry(*id) {
             Entry::Vacant(_) => return SaveOutcome::Gone,
@@ -126,9 +125,8 @@ impl Inner {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        Renewal { now, expires_at }: Renewal,
     ) -> CycleOutcome {
-        let now = Timestamp::now();
         self.maintain(now);
         let public_id = match self.map.get(old) {
             Some(r) if !is_reservation(&r) => r.public_id,
@@ -185,14 +183,12 @@ impl Inner {
     }
 
     pub(super) fn delete(&self, id: &SessionId) {
-        self.maintain(Timestamp::now());
         if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
             self.forget(id, &record);
         }
     }
 
     pub(super) fn end(&self, id: &SessionId, public_id: &PublicId) {
-        self.maintain(Timestamp::now());
         let _stripe = self.stripe(public_id);
         if let Some((_, record)) = self.map.remove_if(id, |_, r| !is_reservation(r)) {
             self.forget(id, &record);
@@ -209,8 +205,7 @@ impl Inner {
         }
     }
 
-    pub(super) fn touch(&self, id: &SessionId, expires_at: Timestamp) -> bool {
-        let now = Timestamp::now();
+    pub(super) fn touch(&self, id: &SessionId, Renewal { now, expires_at }: Renewal) -> bool {
         self.maintain(now);
         match self.map.get_mut(id) {
             Some(mut r) if !is_reservation(&r) && r.expires_at > now => {

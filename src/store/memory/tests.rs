@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 use super::*;
+use crate::store::Renewal;
+use crate::store::Timestamp;
 
 fn now_millis() -> u64 {
     Timestamp::now().as_millis()
@@ -37,8 +39,8 @@ async fn loads_share_the_snapshot_instead_of_copying() {
         .create(&id, &record(now_millis(), 60_000, &[("a", "1")]))
         .await
         .unwrap());
-    let a = store.load(&id).await.unwrap().unwrap();
-    let b = store.load(&id).await.unwrap().unwrap();
+    let a = store.load(&id, Timestamp::now()).await.unwrap().unwrap();
+    let b = store.load(&id, Timestamp::now()).await.unwrap().unwrap();
     assert!(Items::ptr_eq(&a.items, &b.items));
 }
 
@@ -55,7 +57,7 @@ async fn create_never_overwrites() {
         .create(&id, &record(now, 60_000, &[("a", "2")]))
         .await
         .unwrap());
-    let r = store.load(&id).await.unwrap().unwrap();
+    let r = store.load(&id, Timestamp::now()).await.unwrap().unwrap();
     assert_eq!(r.items.get("a"), Some("1"));
 }
 
@@ -70,11 +72,11 @@ async fn save_to_a_deleted_session_does_not_recreate_it() {
         .unwrap();
     store.delete(&id).await.unwrap();
     let out = store
-        .save(&id, &set("b", "2"), ts(now + 60_000))
+        .save(&id, &set("b", "2"), Renewal::until(ts(now + 60_000)))
         .await
         .unwrap();
     assert_eq!(out, SaveOutcome::Gone);
-    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.load(&id, Timestamp::now()).await.unwrap().is_none());
     assert!(store.is_empty());
 }
 
@@ -90,7 +92,7 @@ async fn save_that_empties_the_session_deletes_it() {
     let mut c = ChangeSet::new();
     c.remove("a");
     assert_eq!(
-        store.save(&id, &c, ts(now)).await.unwrap(),
+        store.save(&id, &c, Renewal::until(ts(now))).await.unwrap(),
         SaveOutcome::Deleted
     );
     assert!(store.is_empty());
@@ -106,12 +108,12 @@ async fn cycle_moves_data_and_kills_the_old_id() {
         .await
         .unwrap();
     let out = store
-        .cycle(&old, &new, &set("b", "2"), ts(now + 1))
+        .cycle(&old, &new, &set("b", "2"), Renewal::until(ts(now + 1)))
         .await
         .unwrap();
     assert_eq!(out, CycleOutcome::Moved);
-    assert!(store.load(&old).await.unwrap().is_none());
-    let r = store.load(&new).await.unwrap().unwrap();
+    assert!(store.load(&old, Timestamp::now()).await.unwrap().is_none());
+    let r = store.load(&new, Timestamp::now()).await.unwrap().unwrap();
     assert_eq!(r.items.get("a"), Some("1"));
     assert_eq!(r.items.get("b"), Some("2"));
 }
@@ -128,10 +130,12 @@ async fn cycled_sessions_load_with_the_created_at_they_were_made_with() {
     store.create(&id, &r).await.unwrap();
     for _ in 0..3 {
         let n = SessionId::generate();
-        let out = store.cycle(&id, &n, &set("b", "2"), ts(now + 60_000)).await;
+        let out = store
+            .cycle(&id, &n, &set("b", "2"), Renewal::until(ts(now + 60_000)))
+            .await;
         assert_eq!(out.unwrap(), CycleOutcome::Moved);
         id = n;
-        let loaded = store.load(&id).await.unwrap().unwrap();
+        let loaded = store.load(&id, Timestamp::now()).await.unwrap().unwrap();
         assert_eq!(loaded.created_at, ts(now - 5_000));
         assert_eq!(loaded.public_id, r.public_id);
     }
@@ -151,16 +155,28 @@ async fn cycle_onto_a_taken_id_changes_nothing() {
         .await
         .unwrap();
     let out = store
-        .cycle(&old, &new, &set("b", "2"), ts(now))
+        .cycle(&old, &new, &set("b", "2"), Renewal::until(ts(now)))
         .await
         .unwrap();
     assert_eq!(out, CycleOutcome::Collision);
     assert_eq!(
-        store.load(&old).await.unwrap().unwrap().items.get("b"),
+        store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .get("b"),
         None
     );
     assert_eq!(
-        store.load(&new).await.unwrap().unwrap().items.get("a"),
+        store
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .get("a"),
         None
     );
 }
@@ -174,7 +190,7 @@ async fn expired_sessions_are_not_loaded() {
         .await
         .unwrap();
     tokio::time::advance(Duration::from_millis(1_001)).await;
-    assert!(store.load(&id).await.unwrap().is_none());
+    assert!(store.load(&id, Timestamp::now()).await.unwrap().is_none());
     assert!(
         store.is_empty(),
         "an expired session found on load is removed"
@@ -200,7 +216,7 @@ async fn expired_sessions_are_reclaimed_by_later_operations() {
     tokio::time::advance(Duration::from_secs(3)).await;
     // Unrelated reads of the live session drive reclamation, 64 at a time.
     for _ in 0..40 {
-        assert!(store.load(&keep).await.unwrap().is_some());
+        assert!(store.load(&keep, Timestamp::now()).await.unwrap().is_some());
     }
     assert!(store.inner.wheel().len() <= 1, "drained chunks are dropped");
     assert_eq!(store.len(), 1);
@@ -215,10 +231,13 @@ async fn refreshed_sessions_survive_reclamation() {
         .create(&id, &record(now, 2_000, &[("a", "1")]))
         .await
         .unwrap();
-    assert!(store.touch(&id, ts(now + 10_000)).await.unwrap());
+    assert!(store
+        .touch(&id, Renewal::until(ts(now + 10_000)))
+        .await
+        .unwrap());
     tokio::time::advance(Duration::from_secs(3)).await;
     store.inner.sweep(Timestamp::now(), 1000, true);
-    assert!(store.load(&id).await.unwrap().is_some());
+    assert!(store.load(&id, Timestamp::now()).await.unwrap().is_some());
     tokio::time::advance(Duration::from_secs(8)).await;
     store.inner.sweep(Timestamp::now(), 1000, true);
     assert!(store.is_empty());
@@ -239,7 +258,14 @@ async fn records_cannot_forge_the_stores_markers() {
         public_id: crate::PublicId::generate(),
     };
     assert!(store.create(&forged, &reservation_like).await.unwrap());
-    assert!(store.load(&forged).await.unwrap().is_none(), "expired at 0");
+    assert!(
+        store
+            .load(&forged, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "expired at 0"
+    );
     assert_eq!(store.len(), 0, "reclaimed, not stuck as a reservation");
     let flagged = SessionId::generate();
     let mut r = record(now_millis(), 60_000, &[("a", "1")]);
@@ -293,7 +319,7 @@ async fn full_store_reclaims_a_session_expired_within_the_current_second() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Full);
-    assert!(store.load(&id).await.unwrap().is_some());
+    assert!(store.load(&id, Timestamp::now()).await.unwrap().is_some());
 }
 
 #[tokio::test(start_paused = true)]
@@ -324,7 +350,11 @@ async fn full_store_reclaims_expired_then_refuses() {
         .await
         .unwrap());
     assert_eq!(store.len(), 3);
-    assert!(store.load(&short).await.unwrap().is_none());
+    assert!(store
+        .load(&short, Timestamp::now())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 /// Everything the store keeps beside the sessions themselves: the ids
@@ -365,7 +395,9 @@ async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
         // 16) and sessions never cycled.
         if i % 16 < 8 {
             let n = SessionId::generate();
-            let out = store.cycle(&id, &n, &set("user", "u"), ts(now + ttl)).await;
+            let out = store
+                .cycle(&id, &n, &set("user", "u"), Renewal::until(ts(now + ttl)))
+                .await;
             assert_eq!(out.unwrap(), CycleOutcome::Moved);
             id = n;
         }
@@ -373,22 +405,31 @@ async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
             0 | 1 => store.delete(&id).await.unwrap(),
             2 | 3 => store.end(&id, &p).await.unwrap(),
             4 => {
-                let out = store.save(&id, &empty, ts(now + ttl)).await.unwrap();
+                let out = store
+                    .save(&id, &empty, Renewal::until(ts(now + ttl)))
+                    .await
+                    .unwrap();
                 assert_eq!(out, SaveOutcome::Deleted);
             }
             5 => {
                 let n = SessionId::generate();
-                let out = store.cycle(&id, &n, &empty, ts(now + ttl)).await.unwrap();
+                let out = store
+                    .cycle(&id, &n, &empty, Renewal::until(ts(now + ttl)))
+                    .await
+                    .unwrap();
                 assert_eq!(out, CycleOutcome::Deleted);
             }
             6 => {
                 tokio::time::advance(Duration::from_millis(1_001)).await;
-                assert!(store.load(&id).await.unwrap().is_none());
+                assert!(store.load(&id, Timestamp::now()).await.unwrap().is_none());
             }
             _ => {
                 // Reclaimed by the sweep once due.
                 tokio::time::advance(Duration::from_millis(2_001)).await;
-                let _ = store.load(&SessionId::generate()).await.unwrap();
+                let _ = store
+                    .load(&SessionId::generate(), Timestamp::now())
+                    .await
+                    .unwrap();
             }
         }
         let held = index_entries(&store);
@@ -401,7 +442,10 @@ async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
     // Whatever is still due is reclaimed by later operations.
     tokio::time::advance(Duration::from_secs(3)).await;
     for _ in 0..100 {
-        let _ = store.load(&SessionId::generate()).await.unwrap();
+        let _ = store
+            .load(&SessionId::generate(), Timestamp::now())
+            .await
+            .unwrap();
     }
     assert_eq!(store.len(), 0);
     assert_eq!(store.inner.moves.len(), 0, "a move outlived its session");
@@ -427,7 +471,7 @@ async fn cycling_live_sessions_keeps_the_index_bounded() {
         for id in &mut ids {
             let n = SessionId::generate();
             let out = store
-                .cycle(id, &n, &set("r", "1"), ts(now + 3_600_000))
+                .cycle(id, &n, &set("r", "1"), Renewal::until(ts(now + 3_600_000)))
                 .await;
             assert_eq!(out.unwrap(), CycleOutcome::Moved);
             *id = n;
@@ -470,7 +514,9 @@ async fn cycle_onto_a_taken_id_in_the_same_shard_returns() {
     let (tx, rx) = std::sync::mpsc::channel();
     let s = store.clone();
     std::thread::spawn(move || {
-        let out = s.inner.cycle(&old, &new, &set("b", "2"), ts(now + 60_000));
+        let out = s
+            .inner
+            .cycle(&old, &new, &set("b", "2"), Renewal::until(ts(now + 60_000)));
         let _ = tx.send(out);
     });
     let out = rx
@@ -478,11 +524,23 @@ async fn cycle_onto_a_taken_id_in_the_same_shard_returns() {
         .expect("cycle onto a taken id in the same shard did not return");
     assert_eq!(out, CycleOutcome::Collision);
     assert_eq!(
-        store.load(&old).await.unwrap().unwrap().items.get("b"),
+        store
+            .load(&old, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .get("b"),
         None
     );
     assert_eq!(
-        store.load(&new).await.unwrap().unwrap().items.get("z"),
+        store
+            .load(&new, Timestamp::now())
+            .await
+            .unwrap()
+            .unwrap()
+            .items
+            .get("z"),
         Some("9")
     );
     assert_eq!(store.len(), 2);
@@ -506,10 +564,12 @@ fn cycle_racing_a_create_of_its_new_id_in_the_same_shard_returns() {
             let until = std::time::Instant::now() + Duration::from_secs(3);
             while std::time::Instant::now() < until {
                 let now = now_millis();
-                if store.inner.load(&a).is_none() {
+                if store.inner.load(&a, Timestamp::now()).is_none() {
                     let _ = store.inner.create(&a, &record(now, 60_000, &[("a", "1")]));
                 }
-                let _ = store.inner.cycle(&a, &b, &set("b", "2"), ts(now + 60_000));
+                let _ = store
+                    .inner
+                    .cycle(&a, &b, &set("b", "2"), Renewal::until(ts(now + 60_000)));
             }
             stop.store(true, Ordering::Relaxed);
             let _ = tx.send(());
@@ -545,7 +605,7 @@ fn futures_now<T>(mut f: StoreFuture<T>) -> Result<T, StoreError> {
 /// more than a few thousand entries, at any size up to the cap.
 #[test]
 fn shards_follow_the_cap() {
-    for cap in [10_000_000, 1_000_000, 100_000] {
+    for cap in [8_000_000, 1_000_000, 100_000] {
         let store = MemoryStore::new().with_max_sessions(cap);
         let shards = store.inner.map.shards().len();
         assert!(
@@ -554,6 +614,10 @@ fn shards_follow_the_cap() {
             cap / shards
         );
     }
+    // A huge cap does not buy a huge shard table that every look-up would
+    // miss the cache on.
+    let unbounded = MemoryStore::new().with_max_sessions(usize::MAX);
+    assert!(unbounded.inner.map.shards().len() <= 4096);
 }
 
 /// After a mass expiry, operations give the map's capacity back, a few
@@ -576,7 +640,7 @@ async fn capacity_is_given_back_after_a_mass_expiry() {
     let peak = store.inner.map.capacity();
     tokio::time::advance(Duration::from_secs(2)).await;
     for _ in 0..20_000 {
-        assert!(store.load(&keep).await.unwrap().is_some());
+        assert!(store.load(&keep, Timestamp::now()).await.unwrap().is_some());
     }
     assert_eq!(store.len(), 1);
     let after = store.inner.map.capacity();

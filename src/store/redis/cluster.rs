@@ -12,7 +12,7 @@ use super::scripts::{ENDED, SCRIPTS};
 use super::{int, warn_corrupted, RedisStore};
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
-use crate::store::{ChangeSet, CycleOutcome, Record, Timestamp};
+use crate::store::{ChangeSet, CycleOutcome, Record, Renewal};
 
 impl RedisStore {
     /// The longest a cluster `cycle` may take from sending step 1 to the
@@ -35,14 +35,14 @@ impl RedisStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        Renewal { now, expires_at }: Renewal,
     ) -> Result<CycleOutcome, StoreError> {
         let started = Instant::now();
         let old_key = self.key(old);
         // Step 1: take the old session (read and delete, one script).
         let taken = self
             .eval(&SCRIPTS.take, &[&old_key], |cmd| {
-                cmd.arg(clamp(Timestamp::now()));
+                cmd.arg(clamp(now));
             })
             .await?;
         let original = match taken {

@@ -11,7 +11,7 @@ use super::RedisStore;
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
 use crate::store::{
-    ChangeSet, CycleOutcome, Record, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, SessionStore, StoreFuture, Timestamp,
 };
 
 impl RedisStore {
@@ -84,7 +84,7 @@ pub(super) fn warn_corrupted(id: &SessionId, reason: &str) {
 /// The operations, as `async fn`s on `&self`; [`SessionStore`] runs each
 /// in an owned future on a clone of the store (a connection handle).
 impl RedisStore {
-    async fn load_now(&self, id: &SessionId) -> Result<Option<Record>, StoreError> {
+    async fn load_now(&self, id: &SessionId, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
         let mut cmd = redis::cmd("HGETALL");
         cmd.arg(&key);
@@ -99,7 +99,7 @@ impl RedisStore {
         match parse_hash(reply) {
             Parsed::Absent => Ok(None),
             // Expired by the app's clock: Redis's TTL removes the key.
-            Parsed::Found(r) if r.expires_at <= Timestamp::now() => Ok(None),
+            Parsed::Found(r) if r.expires_at <= now => Ok(None),
             Parsed::Found(r) => Ok(Some(r)),
             Parsed::Corrupt(reason) => {
                 self.drop_corrupted(id, &key, reason).await;
@@ -116,11 +116,11 @@ impl RedisStore {
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        Renewal { now, expires_at }: Renewal,
     ) -> Result<SaveOutcome, StoreError> {
         let v = self
             .eval(&SCRIPTS.save, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(Timestamp::now())).arg(clamp(expires_at));
+                cmd.arg(clamp(now)).arg(clamp(expires_at));
                 push_changes(cmd, changes);
             })
             .await?;
@@ -140,14 +140,15 @@ impl RedisStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> Result<CycleOutcome, StoreError> {
+        let Renewal { now, expires_at } = at;
         if matches!(self.conn, Conn::Cluster(_)) {
-            return self.cycle_cluster(old, new, changes, expires_at).await;
+            return self.cycle_cluster(old, new, changes, at).await;
         }
         let v = self
             .eval(&SCRIPTS.cycle, &[&self.key(old), &self.key(new)], |cmd| {
-                cmd.arg(clamp(Timestamp::now()))
+                cmd.arg(clamp(now))
                     .arg(clamp(expires_at))
                     .arg(&*self.prefix);
                 push_changes(cmd, changes);
@@ -181,10 +182,14 @@ impl RedisStore {
         .map(drop)
     }
 
-    async fn touch_now(&self, id: &SessionId, expires_at: Timestamp) -> Result<bool, StoreError> {
+    async fn touch_now(
+        &self,
+        id: &SessionId,
+        Renewal { now, expires_at }: Renewal,
+    ) -> Result<bool, StoreError> {
         let v = self
             .eval(&SCRIPTS.touch, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(Timestamp::now())).arg(clamp(expires_at));
+                cmd.arg(clamp(now)).arg(clamp(expires_at));
             })
             .await?;
         Ok(match int(&v)? {
@@ -199,9 +204,9 @@ impl RedisStore {
 }
 
 impl SessionStore for RedisStore {
-    fn load(&self, id: &SessionId) -> StoreFuture<Option<Record>> {
+    fn load(&self, id: &SessionId, now: Timestamp) -> StoreFuture<Option<Record>> {
         let (this, id) = (self.clone(), *id);
-        StoreFuture::new(async move { this.load_now(&id).await })
+        StoreFuture::new(async move { this.load_now(&id, now).await })
     }
 
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool> {
@@ -209,14 +214,9 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.create_now(&id, &record).await })
     }
 
-    fn save(
-        &self,
-        id: &SessionId,
-        changes: &ChangeSet,
-        expires_at: Timestamp,
-    ) -> StoreFuture<SaveOutcome> {
+    fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
         let (this, id, changes) = (self.clone(), *id, changes.clone());
-        StoreFuture::new(async move { this.save_now(&id, &changes, expires_at).await })
+        StoreFuture::new(async move { this.save_now(&id, &changes, at).await })
     }
 
     fn cycle(
@@ -224,10 +224,10 @@ impl SessionStore for RedisStore {
         old: &SessionId,
         new: &SessionId,
         changes: &ChangeSet,
-        expires_at: Timestamp,
+        at: Renewal,
     ) -> StoreFuture<CycleOutcome> {
         let (this, old, new, changes) = (self.clone(), *old, *new, changes.clone());
-        StoreFuture::new(async move { this.cycle_now(&old, &new, &changes, expires_at).await })
+        StoreFuture::new(async move { this.cycle_now(&old, &new, &changes, at).await })
     }
 
     fn delete(&self, id: &SessionId) -> StoreFuture<()> {
@@ -240,8 +240,8 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.end_now(&id, &public_id).await })
     }
 
-    fn touch(&self, id: &SessionId, expires_at: Timestamp) -> StoreFuture<bool> {
+    fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         let (this, id) = (self.clone(), *id);
-        StoreFuture::new(async move { this.touch_now(&id, expires_at).await })
+        StoreFuture::new(async move { this.touch_now(&id, at).await })
     }
 }
