@@ -84,12 +84,14 @@ pub(crate) fn find_in_header(headers: &HeaderMap, name: &http::HeaderName) -> Op
         .find_map(|v| SessionId::parse_bytes(trim(v.as_bytes())))
 }
 
-/// Whether the request carries a cookie `name` at all (well-formed or not).
+/// Whether the request carries a cookie `name` at all, whatever its value.
+/// (A bare token without `=` is a nameless cookie, never ours.)
 pub(crate) fn has_cookie(headers: &HeaderMap, name: &[u8]) -> bool {
     headers.get_all(COOKIE).iter().any(|field| {
         field.as_bytes().split(|&b| b == b';').any(|pair| {
-            let end = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
-            trim(&pair[..end]) == name
+            pair.iter()
+                .position(|&b| b == b'=')
+                .is_some_and(|eq| trim(&pair[..eq]) == name)
         })
     })
 }

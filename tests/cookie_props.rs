@@ -79,6 +79,35 @@ impl Fixture {
         fx
     }
 
+    /// Whether a pair in `fields` is named `id` (spaces and tabs around the
+    /// name aside) and none of those pairs holds a well-formed id: the case
+    /// where the layer clears our cookie.
+    fn carries_a_malformed_cookie_of_ours(fields: &[Vec<u8>]) -> bool {
+        let trim = |b: &[u8]| -> Vec<u8> {
+            let start = b.iter().position(|&c| c != b' ' && c != b'\t');
+            let end = b.iter().rposition(|&c| c != b' ' && c != b'\t');
+            match (start, end) {
+                (Some(s), Some(e)) => b[s..=e].to_vec(),
+                _ => Vec::new(),
+            }
+        };
+        let ours: Vec<Vec<u8>> = fields
+            .iter()
+            .flat_map(|f| f.split(|&b| b == b';'))
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (trim(&pair[..eq]) == b"id").then(|| trim(&pair[eq + 1..]))
+            })
+            .collect();
+        !ours.is_empty()
+            && !ours.iter().any(|v| {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<tower_session_storage::SessionId>().ok())
+                    .is_some()
+            })
+    }
+
     /// Sends `fields` as `Cookie` header fields, in order; returns the id of
     /// the session the handler saw. Every accepted field is sent.
     fn seen(&self, fields: &[Vec<u8>]) -> Option<String> {
@@ -89,12 +118,23 @@ impl Fixture {
         }
         let res = self.rt.block_on(self.svc.clone().oneshot(req)).unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert!(
-            res.headers().get(SET_COOKIE).is_none(),
-            "the handler wrote nothing: no Set-Cookie"
-        );
+        // The handler wrote nothing: no Set-Cookie, except the removal of a
+        // cookie of ours that is not a well-formed id.
+        let removal = res.headers().get(SET_COOKIE).map(|v| {
+            let v = v.to_str().unwrap();
+            assert!(
+                v.starts_with("id=;") && v.contains("Max-Age=0"),
+                "only a removal may be sent: {v}"
+            );
+        });
         let body = res.into_body();
-        (!body.is_empty()).then_some(body)
+        let seen = (!body.is_empty()).then_some(body);
+        assert_eq!(
+            removal.is_some(),
+            Self::carries_a_malformed_cookie_of_ours(fields),
+            "a removal exactly when our cookie is there and holds no well-formed id"
+        );
+        seen
     }
 
     /// What the documented rules say the handler sees for `fields`.
