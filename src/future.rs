@@ -27,9 +27,11 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::config::Config;
+use crate::error::StoreError;
 use crate::layer::Shared;
 use crate::load::{Found, Load};
-use crate::persist::{needs_store, Loaded, Persist};
+use crate::persist::{needs_store, IdNotice, Loaded, Persist};
 use crate::respond::{after_inner, clear_cookie, complete, hint_if_dropped, load_failed, Facts};
 use crate::storage::SessionStorage;
 use crate::store::{SessionStore, Timestamp};
@@ -57,11 +59,11 @@ pin_project! {
     #[project = StateProj]
     enum State<S, F, ReqBody, Res> {
         /// Waiting for a network store's load; the inner service (the one
-        /// that was made ready) and the request wait with it.
+        /// that was made ready) and the request wait with it, boxed: only a
+        /// network store gets here, and the future stays small for the
+        /// in-process path.
         Loading {
-            load: Load,
-            inner: Option<S>,
-            req: Option<Request<ReqBody>>,
+            waiting: Box<Waiting<S, ReqBody>>,
         },
         /// The inner service is answering.
         Calling {
@@ -71,9 +73,9 @@ pin_project! {
             loaded: Option<Loaded>,
             now: Option<Timestamp>,
         },
-        /// Applying what the request did to the store.
+        /// Waiting for a network store to apply what the request did.
         Saving {
-            persist: Persist,
+            persist: Box<Persist>,
             res: Option<Res>,
             session: Option<SessionStorage>,
             now: Timestamp,
@@ -84,6 +86,13 @@ pin_project! {
         },
         Done,
     }
+}
+
+/// What waits for a network store's load.
+struct Waiting<S, ReqBody> {
+    load: Load,
+    inner: Option<S>,
+    req: Option<Request<ReqBody>>,
 }
 
 const POLLED_AFTER_DONE: &str = "ResponseFuture polled after completion";
@@ -121,9 +130,11 @@ where
                         // https://docs.rs/tower/latest/tower/trait.Service.html#be-careful-when-cloning-inner-services
                         let clone = inner.clone();
                         State::Loading {
-                            load,
-                            inner: Some(std::mem::replace(inner, clone)),
-                            req: Some(req),
+                            waiting: Box::new(Waiting {
+                                load,
+                                inner: Some(std::mem::replace(inner, clone)),
+                                req: Some(req),
+                            }),
                         }
                     }
                 }
@@ -185,7 +196,8 @@ where
         let (store, config, grpc) = (&*shared.store, &shared.config, facts.grpc);
         loop {
             match state.as_mut().project() {
-                StateProj::Loading { load, inner, req } => {
+                StateProj::Loading { waiting } => {
+                    let Waiting { load, inner, req } = &mut **waiting;
                     let result = ready!(load.drive(store, config, Some(cx)));
                     let next = match (result, inner.take(), req.take()) {
                         (Ok(found), Some(mut inner), Some(req)) => {
@@ -228,12 +240,23 @@ where
                         }
                     };
                     let now = now.unwrap_or_else(Timestamp::now);
-                    state.set(State::Saving {
-                        persist: Persist::start(store, config, loaded, out, now),
-                        res: Some(res),
-                        session: Some(session),
-                        now,
-                    });
+                    let mut persist = Persist::start(store, config, loaded, out, now);
+                    // An in-process store is done here, in this poll; only a
+                    // network store's steps wait, boxed, in `Saving`.
+                    match persist.drive(store, config, Some(cx)) {
+                        Poll::Ready(result) => {
+                            let res = respond(config, facts, &session, res, result, now);
+                            state.set(State::Done);
+                            return Poll::Ready(Ok(res));
+                        }
+                        Poll::Pending => state.set(State::Saving {
+                            persist: Box::new(persist),
+                            res: Some(res),
+                            session: Some(session),
+                            now,
+                        }),
+                    }
+                    return Poll::Pending;
                 }
                 StateProj::Saving {
                     persist,
@@ -245,11 +268,7 @@ where
                     let (Some(res), Some(session)) = (res.take(), session.take()) else {
                         panic!("{POLLED_AFTER_DONE}")
                     };
-                    let mut res = complete(config, &session, res, result, *now, grpc);
-                    if facts.clear_cookie && !res.status().is_server_error() {
-                        clear_cookie(config, &mut res);
-                    }
-                    hint_if_dropped(config, facts, &res);
+                    let res = respond(config, facts, &session, res, result, *now);
                     state.set(State::Done);
                     return Poll::Ready(Ok(res));
                 }
@@ -264,6 +283,25 @@ where
             }
         }
     }
+}
+
+/// The response once the store calls are done: the id told to the client
+/// (or the store failure's response), a malformed cookie cleared, the
+/// debug hint.
+fn respond<B: Default>(
+    config: &Config,
+    facts: &Facts,
+    session: &SessionStorage,
+    res: Response<B>,
+    result: Result<IdNotice, StoreError>,
+    now: Timestamp,
+) -> Response<B> {
+    let mut res = complete(config, session, res, result, now, facts.grpc);
+    if facts.clear_cookie && !res.status().is_server_error() {
+        clear_cookie(config, &mut res);
+    }
+    hint_if_dropped(config, facts, &res);
+    res
 }
 
 impl<S, ReqBody, Store> fmt::Debug for ResponseFuture<S, ReqBody, Store>

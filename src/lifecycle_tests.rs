@@ -350,3 +350,17 @@ async fn a_malformed_session_cookie_is_cleared_and_a_dead_well_formed_one_is_lef
     let res = call(&layer, Some("theme=dark; idx=1"), 200, |_| {}).await;
     assert_eq!(set_cookie(&res), None);
 }
+
+/// What waits only for a network store (the loading request, a pending
+/// save) is boxed, so the future every request carries stays small: it is
+/// moved and boxed by the server on every request.
+#[test]
+fn the_response_future_stays_small() {
+    type Inner = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+    let size = std::mem::size_of::<ResponseFuture<Inner, Body, MemoryStore>>();
+    assert!(
+        size <= 256,
+        "ResponseFuture is {size} bytes; the request alone is {}",
+        std::mem::size_of::<Request<Body>>()
+    );
+}
