@@ -152,6 +152,40 @@ use crate::id::{PublicId, SessionId};
 /// # let _ = layer;
 /// ```
 ///
+/// # A store over a network client
+///
+/// The arguments are borrowed for the call only, and the future must own
+/// everything it uses (`'static`): copy the ids (`*id`), clone the change
+/// set or record and a handle to your client into an `async move` block.
+///
+/// ```
+/// # use tower_session_storage::store::{ChangeSet, Renewal, SaveOutcome, StoreFuture};
+/// # use tower_session_storage::{SessionId, StoreError};
+/// # #[derive(Clone)]
+/// # struct Client;
+/// # impl Client {
+/// #     async fn save(&self, _: SessionId, _: ChangeSet, _: Renewal) -> Result<SaveOutcome, StoreError> {
+/// #         Ok(SaveOutcome::Saved)
+/// #     }
+/// # }
+/// # struct NetStore { client: Client }
+/// # impl NetStore {
+/// // in `impl SessionStore for NetStore`:
+/// fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome> {
+///     let (client, id, changes) = (self.client.clone(), *id, changes.clone());
+///     StoreFuture::new(async move { client.save(id, changes, at).await })
+/// }
+/// # }
+/// ```
+///
+/// The layer may drop a store's future before it finishes: when the client
+/// disconnects, the server drops the request's response future, and the
+/// store call with it. Make each write one atomic command (one script, one
+/// transaction) sent on the future's first poll, so that a dropped call
+/// either happened or did not; a write in several steps must leave the
+/// session valid if it stops after any of them. A dropped logout whose
+/// `end` was never sent leaves the session alive.
+///
 /// [`MemoryStore`]: crate::MemoryStore
 pub trait SessionStore: Send + Sync + 'static {
     /// Loads a session. `Ok(None)` when the id is unknown (never seen, deleted

@@ -370,7 +370,10 @@ impl MemoryStore {
 
     /// Changes the cap of this store, through every clone of it (they are
     /// one store). Sessions above a lowered cap are not evicted; creating
-    /// new ones fails until enough have expired.
+    /// new ones fails until enough have expired. The map keeps the shards
+    /// it was built with: for a cap far above the one the store was made
+    /// with, build it with [`with_max_sessions`](Self::with_max_sessions)
+    /// instead, or a growing store stalls on rehashes.
     ///
     /// ```
     /// use tower_session_storage::MemoryStore;
