@@ -232,7 +232,7 @@ where
                     let out = match after_inner(config, &session, &mut res, grpc) {
                         Some(out) if needs_store(loaded.as_ref(), &out) => out,
                         _ => {
-                            if facts.clear_cookie {
+                            if facts.clear_cookie && !res.status().is_server_error() {
                                 clear_cookie(config, &mut res);
                             }
                             state.set(State::Done);

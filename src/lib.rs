@@ -115,7 +115,12 @@
 //!   browser keeps sending it, at one store look-up per request, until a
 //!   handler writes or the browser session ends. A cookie of ours whose
 //!   value is not even a well-formed id never reaches the store and is
-//!   cleared by the response (unless the response sets a new session).
+//!   cleared by the response (unless the response sets a new session, the
+//!   handler failed, or the browser says the request is cross-site, where
+//!   it may have withheld the real `SameSite` cookie and clearing could
+//!   delete it). A junk cookie planted for a parent domain cannot be
+//!   deleted from here at all; a `__Host-` cookie name keeps such cookies
+//!   from being taken for ours.
 //! - **Change sets.** Writes are buffered in the handle (a read sees the
 //!   request's own writes) and applied at the end as one change set: the keys
 //!   set and the keys removed. One store round trip and at most one
@@ -165,7 +170,15 @@
 //! fails, the failure is logged (`WARN`) and the handler's answer is sent
 //! as it is; the session then expires up to one such span sooner.
 //!
-//! Times are read from the system's wall clock on every request, so a clock
+//! A request that is still running when its session's idle deadline passes
+//! keeps what it loaded; whether its writes land depends on the store: the
+//! memory store judges the save by the time the request started, while
+//! Redis has already dropped the key at its TTL, so the writes are dropped
+//! (the response is still sent, with no cookie). Either way the session
+//! does not come back to life: only a request that loaded it in time can
+//! write to it.
+//!
+//! Times are read from the system's wall clock once per request, so a clock
 //! corrected after start-up (an NTP step at boot, an operator fixing it) is
 //! followed at once: a process that started with a wrong clock does not
 //! create sessions that are already expired, or that live too long, once it

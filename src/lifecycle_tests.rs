@@ -349,6 +349,36 @@ async fn a_malformed_session_cookie_is_cleared_and_a_dead_well_formed_one_is_lef
     // No cookie of ours: nothing.
     let res = call(&layer, Some("theme=dark; idx=1"), 200, |_| {}).await;
     assert_eq!(set_cookie(&res), None);
+    // A failed handler: nothing is saved, and nothing is cleared either.
+    let res = call(&layer, Some("id=junk"), 500, |_| {}).await;
+    assert_eq!(set_cookie(&res), None);
+}
+
+/// On a cross-site request the browser may withhold our real `SameSite`
+/// cookie and send only a junk one a sibling subdomain planted for the
+/// parent domain: clearing would then delete the real one (a forced
+/// sign-out), so nothing is cleared.
+#[tokio::test]
+async fn a_malformed_cookie_is_not_cleared_on_a_cross_site_request() {
+    let layer = SessionLayer::new(MemoryStore::new());
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_req: Request<Body>| async move {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    for (site, cleared) in [
+        ("cross-site", false),
+        ("same-site", true),
+        ("same-origin", true),
+    ] {
+        let mut req = Request::new(String::new());
+        req.headers_mut()
+            .insert(http::header::COOKIE, HeaderValue::from_static("id=junk"));
+        req.headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static(site));
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.headers().contains_key(SET_COOKIE), cleared, "{site}");
+    }
 }
 
 /// What waits only for a network store (the loading request, a pending

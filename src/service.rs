@@ -95,12 +95,16 @@ where
             grpc: is_grpc(&req),
             // A cookie of ours that is not even a well-formed id can never
             // load a session: the response clears it (unless it sets a new
-            // one), so it stops costing a scan on every request. A
-            // well-formed id that finds no session is left alone: it may be
-            // older than a cookie a concurrent response is setting right
-            // now, and clearing it could delete that one.
+            // one), so the browser stops sending it. A well-formed id that
+            // finds no session is left alone: it may be older than a cookie
+            // a concurrent response is setting right now, and clearing it
+            // could delete that one. Nor is anything cleared on a
+            // cross-site request: there the browser may have withheld our
+            // real (SameSite) cookie and sent only a junk one planted for a
+            // parent domain, and a removal would sign the user out.
             clear_cookie: id.is_none()
                 && config.header.is_none()
+                && !cross_site(&req)
                 && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes()),
             // Only looked for when someone listens.
             insecure_host: (config.header.is_none()
@@ -111,6 +115,14 @@ where
         };
         ResponseFuture::start(&mut self.inner, req, self.shared.clone(), id, facts)
     }
+}
+
+/// Whether the browser says the request comes from another site
+/// (`Sec-Fetch-Site: cross-site`).
+fn cross_site<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
 /// The request's host, when nothing says it came over HTTPS and the host is
@@ -140,8 +152,9 @@ fn plain_http_host<B>(req: &Request<B>) -> Option<Box<str>> {
     };
     let loopback = name.eq_ignore_ascii_case("localhost")
         || name.to_ascii_lowercase().ends_with(".localhost")
-        || name == "127.0.0.1"
-        || name == "::1";
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     (!loopback).then(|| host.into())
 }
 
