@@ -2,12 +2,28 @@
 //! set, checked and rendered once when the layer is applied, and the expiry
 //! policy ([`Expiry`]) that turns it into times.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
 use crate::cookie::CookieConfig;
 use crate::store::Timestamp;
+
+/// The default idle timeout: 24 hours.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The default cap on the items of one session.
+pub const DEFAULT_MAX_ITEMS: usize = 256;
+/// The default cap on the size of one session (keys plus values): 64 KiB.
+pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
+
+/// What every request of one [`SessionService`](crate::SessionService)
+/// shares: the store and the checked config, built once in
+/// [`Layer::layer`](tower_layer::Layer::layer).
+pub(crate) struct Shared<Store> {
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: Config,
+}
 
 /// The layer's settings.
 #[derive(Debug, Clone)]

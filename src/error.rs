@@ -155,9 +155,16 @@ impl StoreError {
         self.kind
     }
 
-    /// The HTTP status the layer answers with for this error.
+    /// The HTTP status the layer answers with for this error: `503` when
+    /// the store cannot be reached or is full (the client may retry), `500`
+    /// otherwise. (gRPC calls get the gRPC code for that status.)
     pub fn status(&self) -> http::StatusCode {
-        crate::grpc::Failure::of(self).status
+        match self.kind {
+            StoreErrorKind::Unavailable | StoreErrorKind::Full => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
+            StoreErrorKind::Other => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 

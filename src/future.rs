@@ -27,9 +27,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::config::Config;
+use crate::config::{Config, Shared};
 use crate::error::StoreError;
-use crate::layer::Shared;
 use crate::load::{Found, Load};
 use crate::persist::{needs_store, IdNotice, Loaded, Persist};
 use crate::respond::{after_inner, clear_cookie, complete, hint_if_dropped, load_failed, Facts};

@@ -10,7 +10,7 @@ use std::fmt;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Request, Response, StatusCode};
 
-use crate::error::{StoreError, StoreErrorKind};
+use crate::error::StoreError;
 
 /// A gRPC status code (the number sent in `grpc-status`).
 ///
@@ -99,21 +99,23 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    /// The response for `err`: a store that cannot be reached or is full is
-    /// `503` / `UNAVAILABLE` (the client may retry); anything else is `500`
-    /// / `INTERNAL`.
+    /// The response for `err`: its HTTP status ([`StoreError::status`]),
+    /// and for gRPC the code gRPC's HTTP mapping gives that status: `503` is
+    /// `UNAVAILABLE` (the client may retry), anything else `INTERNAL`.
     pub(crate) fn of(err: &StoreError) -> Self {
-        match err.kind() {
-            StoreErrorKind::Unavailable | StoreErrorKind::Full => Self {
-                status: StatusCode::SERVICE_UNAVAILABLE,
+        let status = err.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            Self {
+                status,
                 code: Code::UNAVAILABLE,
                 message: "session store unavailable",
-            },
-            StoreErrorKind::Other => Self {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        } else {
+            Self {
+                status,
                 code: Code::INTERNAL,
                 message: "session store failed",
-            },
+            }
         }
     }
 }

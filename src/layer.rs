@@ -8,17 +8,12 @@ use std::time::Duration;
 use http::HeaderName;
 use tower_layer::Layer;
 
-use crate::config::Config;
+use crate::config::{
+    Config, Shared, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES,
+};
 use crate::cookie::SameSite;
 use crate::service::SessionService;
 use crate::store::SessionStore;
-
-/// The default idle timeout: 24 hours.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// The default cap on the items of one session.
-pub const DEFAULT_MAX_ITEMS: usize = 256;
-/// The default cap on the size of one session (keys plus values): 64 KiB.
-pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
 
 /// Adds server-side sessions to a tower service.
 ///
@@ -52,13 +47,6 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
 pub struct SessionLayer<Store> {
     store: Arc<Store>,
     config: Config,
-}
-
-/// What every request of one [`SessionService`] shares: the store and the
-/// checked config, built once in [`Layer::layer`].
-pub(crate) struct Shared<Store> {
-    pub(crate) store: Arc<Store>,
-    pub(crate) config: Config,
 }
 
 impl<Store: SessionStore> SessionLayer<Store> {

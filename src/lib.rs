@@ -302,13 +302,12 @@ mod time;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 
+pub use crate::config::{DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES};
 pub use crate::cookie::SameSite;
 pub use crate::error::{SessionError, StoreError, StoreErrorKind};
 pub use crate::future::ResponseFuture;
 pub use crate::id::{ParsePublicIdError, ParseSessionIdError, PublicId, SessionId};
-pub use crate::layer::{
-    SessionLayer, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES,
-};
+pub use crate::layer::SessionLayer;
 pub use crate::service::SessionService;
 pub use crate::storage::{SessionStorage, Storage};
 pub use crate::store::memory::MemoryStore;

@@ -10,10 +10,10 @@ use http::header::{Entry, COOKIE};
 use http::{Request, Response};
 use tower_service::Service;
 
+use crate::config::Shared;
 use crate::cookie;
 use crate::future::ResponseFuture;
 use crate::grpc::is_grpc;
-use crate::layer::Shared;
 use crate::respond::Facts;
 use crate::store::SessionStore;
 

@@ -14,9 +14,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::config::{DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES};
 use crate::error::SessionError;
 use crate::id::SessionId;
-use crate::layer::{DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES};
 use crate::store::{ChangeSet, Items};
 
 /// The small key/value contract auth SDKs use to keep tokens on the server
