@@ -235,7 +235,7 @@ mod tests {
         let cases = [
             (StoreError::unavailable("down"), 503, Code::UNAVAILABLE),
             (
-                StoreError::new(StoreErrorKind::Full, "full"),
+                StoreError::new(crate::StoreErrorKind::Full, "full"),
                 503,
                 Code::UNAVAILABLE,
             ),
