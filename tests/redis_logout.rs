@@ -17,9 +17,7 @@ use std::time::Duration;
 use common::{call, cookie, dev_layer, script_routes};
 use redis_support::fixtures::{at, new_id, now, record, sets, Admin, Env};
 use redis_support::{unique_prefix, Cluster, Redis};
-use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, Timestamp,
-};
+use tower_session_storage::store::{ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome};
 use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
 
 // ---------------------------------------------------------------------------
@@ -98,15 +96,7 @@ mod checks {
                 .arg(&b"\xffpublic_id"[..]),
         );
         assert_eq!(stored, p.to_string().as_bytes(), "the field holds Display");
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .public_id,
-            p
-        );
+        assert_eq!(env.record(&id).await.public_id, p);
         let exp = rec.expires_at.saturating_add(Duration::from_secs(5));
         assert_eq!(
             env.store
@@ -133,12 +123,7 @@ mod checks {
             )
             .await
             .unwrap());
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(r.public_id, p, "kept by save, a clear and touch");
         assert_eq!(r.items.len(), 1, "the public id is not an item");
         let new = new_id();
@@ -149,12 +134,7 @@ mod checks {
                 .unwrap(),
             CycleOutcome::Moved
         );
-        let r = env
-            .store
-            .load(&new, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&new).await;
         assert_eq!(r.public_id, p, "kept across cycle");
         assert_eq!(r.items.len(), 2);
     }
@@ -185,14 +165,7 @@ mod checks {
         for (i, pid) in bad.into_iter().enumerate() {
             let id = new_id();
             plant(&id, pid);
-            assert!(
-                env.store
-                    .load(&id, Timestamp::now())
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "case {i}"
-            );
+            assert!(env.find(&id).await.is_none(), "case {i}");
             assert!(!env.exists(&id), "case {i}: deleted");
             plant(&id, pid);
             assert_eq!(
@@ -228,15 +201,7 @@ mod checks {
         let id = new_id();
         let p = PublicId::generate();
         plant(&id, Some(p.to_string().as_bytes()));
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .public_id,
-            p
-        );
+        assert_eq!(env.record(&id).await.public_id, p);
     }
 
     /// SECURITY.md #35, the orchestrated interleaving: request L loads A and
@@ -245,7 +210,7 @@ mod checks {
     /// a session that was never moved.
     pub(crate) async fn end_after_a_racing_cycle_ends_the_session_under_its_new_id(env: Env) {
         let (a, _) = env.session(&[("user", "alice")]).await;
-        let loaded_by_l = env.store.load(&a, Timestamp::now()).await.unwrap().unwrap();
+        let loaded_by_l = env.record(&a).await;
         let exp = loaded_by_l.expires_at;
         // C loaded A too, and cycles it.
         let n = new_id();
@@ -260,11 +225,7 @@ mod checks {
         // L's logout arrives after C's move.
         env.store.end(&a, &loaded_by_l.public_id).await.unwrap();
         assert!(
-            env.store
-                .load(&n, Timestamp::now())
-                .await
-                .unwrap()
-                .is_none(),
+            env.find(&n).await.is_none(),
             "the logout was undone: the session lives on under the id C handed out"
         );
         assert!(!env.exists(&a) && !env.exists(&n));
@@ -290,14 +251,7 @@ mod checks {
             );
         }
         env.store.end(&a, &rec.public_id).await.unwrap();
-        assert!(
-            env.store
-                .load(&m, Timestamp::now())
-                .await
-                .unwrap()
-                .is_none(),
-            "the chain's end"
-        );
+        assert!(env.find(&m).await.is_none(), "the chain's end");
         // Then a late cycle of N (loaded before) is gone, and creates nothing.
         let late = new_id();
         assert_eq!(
@@ -393,11 +347,7 @@ mod checks {
             let ids = ids.lock().unwrap().clone();
             for id in &ids {
                 assert!(
-                    env.store
-                        .load(id, Timestamp::now())
-                        .await
-                        .unwrap()
-                        .is_none(),
+                    env.find(id).await.is_none(),
                     "session {s}: still alive under one of its {} ids after the logout",
                     ids.len()
                 );

@@ -213,16 +213,7 @@ mod checks {
         // Three metadata fields (created, expires, public id) plus one item.
         assert_eq!(env.query::<i64>(redis::cmd("HLEN").arg(&key)), 4);
         let public: String = env.query(redis::cmd("HGET").arg(&key).arg(&b"\xffpublic_id"[..]));
-        assert_eq!(
-            public,
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .public_id
-                .to_string()
-        );
+        assert_eq!(public, env.record(&id).await.public_id.to_string());
         if let Admin::Cluster(_) = env.admin {
             let slot = |k: &str| -> i64 { env.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(k)) };
             assert_eq!(slot(&key), slot(&format!("{{{id}}}")));
@@ -244,12 +235,7 @@ mod checks {
                 .unwrap(),
             "a taken id is reported, never overwritten"
         );
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(r.items.get("a"), Some("1"));
     }
 
@@ -258,12 +244,7 @@ mod checks {
         let (created, expires) = (now() - 5_000, now() + 60_000);
         let rec = record(&[("b", "2"), ("a", "1")], created, expires);
         assert!(env.store.create(&id, &rec).await.unwrap());
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(
             items_of(&r),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
@@ -288,12 +269,7 @@ mod checks {
                 .unwrap(),
             SaveOutcome::Saved
         );
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(
             items_of(&r),
             [("a".into(), "one".into()), ("c".into(), "3".into())]
@@ -309,12 +285,7 @@ mod checks {
                 .unwrap(),
             SaveOutcome::Saved
         );
-        let r2 = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r2 = env.record(&id).await;
         assert_eq!(items_of(&r2), [("z".into(), "26".into())]);
         assert_eq!(r2.created_at, r.created_at, "a clear keeps the session");
         assert!(env.pttl(&id) > 0, "a clear keeps the TTL");
@@ -369,13 +340,7 @@ mod checks {
 
     pub(crate) async fn cycle_moves_the_data_and_kills_the_old_id(env: Env) {
         let (old, exp) = env.session(&[("a", "1"), ("gone", "x")], 60_000).await;
-        let created = env
-            .store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap()
-            .created_at;
+        let created = env.record(&old).await.created_at;
         let new = new_id();
         let mut c = sets(&[("b", "2")]);
         c.remove("gone");
@@ -385,19 +350,9 @@ mod checks {
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Moved);
-        assert!(env
-            .store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(env.find(&old).await.is_none());
         assert!(!env.exists(&old));
-        let r = env
-            .store
-            .load(&new, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&new).await;
         assert_eq!(
             items_of(&r),
             [("a".into(), "1".into()), ("b".into(), "2".into())]
@@ -422,12 +377,7 @@ mod checks {
     pub(crate) async fn cycle_onto_a_taken_id_is_a_collision_and_changes_nothing(env: Env) {
         let (old, exp) = env.session(&[("a", "1")], 60_000).await;
         let (taken, _) = env.session(&[("z", "9")], 60_000).await;
-        let before = env
-            .store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let before = env.record(&old).await;
         let out = env
             .store
             .cycle(
@@ -439,12 +389,7 @@ mod checks {
             .await
             .unwrap();
         assert_eq!(out, CycleOutcome::Collision);
-        let after = env
-            .store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let after = env.record(&old).await;
         assert_eq!(
             items_of(&after),
             items_of(&before),
@@ -455,12 +400,7 @@ mod checks {
             (before.created_at, before.expires_at)
         );
         assert!(env.pttl(&old) > 0, "the old session keeps its TTL");
-        let other = env
-            .store
-            .load(&taken, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let other = env.record(&taken).await;
         assert_eq!(items_of(&other), [("z".into(), "9".into())]);
         // And a retry with a free id works.
         let new = new_id();
@@ -533,15 +473,7 @@ mod checks {
             (175_000..=180_000).contains(&ttl),
             "moved forward: PTTL {ttl}"
         );
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .expires_at,
-            at(later)
-        );
+        assert_eq!(env.record(&id).await.expires_at, at(later));
 
         env.store
             .save(&id, &sets(&[("c", "3")]), Renewal::until(at(exp)))
@@ -552,15 +484,7 @@ mod checks {
             (175_000..=180_000).contains(&ttl),
             "never backward: PTTL {ttl}"
         );
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .expires_at,
-            at(later)
-        );
+        assert_eq!(env.record(&id).await.expires_at, at(later));
     }
 
     pub(crate) async fn touch_moves_the_expiry_forward_only(env: Env) {
@@ -570,29 +494,13 @@ mod checks {
             .touch(&id, Renewal::until(at(exp + 100_000)))
             .await
             .unwrap());
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .expires_at,
-            at(exp + 100_000)
-        );
+        assert_eq!(env.record(&id).await.expires_at, at(exp + 100_000));
         assert!(env.pttl(&id) > 150_000);
         assert!(
             env.store.touch(&id, Renewal::until(at(exp))).await.unwrap(),
             "alive, not moved back"
         );
-        assert_eq!(
-            env.store
-                .load(&id, Timestamp::now())
-                .await
-                .unwrap()
-                .unwrap()
-                .expires_at,
-            at(exp + 100_000)
-        );
+        assert_eq!(env.record(&id).await.expires_at, at(exp + 100_000));
         assert!(env.pttl(&id) > 150_000);
         assert!(!env
             .store
@@ -622,12 +530,7 @@ mod checks {
             ("", "empty name"),
         ];
         let (id, exp) = env.session(&items, 60_000).await;
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(r.items.get("id_token"), Some(jwt.as_str()));
         assert_eq!(r.items.get("text"), Some(text));
         assert_eq!(r.items.get("{braces}"), Some("x"));
@@ -646,12 +549,7 @@ mod checks {
             )
             .await
             .unwrap();
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(r.items.get("access_token"), Some(jwt2.as_str()));
     }
 
@@ -673,12 +571,7 @@ mod checks {
             .create(&id, &record(&items, t - 1_000, t + 60_000))
             .await
             .unwrap());
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert_eq!(r.items.len(), names.len());
         assert_eq!(
             (r.created_at, r.expires_at),
@@ -689,12 +582,7 @@ mod checks {
             .save(&id, &c, Renewal::until(at(t + 60_000)))
             .await
             .unwrap();
-        let r = env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&id).await;
         assert!(r.items.iter().all(|(_, v)| v == "junk"));
         assert_eq!(
             (r.created_at, r.expires_at),
@@ -708,12 +596,7 @@ mod checks {
         let id = new_id();
         let key = env.key(&id);
         let _: () = env.query(redis::cmd("SET").arg(&key).arg("not a hash"));
-        assert!(env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(env.find(&id).await.is_none());
         assert!(!env.exists(&id), "the corrupted key is deleted");
 
         let exp = now() + 60_000;
@@ -770,14 +653,7 @@ mod checks {
                 hset.arg(*k).arg(*v);
             }
             let _: i64 = env.query(&hset);
-            assert!(
-                env.store
-                    .load(&id, Timestamp::now())
-                    .await
-                    .unwrap()
-                    .is_none(),
-                "case {i}"
-            );
+            assert!(env.find(&id).await.is_none(), "case {i}");
             assert!(!env.exists(&id), "case {i}: deleted");
         }
         // Scripts treat bad metadata the same way.
@@ -824,12 +700,7 @@ mod checks {
         };
         let id = new_id();
         plant(&id);
-        assert!(env
-            .store
-            .load(&id, Timestamp::now())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(env.find(&id).await.is_none());
         let exp = now() + 60_000;
         assert_eq!(
             env.store
@@ -879,12 +750,7 @@ mod checks {
                 .unwrap(),
             CycleOutcome::Moved
         );
-        let r = env
-            .store
-            .load(&new, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let r = env.record(&new).await;
         assert_eq!(r.items.len(), 1200);
         assert_eq!(r.items.get("k0499"), None);
         assert_eq!(r.items.get("k0500"), Some("v"));

@@ -668,7 +668,7 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
 /// shared server or cluster with a direct look at its keys.
 pub(crate) mod fixtures {
     use tower_session_storage::store::{ChangeSet, Items, Record, Timestamp};
-    use tower_session_storage::{PublicId, RedisStore, SessionId};
+    use tower_session_storage::{PublicId, RedisStore, SessionId, SessionStore};
 
     use super::{unique_prefix, Cluster, Redis};
 
@@ -732,6 +732,16 @@ pub(crate) mod fixtures {
         }
 
         /// Whether the session's key exists.
+        /// The session under `id` as the store loads it now, if any.
+        pub(crate) async fn find(&self, id: &SessionId) -> Option<Record> {
+            self.store.load(id, Timestamp::now()).await.unwrap()
+        }
+
+        /// The session under `id`, which must be there.
+        pub(crate) async fn record(&self, id: &SessionId) -> Record {
+            self.find(id).await.expect("the session is there")
+        }
+
         pub(crate) fn exists(&self, id: &SessionId) -> bool {
             self.query::<i64>(redis::cmd("EXISTS").arg(self.key(id))) == 1
         }

@@ -13,6 +13,12 @@ fn now_millis() -> u64 {
 fn ts(ms: u64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
+
+/// The value of `key` in the live session `id`.
+async fn item(store: &MemoryStore, id: &SessionId, key: &str) -> Option<String> {
+    let record = store.load(id, Timestamp::now()).await.unwrap().unwrap();
+    record.items.get(key).map(str::to_owned)
+}
 use crate::store::Items;
 use std::time::Duration;
 
@@ -159,26 +165,8 @@ async fn cycle_onto_a_taken_id_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(out, CycleOutcome::Collision);
-    assert_eq!(
-        store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap()
-            .items
-            .get("b"),
-        None
-    );
-    assert_eq!(
-        store
-            .load(&new, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap()
-            .items
-            .get("a"),
-        None
-    );
+    assert_eq!(item(&store, &old, "b").await.as_deref(), None);
+    assert_eq!(item(&store, &new, "a").await.as_deref(), None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -523,26 +511,8 @@ async fn cycle_onto_a_taken_id_in_the_same_shard_returns() {
         .recv_timeout(Duration::from_secs(5))
         .expect("cycle onto a taken id in the same shard did not return");
     assert_eq!(out, CycleOutcome::Collision);
-    assert_eq!(
-        store
-            .load(&old, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap()
-            .items
-            .get("b"),
-        None
-    );
-    assert_eq!(
-        store
-            .load(&new, Timestamp::now())
-            .await
-            .unwrap()
-            .unwrap()
-            .items
-            .get("z"),
-        Some("9")
-    );
+    assert_eq!(item(&store, &old, "b").await.as_deref(), None);
+    assert_eq!(item(&store, &new, "z").await.as_deref(), Some("9"));
     assert_eq!(store.len(), 2);
 }
 
