@@ -104,8 +104,8 @@ where
             // parent domain, and a removal would sign the user out.
             clear_cookie: id.is_none()
                 && config.header.is_none()
-                && !cross_site(&req)
-                && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes()),
+                && cookie::has_cookie(req.headers(), config.cookie.name.as_bytes())
+                && !cross_site(&req),
             // Only looked for when someone listens.
             insecure_host: (config.header.is_none()
                 && config.cookie.secure
