@@ -100,8 +100,8 @@ struct Target {
 impl Target {
     /// What to tell the client once the session was written: a persistent
     /// cookie is sent again when the expiry moved, so its `Max-Age` follows.
-    fn notice(self, config: &Config, refreshed: bool) -> IdNotice {
-        if refreshed && self.refresh && config.persistent {
+    fn notice(self, config: &Config) -> IdNotice {
+        if self.refresh && config.persistent {
             IdNotice::Hold {
                 id: self.id,
                 expires_at: self.at.expires_at,
@@ -234,7 +234,7 @@ impl Persist {
                 Step::Saving { fut, at } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => Step::Done(Some(result.map(|saved| match saved {
-                        SaveOutcome::Saved => at.notice(config, true),
+                        SaveOutcome::Saved => at.notice(config),
                         SaveOutcome::Deleted => IdNotice::Forget,
                         // Destroyed or expired meanwhile: the changes are
                         // dropped, and no cookie is sent (the client may
@@ -251,7 +251,7 @@ impl Persist {
                         tracing::warn!(error = %crate::error::Chain(&e), "session store failed to refresh a session's expiry; answering anyway");
                         Step::Done(Some(Ok(IdNotice::Keep)))
                     }
-                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice(config, true)))),
+                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice(config)))),
                     Poll::Ready(Ok(false)) => Step::Done(Some(Ok(IdNotice::Gone))),
                 },
             };
