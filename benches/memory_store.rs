@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Items, Keep, Listed, Meta, Record, Renewal, SaveOutcome, StoreFuture,
+    Timestamp,
 };
 use tower_session_storage::{MemoryStore, PublicId, SessionId, SessionStore, StoreError};
 
@@ -57,6 +58,7 @@ fn record(ttl: Duration) -> Record {
         .collect::<Items>(),
         created_at: now,
         expires_at: now.saturating_add(ttl),
+        meta: Meta::new(),
         public_id: tower_session_storage::PublicId::generate(),
     }
 }
@@ -427,7 +429,12 @@ impl MutexHashMap {
             return Ok(SaveOutcome::Gone);
         };
         record.items.apply(changes);
-        record.expires_at = record.expires_at.max(expires_at);
+        record.meta.apply(changes);
+        record.expires_at = if changes.sets_idle_timeout() {
+            expires_at
+        } else {
+            record.expires_at.max(expires_at)
+        };
         if record.items.is_empty() {
             map.remove(id);
             return Ok(SaveOutcome::Deleted);
@@ -490,6 +497,41 @@ impl SessionStore for MutexHashMap {
 
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         StoreFuture::ready(self.do_touch(id, at.expires_at))
+    }
+
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        let map = self.0.lock().unwrap();
+        let listed = map
+            .values()
+            .filter(|r| r.expires_at > now && r.meta.link(name) == Some(value))
+            .map(Listed::of)
+            .collect();
+        StoreFuture::ready(Ok(Listed::newest(listed, limit)))
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        let mut map = self.0.lock().unwrap();
+        let mut found = map
+            .values()
+            .filter(|r| r.meta.link(name) == Some(value))
+            .map(|r| (r.created_at, r.public_id))
+            .collect();
+        let victims = keep.victims(&mut found);
+        map.retain(|_, r| !victims.contains(&r.public_id));
+        StoreFuture::ready(Ok(victims.len()))
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        let mut map = self.0.lock().unwrap();
+        let before = map.len();
+        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        StoreFuture::ready(Ok(map.len() < before))
     }
 }
 

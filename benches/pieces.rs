@@ -108,6 +108,7 @@ fn store(c: &mut Criterion) {
             created_at: Timestamp::from_millis(ms),
             expires_at: Timestamp::from_millis(ms + 3_600_000),
             public_id: PublicId::generate(),
+            meta: tower_session_storage::store::Meta::new(),
         };
         assert!(now(store.create(&id, &record)).unwrap());
         minimal.insert(

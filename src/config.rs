@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_SESSION_BYTES: usize = 64 * 1024;
 pub(crate) struct Shared<Store> {
     pub(crate) store: Arc<Store>,
     pub(crate) config: Config,
+    /// The same store and config, for handlers (in the request's extensions).
+    pub(crate) registry: crate::registry::SessionRegistry,
 }
 
 /// The layer's settings.
@@ -36,6 +38,9 @@ pub(crate) struct Config {
     pub(crate) persistent: bool,
     pub(crate) max_items: usize,
     pub(crate) max_bytes: usize,
+    /// `with_max_sessions_per_link`: at most this many sessions per value of
+    /// a link name.
+    pub(crate) link_caps: Vec<(Box<str>, usize)>,
 }
 
 impl Config {
@@ -50,6 +55,7 @@ impl Config {
             persistent: false,
             max_items,
             max_bytes,
+            link_caps: Vec::new(),
         }
     }
 
@@ -63,11 +69,12 @@ impl Config {
         Ok(self)
     }
 
-    /// The cookie's `Max-Age` for a session expiring at `expires_at`, when
-    /// the cookie is persistent.
-    pub(crate) fn max_age(&self, expires_at: Timestamp, now: Timestamp) -> Option<Duration> {
-        self.persistent
-            .then(|| expires_at.saturating_duration_since(now))
+    /// The cap on sessions per value of the link `name`, if one was set.
+    pub(crate) fn link_cap(&self, name: &str) -> Option<usize> {
+        self.link_caps
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|&(_, cap)| cap)
     }
 
     fn problem(&self) -> Option<String> {
@@ -81,6 +88,22 @@ impl Config {
             return Some(
                 "the absolute timeout must be longer than zero (with_absolute_timeout)".into(),
             );
+        }
+        if let Some((name, _)) = self.link_caps.iter().find(|(_, cap)| *cap == 0) {
+            return Some(format!(
+                "with_max_sessions_per_link({name:?}, 0) would end every session that links \
+                 {name:?}; the cap must be at least 1"
+            ));
+        }
+        if let Some((name, _)) = self
+            .link_caps
+            .iter()
+            .find(|(n, _)| crate::store::link_problem(n, None).is_some())
+        {
+            return Some(format!(
+                "with_max_sessions_per_link: {name:?} is not a link name (1 to 32 ASCII \
+                 letters, digits, '_', '-', '.')"
+            ));
         }
         if self.max_items == 0 || self.max_bytes == 0 {
             return Some(
@@ -96,6 +119,45 @@ impl Config {
 pub(crate) struct Times {
     pub(crate) created_at: Timestamp,
     pub(crate) expires_at: Timestamp,
+}
+
+/// A session's own lifetime settings, where it has any (`None`: the
+/// layer's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    pub(crate) idle: Option<Duration>,
+    pub(crate) persistent: Option<bool>,
+}
+
+impl Lifetime {
+    pub(crate) fn of(meta: &crate::store::Meta) -> Self {
+        Self {
+            idle: meta.idle_timeout(),
+            persistent: meta.persistent_cookie(),
+        }
+    }
+
+    /// These settings with the changes `changes` makes to them.
+    pub(crate) fn changed_by(self, changes: &crate::store::ChangeSet) -> Self {
+        Self {
+            idle: changes.idle_timeout().or(self.idle),
+            persistent: changes.persistent_cookie().or(self.persistent),
+        }
+    }
+
+    /// Whether the session's cookie is persistent (carries `Max-Age`).
+    pub(crate) fn persistent(self, config: &Config) -> bool {
+        self.persistent.unwrap_or(config.persistent)
+    }
+
+    /// The expiry policy for this session: the layer's, with the session's
+    /// own idle timeout if it has one (the absolute timeout still bounds it).
+    pub(crate) fn expiry(self, config: &Config) -> Expiry {
+        Expiry {
+            idle: self.idle.unwrap_or(config.expiry.idle),
+            absolute: config.expiry.absolute,
+        }
+    }
 }
 
 /// The idle and absolute timeouts.

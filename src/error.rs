@@ -44,6 +44,18 @@ pub enum SessionError {
     /// The response was already on its way: the change set was taken, so this
     /// late write is ignored.
     Finished,
+    /// A link name or value breaks the rules of
+    /// [`SessionStorage::link`](crate::SessionStorage::link).
+    InvalidLink {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The session already holds the most links it may
+    /// ([`MAX_LINKS`](crate::store::MAX_LINKS) names).
+    TooManyLinks {
+        /// The cap.
+        limit: usize,
+    },
     /// A typed value could not be turned into JSON or back.
     #[cfg(feature = "serde")]
     #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
@@ -63,6 +75,10 @@ impl fmt::Display for SessionError {
             Self::Finished => f.write_str(
                 "session already saved: writes after the response was produced are ignored",
             ),
+            Self::InvalidLink { reason } => write!(f, "invalid session link: {reason}"),
+            Self::TooManyLinks { limit } => {
+                write!(f, "session link limit reached ({limit} names)")
+            }
             #[cfg(feature = "serde")]
             // The serde_json error is the source: not repeated here.
             Self::Json(_) => f.write_str("session value is not valid JSON for this type"),

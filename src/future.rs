@@ -160,17 +160,19 @@ where
     S: Service<Request<ReqBody>>,
 {
     let config = &shared.config;
-    let (loaded, items) = match found {
-        Some((loaded, items)) => (Some(loaded), Some(items)),
+    let (loaded, base) = match found {
+        Some((loaded, items, meta)) => (Some(loaded), Some((items, meta))),
         None => (None, None),
     };
     let session = SessionStorage::new(
-        loaded.map(|l| l.id),
-        items,
+        loaded.map(|l| (l.id, l.public_id)),
+        base,
         config.max_items,
         config.max_bytes,
     );
-    req.extensions_mut().insert(session.clone());
+    let extensions = req.extensions_mut();
+    extensions.insert(session.clone());
+    extensions.insert(shared.registry.clone());
     State::Calling {
         fut: inner.call(req),
         session: Some(session),

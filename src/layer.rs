@@ -12,6 +12,7 @@ use crate::config::{
     Config, Shared, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES,
 };
 use crate::cookie::SameSite;
+use crate::registry::SessionRegistry;
 use crate::service::SessionService;
 use crate::store::SessionStore;
 
@@ -71,6 +72,25 @@ impl<Store: SessionStore> SessionLayer<Store> {
                 DEFAULT_MAX_SESSION_BYTES,
             ),
         }
+    }
+
+    /// A [`SessionRegistry`] over this layer's store: list and end sessions
+    /// by their links, outside requests (an admin task, a back-channel
+    /// logout endpoint) as well as inside them (where the layer also puts
+    /// one into each request's extensions).
+    ///
+    /// It reads the layer's timeouts to report a session's last use; call it
+    /// once the layer is configured.
+    ///
+    /// ```
+    /// use tower_session_storage::{MemoryStore, SessionLayer};
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::new());
+    /// let registry = layer.registry();
+    /// # let _ = registry;
+    /// ```
+    pub fn registry(&self) -> SessionRegistry {
+        SessionRegistry::new(self.store.clone(), self.config.clone())
     }
 }
 
@@ -292,6 +312,32 @@ impl<Store> SessionLayer<Store> {
         self.config.max_bytes = max;
         self
     }
+
+    /// Keeps at most `max` sessions linked under `name` to any one value
+    /// ("at most 5 devices per user"): when a request links a session as
+    /// `name = value` ([`SessionStorage::link`](crate::SessionStorage::link))
+    /// and more than `max` sessions would then be linked so, the oldest
+    /// (by creation) are ended, never the one just linked.
+    ///
+    /// The check runs after the linking write is stored, in the same
+    /// response, as one more store call; a store failure there is a `5xx`
+    /// like any other. Two sign-ins at the same moment may each end the
+    /// oldest, leaving fewer than `max`, never more. `max` must be at least
+    /// 1 and `name` a valid link name (checked when the layer is applied).
+    /// Calling it again for the same name replaces the cap.
+    ///
+    /// ```
+    /// use tower_session_storage::{MemoryStore, SessionLayer};
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::new())
+    ///     .with_max_sessions_per_link("user", 5);
+    /// # let _ = layer;
+    /// ```
+    pub fn with_max_sessions_per_link(mut self, name: &str, max: usize) -> Self {
+        self.config.link_caps.retain(|(n, _)| &**n != name);
+        self.config.link_caps.push((name.into(), max));
+        self
+    }
 }
 
 impl<Store> Clone for SessionLayer<Store> {
@@ -311,7 +357,7 @@ impl<Store> fmt::Debug for SessionLayer<Store> {
     }
 }
 
-impl<S, Store> Layer<S> for SessionLayer<Store> {
+impl<S, Store: SessionStore> Layer<S> for SessionLayer<Store> {
     type Service = SessionService<S, Store>;
 
     /// Checks the settings (panicking with a message that names the fix if
@@ -323,6 +369,7 @@ impl<S, Store> Layer<S> for SessionLayer<Store> {
         };
         let shared = Shared {
             store: self.store.clone(),
+            registry: SessionRegistry::new(self.store.clone(), config.clone()),
             config,
         };
         SessionService::new(inner, Arc::new(shared))

@@ -2,15 +2,15 @@
 
 use std::task::{Context, Poll};
 
-use crate::config::{Config, Times};
+use crate::config::{Config, Lifetime, Times};
 use crate::error::StoreError;
 use crate::id::SessionId;
 use crate::persist::Loaded;
-use crate::store::{Items, Record, SessionStore, StoreFuture, Timestamp};
+use crate::store::{Items, Meta, Record, SessionStore, StoreFuture, Timestamp};
 
-/// What a load found: the session and its items, or nothing (unknown id,
-/// or a session that had expired and was deleted).
-pub(crate) type Found = Option<(Loaded, Items)>;
+/// What a load found: the session, its items and its links, or nothing
+/// (unknown id, or a session that had expired and was deleted).
+pub(crate) type Found = Option<(Loaded, Items, Meta)>;
 
 /// Loading one session: read it; if it has expired, delete it and report it
 /// absent.
@@ -70,7 +70,8 @@ impl Load {
                         created_at: record.created_at,
                         expires_at: record.expires_at,
                     };
-                    if config.expiry.is_expired(times, self.now) {
+                    let lifetime = Lifetime::of(&record.meta);
+                    if lifetime.expiry(config).is_expired(times, self.now) {
                         self.step = Step::DeletingExpired(store.delete(&self.id));
                         continue;
                     }
@@ -79,8 +80,9 @@ impl Load {
                         id: self.id,
                         public_id: record.public_id,
                         times,
+                        lifetime,
                     };
-                    return Poll::Ready(Ok(Some((loaded, record.items))));
+                    return Poll::Ready(Ok(Some((loaded, record.items, record.meta))));
                 }
                 Step::DeletingExpired(fut) => {
                     if let Err(e) = std::task::ready!(fut.answer(cx.as_deref_mut())) {

@@ -9,13 +9,13 @@
 
 use std::task::{Context, Poll};
 
-use crate::config::{Config, Times};
+use crate::config::{Config, Lifetime, Times};
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
 use crate::storage::Outcome;
 use crate::store::{
-    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
-    Timestamp,
+    ChangeSet, CycleOutcome, Items, Keep, Meta, Record, Renewal, SaveOutcome, SessionStore,
+    StoreFuture, Timestamp,
 };
 
 /// How many fresh ids to try when creating or cycling hits a taken id.
@@ -27,18 +27,21 @@ pub(crate) struct Loaded {
     pub(crate) id: SessionId,
     pub(crate) public_id: PublicId,
     pub(crate) times: Times,
+    pub(crate) lifetime: Lifetime,
 }
 
 /// What the response tells the client about its session id.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum IdNotice {
     /// Nothing: the client keeps what it has.
     Keep,
     /// The client is to hold `id` (new, cycled, or a refreshed persistent
-    /// cookie) until `expires_at`.
+    /// cookie) until `expires_at`; in a persistent cookie (with `Max-Age`)
+    /// when `persistent`.
     Hold {
         id: SessionId,
         expires_at: Timestamp,
+        persistent: bool,
     },
     /// The client is to forget its id: the session ended.
     Forget,
@@ -53,6 +56,18 @@ pub(crate) enum IdNotice {
 #[derive(Debug)]
 pub(crate) struct Persist {
     step: Step,
+    /// The capped links this request sets (`with_max_sessions_per_link`):
+    /// once the session is written, the oldest sessions past each cap are
+    /// ended. Empty (no allocation) for almost every request.
+    trims: Vec<Trim>,
+}
+
+/// One capped link a request set: `name = value`, at most `cap` sessions.
+#[derive(Debug)]
+struct Trim {
+    name: Box<str>,
+    value: Box<str>,
+    cap: usize,
 }
 
 #[derive(Debug)]
@@ -85,29 +100,48 @@ enum Step {
         fut: StoreFuture<bool>,
         at: Target,
     },
+    /// Ending the oldest sessions past a link's cap, sparing `public_id`
+    /// (the one this request wrote); then answering `notice`.
+    Trimming {
+        fut: StoreFuture<usize>,
+        public_id: PublicId,
+        notice: IdNotice,
+    },
     Done(Option<Result<IdNotice, StoreError>>),
 }
 
-/// The loaded session's id, the write's times, and whether the write
-/// refreshes the expiry.
+/// The loaded session's ids, the write's times, whether the write
+/// refreshes the expiry, and what its cookie is to be.
 #[derive(Debug, Clone, Copy)]
 struct Target {
     id: SessionId,
+    public_id: PublicId,
     at: Renewal,
     refresh: bool,
+    /// Whether the session's cookie is persistent after this request.
+    persistent: bool,
+    /// Whether this request changed that, or gave the session a new idle
+    /// timeout: the cookie is then sent again.
+    resend: bool,
 }
 
 impl Target {
     /// What to tell the client once the session was written: a persistent
-    /// cookie is sent again when the expiry moved, so its `Max-Age` follows.
-    fn notice(self, config: &Config) -> IdNotice {
-        if self.refresh && config.persistent {
-            IdNotice::Hold {
-                id: self.id,
-                expires_at: self.at.expires_at,
-            }
+    /// cookie is sent again when the expiry moved, so its `Max-Age` follows,
+    /// and any cookie is when the request changed its persistence.
+    fn notice(self) -> IdNotice {
+        if (self.refresh && self.persistent) || self.resend {
+            self.hold(self.id)
         } else {
             IdNotice::Keep
+        }
+    }
+
+    fn hold(self, id: SessionId) -> IdNotice {
+        IdNotice::Hold {
+            id,
+            expires_at: self.at.expires_at,
+            persistent: self.persistent,
         }
     }
 }
@@ -123,6 +157,7 @@ impl Persist {
         out: Outcome,
         now: Timestamp,
     ) -> Self {
+        let trims = trims(config, &out.changes);
         let step = match loaded {
             // A logout: end the session wherever it lives now, even if a
             // concurrent request has moved it to a new id meanwhile.
@@ -133,11 +168,19 @@ impl Persist {
             },
             None => create(store, config, &out.changes, now, IdNotice::Keep),
             Some(l) => {
-                let expires_at = config.expiry.next(l.times, now);
+                let lifetime = l.lifetime.changed_by(&out.changes);
+                let expiry = lifetime.expiry(config);
+                let expires_at = expiry.next(l.times, now);
+                let persistent = lifetime.persistent(config);
                 let at = Target {
                     id: l.id,
+                    public_id: l.public_id,
                     at: Renewal { now, expires_at },
-                    refresh: config.expiry.refresh_due(l.times, expires_at),
+                    refresh: expiry.refresh_due(l.times, expires_at)
+                        || out.changes.sets_idle_timeout(),
+                    persistent,
+                    resend: persistent != l.lifetime.persistent(config)
+                        || out.changes.sets_idle_timeout(),
                 };
                 if out.cycle {
                     let new = SessionId::generate();
@@ -163,7 +206,7 @@ impl Persist {
                 }
             }
         };
-        Self { step }
+        Self { step, trims }
     }
 
     /// Runs the steps as far as they go. With `cx`, a step that is not done
@@ -177,7 +220,8 @@ impl Persist {
         mut cx: Option<&mut Context<'_>>,
     ) -> Poll<Result<IdNotice, StoreError>> {
         loop {
-            let next = match &mut self.step {
+            let Self { step, trims } = self;
+            let next = match step {
                 Step::Done(result) => {
                     return Poll::Ready(result.take().unwrap_or_else(|| Err(polled_after_done())))
                 }
@@ -194,10 +238,16 @@ impl Persist {
                 } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
-                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(IdNotice::Hold {
-                        id: *id,
-                        expires_at: record.expires_at,
-                    }))),
+                    Poll::Ready(Ok(true)) => written(
+                        store,
+                        trims,
+                        record.public_id,
+                        IdNotice::Hold {
+                            id: *id,
+                            expires_at: record.expires_at,
+                            persistent: Lifetime::of(&record.meta).persistent(config),
+                        },
+                    ),
                     Poll::Ready(Ok(false)) if *tries < ID_TRIES => {
                         *id = SessionId::generate();
                         *tries += 1;
@@ -214,33 +264,33 @@ impl Persist {
                     at,
                 } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => Step::Done(Some(match result {
-                        Err(e) => Err(e),
-                        Ok(CycleOutcome::Moved) => Ok(IdNotice::Hold {
-                            id: *new,
-                            expires_at: at.at.expires_at,
-                        }),
-                        Ok(CycleOutcome::Deleted) => Ok(IdNotice::Forget),
-                        Ok(CycleOutcome::Gone) => Ok(IdNotice::Gone),
+                    Poll::Ready(result) => match result {
+                        Err(e) => Step::Done(Some(Err(e))),
+                        Ok(CycleOutcome::Moved) => {
+                            written(store, trims, at.public_id, at.hold(*new))
+                        }
+                        Ok(CycleOutcome::Deleted) => Step::Done(Some(Ok(IdNotice::Forget))),
+                        Ok(CycleOutcome::Gone) => Step::Done(Some(Ok(IdNotice::Gone))),
                         Ok(CycleOutcome::Collision) if *tries < ID_TRIES => {
                             *new = SessionId::generate();
                             *tries += 1;
                             *fut = store.cycle(&at.id, new, changes, at.at);
                             continue;
                         }
-                        Ok(CycleOutcome::Collision) => Err(no_free_id()),
-                    })),
+                        Ok(CycleOutcome::Collision) => Step::Done(Some(Err(no_free_id()))),
+                    },
                 },
                 Step::Saving { fut, at } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => Step::Done(Some(result.map(|saved| match saved {
-                        SaveOutcome::Saved => at.notice(config),
-                        SaveOutcome::Deleted => IdNotice::Forget,
+                    Poll::Ready(result) => match result {
+                        Err(e) => Step::Done(Some(Err(e))),
+                        Ok(SaveOutcome::Saved) => written(store, trims, at.public_id, at.notice()),
+                        Ok(SaveOutcome::Deleted) => Step::Done(Some(Ok(IdNotice::Forget))),
                         // Destroyed or expired meanwhile: the changes are
                         // dropped, and no cookie is sent (the client may
                         // already hold a newer one).
-                        SaveOutcome::Gone => IdNotice::Gone,
-                    }))),
+                        Ok(SaveOutcome::Gone) => Step::Done(Some(Ok(IdNotice::Gone))),
+                    },
                 },
                 Step::Touching { fut, at } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
@@ -251,8 +301,22 @@ impl Persist {
                         tracing::warn!(error = %crate::error::Chain(&e), "session store failed to refresh a session's expiry; answering anyway");
                         Step::Done(Some(Ok(IdNotice::Keep)))
                     }
-                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice(config)))),
+                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice()))),
                     Poll::Ready(Ok(false)) => Step::Done(Some(Ok(IdNotice::Gone))),
+                },
+                Step::Trimming {
+                    fut,
+                    public_id,
+                    notice,
+                } => match fut.answer(cx.as_deref_mut()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
+                    Poll::Ready(Ok(ended)) => {
+                        if ended > 0 {
+                            tracing::debug!(ended, "ended the oldest sessions past a link's cap");
+                        }
+                        written(store, trims, *public_id, *notice)
+                    }
                 },
             };
             self.step = next;
@@ -280,11 +344,13 @@ fn create<Store: SessionStore>(
     }
     let mut items = Items::new();
     items.apply(changes);
+    let lifetime = Lifetime::default().changed_by(changes);
     let record = Record {
         items,
         created_at: now,
-        expires_at: config.expiry.first(now),
+        expires_at: lifetime.expiry(config).first(now),
         public_id: PublicId::generate(),
+        meta: Meta::new().applied(changes),
     };
     let id = SessionId::generate();
     Step::Creating {
@@ -292,6 +358,48 @@ fn create<Store: SessionStore>(
         id,
         record,
         tries: 1,
+    }
+}
+
+/// The capped links `changes` sets.
+fn trims(config: &Config, changes: &ChangeSet) -> Vec<Trim> {
+    if config.link_caps.is_empty() {
+        return Vec::new();
+    }
+    changes
+        .links()
+        .filter_map(|(name, value)| {
+            Some(Trim {
+                cap: config.link_cap(name)?,
+                name: name.into(),
+                value: value?.into(),
+            })
+        })
+        .collect()
+}
+
+/// The session `public_id` was written and the client is to be told
+/// `notice`: first end the sessions past the caps of the links it set.
+fn written<Store: SessionStore>(
+    store: &Store,
+    trims: &mut Vec<Trim>,
+    public_id: PublicId,
+    notice: IdNotice,
+) -> Step {
+    match trims.pop() {
+        None => Step::Done(Some(Ok(notice))),
+        Some(t) => Step::Trimming {
+            fut: store.end_linked(
+                &t.name,
+                &t.value,
+                Keep {
+                    session: Some(public_id),
+                    newest: t.cap - 1,
+                },
+            ),
+            public_id,
+            notice,
+        },
     }
 }
 

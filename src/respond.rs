@@ -119,9 +119,17 @@ pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> 
 fn tell_client(config: &Config, headers: &mut HeaderMap, notice: IdNotice, now: Timestamp) {
     let value = match (&config.header, &notice) {
         (_, IdNotice::Keep | IdNotice::Gone) => return,
-        (None, IdNotice::Hold { id, expires_at }) => {
-            config.cookie.set(id, config.max_age(*expires_at, now))
-        }
+        (
+            None,
+            IdNotice::Hold {
+                id,
+                expires_at,
+                persistent,
+            },
+        ) => config.cookie.set(
+            id,
+            persistent.then(|| expires_at.saturating_duration_since(now)),
+        ),
         (None, IdNotice::Forget) => config.cookie.expire(),
         (Some(_), IdNotice::Hold { id, .. }) => HeaderValue::from_str(id.encode().as_str())
             .ok()

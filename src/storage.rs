@@ -13,11 +13,12 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::config::{DEFAULT_MAX_ITEMS, DEFAULT_MAX_SESSION_BYTES};
 use crate::error::SessionError;
-use crate::id::SessionId;
-use crate::store::{ChangeSet, Items};
+use crate::id::{PublicId, SessionId};
+use crate::store::{link_problem, ChangeSet, Items, Meta, MAX_LINKS};
 
 /// The small key/value contract auth SDKs use to keep tokens on the server
 /// (Logto's `Storage`: `GetItem`/`SetItem`, plus a remove).
@@ -124,6 +125,10 @@ struct State {
     id: Option<SessionId>,
     /// The items as loaded (shared with the store, never copied here).
     base: Option<Items>,
+    /// The loaded session's public id; `None` for a fresh or destroyed one.
+    public_id: Option<PublicId>,
+    /// The loaded session's links and settings (shared, never copied).
+    meta: Meta,
     changes: ChangeSet,
     /// Item count and byte size of the view (base + changes), measured on
     /// the first write only: reads never pay for it.
@@ -174,6 +179,27 @@ impl State {
         (count, bytes)
     }
 
+    /// The link `name` as this request sees it.
+    fn linked(&self, name: &str) -> Option<&str> {
+        if self.finished {
+            return None;
+        }
+        match self.changes.links().find(|(n, _)| *n == name) {
+            Some((_, change)) => change,
+            None => self.meta.link(name),
+        }
+    }
+
+    /// How many links the session has as this request sees it.
+    fn link_count(&self) -> usize {
+        let stored = self
+            .meta
+            .links()
+            .filter(|(n, _)| !self.changes.links().any(|(c, _)| c == *n))
+            .count();
+        stored + self.changes.links().filter(|(_, v)| v.is_some()).count()
+    }
+
     fn view(&self, key: &str) -> Option<&str> {
         if self.finished {
             return None;
@@ -188,16 +214,22 @@ impl State {
 
 impl SessionStorage {
     pub(crate) fn new(
-        id: Option<SessionId>,
-        base: Option<Items>,
+        id: Option<(SessionId, PublicId)>,
+        base: Option<(Items, Meta)>,
         max_items: usize,
         max_bytes: usize,
     ) -> Self {
+        let (base, meta) = match base {
+            Some((items, meta)) => (Some(items), meta),
+            None => (None, Meta::new()),
+        };
         Self {
             inner: Arc::new(Handle {
                 state: Mutex::new(State {
-                    id,
+                    id: id.map(|(id, _)| id),
+                    public_id: id.map(|(_, p)| p),
                     base,
+                    meta,
                     ..State::default()
                 }),
                 max_items,
@@ -289,7 +321,7 @@ impl SessionStorage {
             .collect();
         Self::new(
             None,
-            Some(items),
+            Some((items, Meta::new())),
             DEFAULT_MAX_ITEMS,
             DEFAULT_MAX_SESSION_BYTES,
         )
@@ -471,6 +503,8 @@ impl SessionStorage {
         if let Some(id) = s.id.take() {
             s.destroyed = Some(id);
         }
+        s.public_id = None;
+        s.meta = Meta::new();
         s.base = None;
         s.changes = ChangeSet::new();
         s.size = Some((0, 0));
@@ -513,6 +547,116 @@ impl SessionStorage {
         s.id
     }
 
+    /// Links this session as `name = value`, so that the
+    /// [`SessionRegistry`](crate::SessionRegistry) finds it: list a user's
+    /// sessions, end them all ("sign out everywhere"), end the ones an
+    /// OpenID provider's back-channel logout names.
+    ///
+    /// A session holds one value per name (a later link replaces it) and at
+    /// most [`MAX_LINKS`](crate::store::MAX_LINKS) names. A name is 1 to 32
+    /// bytes of ASCII letters, digits, `_`, `-` and `.`; a value 1 to 256
+    /// bytes without control characters. Anything else is an error, and
+    /// nothing is recorded.
+    ///
+    /// Buffered like every write and stored with the request's changes,
+    /// atomically with them. Links belong to the session: they move with
+    /// [`cycle_id`](Self::cycle_id) and go with the session when it ends or
+    /// expires. A session needs at least one item to exist: links alone do
+    /// not keep (or create) one.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use tower_session_storage::{SessionError, SessionStorage};
+    /// fn signed_in(session: &SessionStorage, sub: &str, sid: &str) -> Result<(), SessionError> {
+    ///     session.set_item("user", sub)?;
+    ///     session.link("user", sub)?; // sign out everywhere, the devices page
+    ///     session.link("sid", sid)?;  // the provider's back-channel logout
+    ///     session.cycle_id();
+    ///     Ok(())
+    /// }
+    /// # let s = SessionStorage::detached();
+    /// # signed_in(&s, "alice", "sid-1").unwrap();
+    /// # assert!(s.link("not a name", "x").is_err());
+    /// ```
+    pub fn link(&self, name: &str, value: &str) -> Result<(), SessionError> {
+        if let Some(reason) = link_problem(name, Some(value)) {
+            return Err(SessionError::InvalidLink { reason });
+        }
+        let mut s = self.state();
+        if s.finished {
+            return Err(SessionError::Finished);
+        }
+        if s.linked(name).is_none() && s.link_count() >= MAX_LINKS {
+            return Err(SessionError::TooManyLinks { limit: MAX_LINKS });
+        }
+        s.changes.link(name, value);
+        Ok(())
+    }
+
+    /// Removes the link named `name`, if the session has one.
+    pub fn unlink(&self, name: &str) {
+        if link_problem(name, None).is_some() {
+            return; // no session holds such a link
+        }
+        let mut s = self.state();
+        if !s.finished {
+            // Recorded even when this request does not see the link: a
+            // concurrent request may have set it.
+            s.changes.unlink(name);
+        }
+    }
+
+    /// The value this session is linked to under `name`, including this
+    /// request's own [`link`](Self::link)s.
+    pub fn linked(&self, name: &str) -> Option<String> {
+        self.state().linked(name).map(str::to_owned)
+    }
+
+    /// The session's public id: the name to show it under in a list of
+    /// sessions or a URL (a devices page), and to end it with
+    /// [`SessionRegistry::end`](crate::SessionRegistry::end). It cannot act
+    /// as the session (it is not the id the cookie carries, nor derived from
+    /// it), and it stays the same across [`cycle_id`](Self::cycle_id).
+    ///
+    /// `None` until the session exists in the store (a session created by
+    /// this request gets one when it is stored), and after
+    /// [`destroy`](Self::destroy).
+    pub fn public_id(&self) -> Option<PublicId> {
+        self.state().public_id
+    }
+
+    /// Gives this session its own idle timeout, in place of the layer's
+    /// ([`SessionLayer::with_idle_timeout`](crate::SessionLayer::with_idle_timeout)):
+    /// "remember me" for 30 days, or a short one for an admin session.
+    ///
+    /// Stored with the session (with this request's other changes), applied
+    /// from this request on (the expiry is set to now plus the new timeout,
+    /// earlier or later than before), kept across
+    /// [`cycle_id`](Self::cycle_id), and still bounded by the layer's
+    /// absolute timeout. A timeout under one second counts as one second.
+    pub fn set_idle_timeout(&self, timeout: Duration) {
+        let mut s = self.state();
+        if !s.finished {
+            s.changes
+                .set_idle_timeout(timeout.max(Duration::from_secs(1)));
+        }
+    }
+
+    /// Makes this session's cookie persistent (`true`: it carries `Max-Age`
+    /// and survives a browser restart, "remember me") or a browser-session
+    /// cookie (`false`), in place of the layer's
+    /// [`with_persistent_cookie`](crate::SessionLayer::with_persistent_cookie).
+    /// Stored with the session, kept across [`cycle_id`](Self::cycle_id);
+    /// the cookie is sent again with this response. No effect with the
+    /// header transport.
+    pub fn set_persistent_cookie(&self, persistent: bool) {
+        let mut s = self.state();
+        if !s.finished {
+            s.changes.set_persistent_cookie(persistent);
+        }
+    }
+
     /// Takes what the request changed and finishes the handle: later writes
     /// are refused.
     pub(crate) fn finish(&self) -> Outcome {
@@ -521,6 +665,7 @@ impl SessionStorage {
         // Release the snapshot: a handle that outlives the request must not
         // keep an outdated copy of the session alive.
         s.base = None;
+        s.meta = Meta::new();
         s.size = Some((0, 0));
         Outcome {
             changes: std::mem::take(&mut s.changes),

@@ -4,8 +4,8 @@ use super::*;
 
 fn loaded(items: &[(&str, &str)]) -> SessionStorage {
     SessionStorage::new(
-        Some(SessionId::generate()),
-        Some(items.iter().copied().collect()),
+        Some((SessionId::generate(), PublicId::generate())),
+        Some((items.iter().copied().collect(), Meta::new())),
         100,
         1000,
     )
@@ -62,7 +62,12 @@ fn caps_refuse_and_change_nothing() {
 #[test]
 fn caps_count_the_loaded_items_too() {
     let base: Items = [("a", "12345"), ("b", "1")].into_iter().collect();
-    let s = SessionStorage::new(Some(SessionId::generate()), Some(base), 3, 12);
+    let s = SessionStorage::new(
+        Some((SessionId::generate(), PublicId::generate())),
+        Some((base, Meta::new())),
+        3,
+        12,
+    );
     // 6 + 2 loaded bytes; "c" + "1234" would make 13.
     assert!(matches!(
         s.set_item("c", "1234"),

@@ -194,6 +194,7 @@ fn signed_out(items: &[(&str, &str)]) -> Record {
         created_at: Timestamp::now(),
         expires_at: in_an_hour(),
         public_id: PublicId::generate(),
+        meta: tower_session_storage::store::Meta::new(),
     }
 }
 

@@ -54,6 +54,7 @@ fn record(items: &[(&str, &str)], created_at: u64, expires_at: u64) -> Record {
         created_at: at(created_at),
         expires_at: at(expires_at),
         public_id: tower_session_storage::PublicId::generate(),
+        meta: tower_session_storage::store::Meta::new(),
     }
 }
 

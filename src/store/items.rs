@@ -2,6 +2,9 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use super::meta::MetaChanges;
 
 /// The items of one session: string keys to string values, sorted by key.
 ///
@@ -283,6 +286,8 @@ impl fmt::Debug for Items {
 pub struct ChangeSet {
     cleared: bool,
     changes: Vec<(Box<str>, Option<Box<str>>)>,
+    /// Link and lifetime changes; `None` (no allocation) when there are none.
+    meta: Option<Box<MetaChanges>>,
 }
 
 impl ChangeSet {
@@ -336,9 +341,66 @@ impl ChangeSet {
         self.changes.iter().map(|(k, v)| (&**k, v.as_deref()))
     }
 
-    /// Whether nothing was changed.
+    /// Whether nothing was changed: no item, no link, no lifetime setting.
     pub fn is_empty(&self) -> bool {
-        !self.cleared && self.changes.is_empty()
+        !self.cleared && self.changes.is_empty() && self.meta.is_none()
+    }
+
+    fn meta_mut(&mut self) -> &mut MetaChanges {
+        self.meta.get_or_insert_with(Default::default)
+    }
+
+    /// Records the link `name = value` (replacing the session's value for
+    /// `name`). Unchecked: [`SessionStorage::link`](crate::SessionStorage::link)
+    /// checks names, values and the count before it records one.
+    pub fn link(&mut self, name: &str, value: &str) {
+        self.meta_mut().put(name, Some(value));
+    }
+
+    /// Records the removal of the link named `name`.
+    pub fn unlink(&mut self, name: &str) {
+        self.meta_mut().put(name, None);
+    }
+
+    /// Records the session's own idle timeout.
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.meta_mut().idle_timeout = Some(timeout);
+    }
+
+    /// Records the session's own cookie persistence.
+    pub fn set_persistent_cookie(&mut self, persistent: bool) {
+        self.meta_mut().persistent_cookie = Some(persistent);
+    }
+
+    /// The link changes in name order: `Some(value)` links, `None` unlinks.
+    pub fn links(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.meta
+            .as_deref()
+            .map_or(&[][..], |m| &m.links[..])
+            .iter()
+            .map(|(n, v)| (&**n, v.as_deref()))
+    }
+
+    /// The idle timeout this change set gives the session, if any.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.meta.as_deref().and_then(|m| m.idle_timeout)
+    }
+
+    /// The cookie persistence this change set gives the session, if any.
+    pub fn persistent_cookie(&self) -> Option<bool> {
+        self.meta.as_deref().and_then(|m| m.persistent_cookie)
+    }
+
+    /// Whether the session's links or lifetime settings change.
+    pub fn changes_meta(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    /// Whether the session gets a new idle timeout: a store then sets the
+    /// expiry to the one the write carries, even when that is earlier than
+    /// the stored one (a shorter timeout takes effect at once).
+    pub fn sets_idle_timeout(&self) -> bool {
+        self.idle_timeout().is_some()
     }
 
     /// Whether any key is set (as opposed to only removals or a clear).
@@ -352,6 +414,7 @@ impl fmt::Debug for ChangeSet {
         f.debug_struct("ChangeSet")
             .field("cleared", &self.cleared)
             .field("changes", &self.changes.len())
+            .field("links", &self.links().count())
             .finish()
     }
 }

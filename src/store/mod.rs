@@ -14,6 +14,7 @@
 
 mod future;
 mod items;
+mod meta;
 
 pub mod memory;
 #[cfg(feature = "redis")]
@@ -22,6 +23,8 @@ pub mod redis;
 
 pub use self::future::StoreFuture;
 pub use self::items::{ChangeSet, Items, ItemsIter};
+pub(crate) use self::meta::link_problem;
+pub use self::meta::{is_valid_link, Meta, MAX_LINKS, MAX_LINK_NAME, MAX_LINK_VALUE};
 pub use crate::time::Timestamp;
 
 use crate::id::{PublicId, SessionId};
@@ -59,7 +62,7 @@ use crate::id::{PublicId, SessionId};
 /// use std::collections::HashMap;
 /// use std::sync::{Mutex, MutexGuard};
 /// use tower_session_storage::store::{
-///     ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
+///     ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 /// };
 /// use tower_session_storage::{PublicId, SessionId, SessionLayer, SessionStore, StoreError};
 ///
@@ -77,11 +80,11 @@ use crate::id::{PublicId, SessionId};
 ///             return Ok(SaveOutcome::Gone); // destroyed meanwhile: drop the changes
 ///         };
 ///         record.items.apply(changes);
-///         record.expires_at = record.expires_at.max(at.expires_at);
 ///         if record.items.is_empty() {
 ///             map.remove(id);
 ///             return Ok(SaveOutcome::Deleted);
 ///         }
+///         apply(record, changes, at);
 ///         Ok(SaveOutcome::Saved)
 ///     }
 ///
@@ -97,10 +100,28 @@ use crate::id::{PublicId, SessionId};
 ///         if record.items.is_empty() {
 ///             return Ok(CycleOutcome::Deleted);
 ///         }
-///         record.expires_at = record.expires_at.max(at.expires_at);
+///         apply(&mut record, changes, at);
 ///         map.insert(*new, record);
 ///         Ok(CycleOutcome::Moved)
 ///     }
+///
+///     /// The live sessions linked as `name = value`. A scan is fine for a
+///     /// toy; a real store keeps an index.
+///     fn linked(&self, name: &str, value: &str, now: Timestamp) -> Result<Vec<Listed>, StoreError> {
+///         let map = self.map()?;
+///         Ok(map.values().filter(|r| r.expires_at > now && r.meta.link(name) == Some(value)).map(Listed::of).collect())
+///     }
+/// }
+///
+/// /// A save's or cycle's changes besides the items: links and lifetime
+/// /// settings, and the expiry (set outright by a new idle timeout).
+/// fn apply(record: &mut Record, changes: &ChangeSet, at: Renewal) {
+///     record.meta.apply(changes);
+///     record.expires_at = if changes.sets_idle_timeout() {
+///         at.expires_at
+///     } else {
+///         record.expires_at.max(at.expires_at)
+///     };
 /// }
 ///
 /// impl SessionStore for MyStore {
@@ -144,6 +165,29 @@ use crate::id::{PublicId, SessionId};
 ///                 true
 ///             }
 ///             None => false,
+///         }))
+///     }
+///
+///     fn list(&self, name: &str, value: &str, now: Timestamp, limit: usize) -> StoreFuture<Vec<Listed>> {
+///         StoreFuture::ready(self.linked(name, value, now).map(|listed| Listed::newest(listed, limit)))
+///     }
+///
+///     fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+///         let result = self.linked(name, value, Timestamp::UNIX_EPOCH).and_then(|listed| {
+///             let mut found = listed.iter().map(|l| (l.created_at, l.public_id)).collect();
+///             let victims = keep.victims(&mut found);
+///             let mut map = self.map()?;
+///             map.retain(|_, r| !victims.contains(&r.public_id));
+///             Ok(victims.len())
+///         });
+///         StoreFuture::ready(result)
+///     }
+///
+///     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+///         StoreFuture::ready(self.map().map(|mut map| {
+///             let before = map.len();
+///             map.retain(|_, r| r.public_id != *public_id);
+///             map.len() < before
 ///         }))
 ///     }
 /// }
@@ -199,14 +243,18 @@ pub trait SessionStore: Send + Sync + 'static {
     fn create(&self, id: &SessionId, record: &Record) -> StoreFuture<bool>;
 
     /// Applies `changes` to the session if it still exists (and has not
-    /// expired by `at.now`), and moves its expiry forward to `at.expires_at`
-    /// (never backward). A session left with no
-    /// items is deleted ([`SaveOutcome::Deleted`]). A session that no longer
-    /// exists stays gone ([`SaveOutcome::Gone`]).
+    /// expired by `at.now`): the items ([`Items::apply`]) and the links and
+    /// lifetime settings ([`Meta::apply`], keeping the link index current).
+    /// Moves its expiry forward to `at.expires_at` (never backward), or sets
+    /// it to `at.expires_at` when the changes give the session a new idle
+    /// timeout ([`ChangeSet::sets_idle_timeout`]). A session left with no
+    /// items is deleted ([`SaveOutcome::Deleted`]), links and all. A session
+    /// that no longer exists stays gone ([`SaveOutcome::Gone`]).
     fn save(&self, id: &SessionId, changes: &ChangeSet, at: Renewal) -> StoreFuture<SaveOutcome>;
 
-    /// Moves the session from `old` to `new`, applying `changes` on the way;
-    /// afterwards `old` is unknown. If `new` is taken, changes nothing and
+    /// Moves the session from `old` to `new`, applying `changes` on the way
+    /// (as [`save`](Self::save) does, expiry included); afterwards `old` is
+    /// unknown. Its public id, links and lifetime settings move with it. If `new` is taken, changes nothing and
     /// returns [`CycleOutcome::Collision`] (the layer retries with another id).
     fn cycle(
         &self,
@@ -242,6 +290,101 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Moves the session's expiry forward to `at.expires_at` (never
     /// backward). `Ok(false)` when the session no longer exists.
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool>;
+
+    /// The live sessions linked as `name = value`
+    /// ([`Meta::link`]), oldest first: at most `limit`, the most recently
+    /// created ones when there are more. Sessions that have expired by `now`
+    /// are left out.
+    ///
+    /// The index behind it is the store's: every write that changes a
+    /// session's links ([`create`](Self::create), [`save`](Self::save),
+    /// [`cycle`](Self::cycle) with [`ChangeSet::links`]) keeps it current,
+    /// and it must cost memory only for live sessions (an entry removed, or
+    /// expiring, with its session). A session linked by a write that
+    /// finished before this call began is in the answer.
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>>;
+
+    /// Ends every session linked as `name = value`, except those `keep`
+    /// spares, wherever they live now (as [`end`](Self::end) does, a cycle
+    /// meanwhile does not save one). Returns how many were ended.
+    ///
+    /// Every session whose link was stored by a write that finished before
+    /// this call began must be ended (unless spared).
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize>;
+
+    /// Ends the linked session named `public_id`, wherever it lives now.
+    /// `Ok(false)` when there is no such live session. Only sessions with at
+    /// least one link need to be found this way (the registry names no
+    /// other).
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool>;
+}
+
+/// A session as [`SessionStore::list`] reports it: no items, only what a
+/// list of sessions shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The session's public name.
+    pub public_id: PublicId,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it expires unless used again.
+    pub expires_at: Timestamp,
+    /// Its links and lifetime settings.
+    pub meta: Meta,
+}
+
+impl Listed {
+    /// What a list shows of `record`.
+    pub fn of(record: &Record) -> Self {
+        Self {
+            public_id: record.public_id,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            meta: record.meta.clone(),
+        }
+    }
+    /// The newest `limit` of `listed` (by creation), oldest first: what
+    /// [`SessionStore::list`] answers, for a store that gathers the
+    /// candidates in any order.
+    pub fn newest(mut listed: Vec<Listed>, limit: usize) -> Vec<Listed> {
+        listed.sort_unstable_by_key(|l| (l.created_at, l.public_id));
+        listed.split_off(listed.len().saturating_sub(limit))
+    }
+}
+
+/// Which sessions [`SessionStore::end_linked`] spares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// This session (a "sign out everywhere else", or the session that just
+    /// signed in).
+    pub session: Option<PublicId>,
+    /// This many others: the most recently created ones (a cap of `n`
+    /// sessions per user keeps the `n - 1` newest besides the new one).
+    pub newest: usize,
+}
+
+impl Keep {
+    /// Spares nothing.
+    pub const NONE: Keep = Keep {
+        session: None,
+        newest: 0,
+    };
+
+    /// Picks, from `listed` (any order), the public ids to end: all but
+    /// `session` and the `newest` most recently created others. Stores that
+    /// gather the candidates first and end them after can use it.
+    pub fn victims(&self, listed: &mut Vec<(Timestamp, PublicId)>) -> Vec<PublicId> {
+        listed.retain(|(_, p)| Some(*p) != self.session);
+        // Newest first; ties broken by id, so every store picks the same.
+        listed.sort_unstable_by(|a, b| b.cmp(a));
+        listed.iter().skip(self.newest).map(|(_, p)| *p).collect()
+    }
 }
 
 /// The times of a write ([`save`](SessionStore::save),
@@ -297,13 +440,13 @@ pub enum CycleOutcome {
 /// # Example
 ///
 /// ```
-/// use tower_session_storage::store::{Items, Record, Timestamp};
+/// use tower_session_storage::store::{Items, Meta, Record, Timestamp};
 /// use tower_session_storage::PublicId;
 ///
 /// let items: Items = [("user_id", "12345")].into_iter().collect();
 /// let created_at = Timestamp::from_millis(1_000);
 /// let expires_at = Timestamp::from_millis(61_000);
-/// let record = Record { items, created_at, expires_at, public_id: PublicId::generate() };
+/// let record = Record { items, created_at, expires_at, public_id: PublicId::generate(), meta: Meta::new() };
 /// assert_eq!(record.items.get("user_id"), Some("12345"));
 /// ```
 #[derive(Clone, Debug)]
@@ -318,4 +461,8 @@ pub struct Record {
     /// whole life, across [`SessionStore::cycle`]. Stores keep it with the
     /// session and use it in [`SessionStore::end`].
     pub public_id: PublicId,
+    /// Its links and its own lifetime settings, changed by a
+    /// [`ChangeSet`]'s link and lifetime changes ([`Meta::apply`]) and kept
+    /// across [`SessionStore::cycle`].
+    pub meta: Meta,
 }

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::routing::any;
 use axum::Router;
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{
     PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
@@ -384,12 +384,15 @@ pub(crate) enum Op {
     Delete,
     End,
     Touch,
+    List,
+    EndLinked,
+    EndPublic,
 }
 
 impl Op {
     /// Every operation but `load` may write.
     pub(crate) fn is_write(self) -> bool {
-        self != Op::Load
+        !matches!(self, Op::Load | Op::List)
     }
 }
 
@@ -545,11 +548,12 @@ impl<S: SessionStore> TestStore<S> {
     {
         let c = &self.how.counts;
         match op {
-            Op::Load => &c.load,
+            // The registry's calls count as the reads and deletes they are.
+            Op::Load | Op::List => &c.load,
             Op::Create => &c.create,
             Op::Save => &c.save,
             Op::Cycle => &c.cycle,
-            Op::Delete | Op::End => &c.delete,
+            Op::Delete | Op::End | Op::EndLinked | Op::EndPublic => &c.delete,
             Op::Touch => &c.touch,
         }
         .fetch_add(1, Ordering::SeqCst);
@@ -642,6 +646,26 @@ impl<S: SessionStore> SessionStore for TestStore<S> {
         let id = *id;
         self.run(Op::Touch, move |s, _| s.touch(&id, at))
     }
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.run(Op::List, move |s, _| s.list(&name, &value, now, limit))
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.run(Op::EndLinked, move |s, _| s.end_linked(&name, &value, keep))
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        let public_id = *public_id;
+        self.run(Op::EndPublic, move |s, _| s.end_public(&public_id))
+    }
 }
 
 /// A correct store that never expires anything by itself (no TTL, no
@@ -682,7 +706,12 @@ impl NoTtlStore {
             return Ok(SaveOutcome::Gone);
         };
         record.items.apply(changes);
-        record.expires_at = record.expires_at.max(expires_at);
+        record.meta.apply(changes);
+        record.expires_at = if changes.sets_idle_timeout() {
+            expires_at
+        } else {
+            record.expires_at.max(expires_at)
+        };
         if record.items.is_empty() {
             map.remove(id);
             return Ok(SaveOutcome::Deleted);
@@ -705,10 +734,15 @@ impl NoTtlStore {
             return Ok(CycleOutcome::Gone);
         };
         record.items.apply(changes);
+        record.meta.apply(changes);
         if record.items.is_empty() {
             return Ok(CycleOutcome::Deleted);
         }
-        record.expires_at = record.expires_at.max(expires_at);
+        record.expires_at = if changes.sets_idle_timeout() {
+            expires_at
+        } else {
+            record.expires_at.max(expires_at)
+        };
         map.insert(*new, record);
         Ok(CycleOutcome::Moved)
     }
@@ -770,6 +804,41 @@ impl SessionStore for NoTtlStore {
 
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         StoreFuture::ready(self.do_touch(id, at.expires_at))
+    }
+
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        let map = self.map.lock().unwrap();
+        let listed = map
+            .values()
+            .filter(|r| r.expires_at > now && r.meta.link(name) == Some(value))
+            .map(Listed::of)
+            .collect();
+        StoreFuture::ready(Ok(Listed::newest(listed, limit)))
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        let mut map = self.map.lock().unwrap();
+        let mut found = map
+            .values()
+            .filter(|r| r.meta.link(name) == Some(value))
+            .map(|r| (r.created_at, r.public_id))
+            .collect();
+        let victims = keep.victims(&mut found);
+        map.retain(|_, r| !victims.contains(&r.public_id));
+        StoreFuture::ready(Ok(victims.len()))
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        let mut map = self.map.lock().unwrap();
+        let before = map.len();
+        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        StoreFuture::ready(Ok(map.len() < before))
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
@@ -388,5 +388,24 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
             move |s| s.touch(&id, at),
             move |r| format!("touch({}) -> {}", short(&id), res(r)),
         )
+    }
+    // The model does not link sessions; the registry's calls pass through
+    // without faults.
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        self.inner.list(name, value, now, limit)
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        self.inner.end_linked(name, value, keep)
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        self.inner.end_public(public_id)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tower_session_storage::store::{
-    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{PublicId, SessionId, SessionStore, StoreError};
 
@@ -58,7 +58,12 @@ impl RefStore {
             return Ok(SaveOutcome::Gone);
         }
         record.items.apply(changes);
-        record.expires_at = record.expires_at.max(at.expires_at);
+        record.meta.apply(changes);
+        record.expires_at = if changes.sets_idle_timeout() {
+            at.expires_at
+        } else {
+            record.expires_at.max(at.expires_at)
+        };
         if record.items.is_empty() {
             map.remove(id);
             return Ok(SaveOutcome::Deleted);
@@ -84,10 +89,15 @@ impl RefStore {
             return Ok(CycleOutcome::Gone);
         }
         record.items.apply(changes);
+        record.meta.apply(changes);
         if record.items.is_empty() {
             return Ok(CycleOutcome::Deleted);
         }
-        record.expires_at = record.expires_at.max(at.expires_at);
+        record.expires_at = if changes.sets_idle_timeout() {
+            at.expires_at
+        } else {
+            record.expires_at.max(at.expires_at)
+        };
         map.insert(*new, record);
         Ok(CycleOutcome::Moved)
     }
@@ -148,5 +158,40 @@ impl SessionStore for RefStore {
 
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         StoreFuture::ready(self.do_touch(id, at))
+    }
+
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        let map = self.map();
+        let listed = map
+            .values()
+            .filter(|r| r.expires_at > now && r.meta.link(name) == Some(value))
+            .map(Listed::of)
+            .collect();
+        StoreFuture::ready(Ok(Listed::newest(listed, limit)))
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        let mut map = self.map();
+        let mut found = map
+            .values()
+            .filter(|r| r.meta.link(name) == Some(value))
+            .map(|r| (r.created_at, r.public_id))
+            .collect();
+        let victims = keep.victims(&mut found);
+        map.retain(|_, r| !victims.contains(&r.public_id));
+        StoreFuture::ready(Ok(victims.len()))
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        let mut map = self.map();
+        let before = map.len();
+        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        StoreFuture::ready(Ok(map.len() < before))
     }
 }

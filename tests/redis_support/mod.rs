@@ -771,6 +771,7 @@ pub(crate) mod fixtures {
             created_at: at(t),
             expires_at: at(t + ttl_ms),
             public_id: PublicId::generate(),
+            meta: tower_session_storage::store::Meta::new(),
         }
     }
 

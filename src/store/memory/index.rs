@@ -53,6 +53,64 @@ impl Inner {
         if is_moved(record.created_at) {
             self.moves.remove_if(&record.public_id, |_, at| at == id);
         }
+        for (name, value) in record.meta.links() {
+            self.unindex(name, value, &record.public_id);
+        }
+    }
+
+    /// Files the session `public_id` under the link `name = value`.
+    pub(super) fn index(&self, name: &str, value: &str, public_id: PublicId) {
+        let mut ids = self.links.entry(link_key(name, value)).or_default();
+        if !ids.contains(&public_id) {
+            ids.push(public_id);
+        }
+    }
+
+    /// Takes the session `public_id` out of the link `name = value`'s
+    /// entry, and the entry out of the index when it is left empty.
+    pub(super) fn unindex(&self, name: &str, value: &str, public_id: &PublicId) {
+        let key = link_key(name, value);
+        let emptied = match self.links.get_mut(&key) {
+            Some(mut ids) => {
+                ids.retain(|p| p != public_id);
+                ids.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            self.links.remove_if(&key, |_, ids| ids.is_empty());
+        }
+    }
+
+    /// Brings the link index up to date for `changes` applied to a session
+    /// whose links were `before`, and applies them to its meta. A session
+    /// that holds a link afterwards is tracked in `moves` (so the registry
+    /// finds it by its public id): `Some(id)` tracks it under `id` now;
+    /// `None` leaves that to the caller (a cycle, which tracks every
+    /// session it moves).
+    pub(super) fn relink(&self, record: &mut Record, changes: &ChangeSet, at: Option<&SessionId>) {
+        if !changes.changes_meta() {
+            return;
+        }
+        for (name, value) in changes.links() {
+            let old = record.meta.link(name);
+            if old == value {
+                continue;
+            }
+            if let Some(v) = value {
+                self.index(name, v, record.public_id);
+            }
+            if let Some(old) = old {
+                self.unindex(name, old, &record.public_id);
+            }
+        }
+        record.meta.apply(changes);
+        if let Some(id) = at {
+            if record.meta.links().len() > 0 && !is_moved(record.created_at) {
+                self.moves.insert(record.public_id, *id);
+                record.created_at = flag_moved(record.created_at, true);
+            }
+        }
     }
 
     /// The small amount of upkeep every operation does: reclaim a few due

@@ -10,8 +10,8 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{
-    ChangeSet, CycleOutcome, Items, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
-    Timestamp,
+    ChangeSet, CycleOutcome, Items, Keep, Listed, Meta, Record, Renewal, SaveOutcome, SessionStore,
+    StoreFuture, Timestamp,
 };
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::{PublicId, SessionId};
@@ -168,8 +168,23 @@ impl std::hash::Hasher for IdHasher {
 
 type Hasher = std::hash::BuildHasherDefault<IdHasher>;
 type IdMap = DashMap<SessionId, Record, Hasher>;
-/// For each session cycled at least once: the id it lives under now.
+/// For each session cycled at least once or holding a link: the id it
+/// lives under now.
 type MoveMap = DashMap<PublicId, SessionId, Hasher>;
+/// The link index: `name NUL value` to the public ids of the sessions
+/// linked so. Keys are chosen by the app (and through it, maybe by users),
+/// so they are hashed with a keyed hash.
+type LinkMap = DashMap<Box<str>, Vec<PublicId>>;
+
+/// The key of the link `name = value` in the index. Names hold no NUL
+/// and values no control character, so the key is unambiguous.
+fn link_key(name: &str, value: &str) -> Box<str> {
+    let mut key = String::with_capacity(name.len() + 1 + value.len());
+    key.push_str(name);
+    key.push('\0');
+    key.push_str(value);
+    key.into_boxed_str()
+}
 
 /// A cycle's hold on its new id while it moves the session there: not a
 /// session (no items, created at the end of time, expired at its start),
@@ -181,6 +196,7 @@ fn reservation(public_id: PublicId) -> Record {
         created_at: Timestamp::MAX,
         expires_at: Timestamp::UNIX_EPOCH,
         public_id,
+        meta: Meta::new(),
     }
 }
 
@@ -189,7 +205,7 @@ fn is_reservation(r: &Record) -> bool {
 }
 
 /// Set in a stored record's `created_at` once `moves` remembers the session
-/// (it was cycled), so removing a session that never was costs no look-up
+/// (it was cycled, or linked), so removing a session that never was costs no look-up
 /// there. A real `created_at` (ms since 1970) never reaches this bit;
 /// [`load`](Inner::load) hands records out without it.
 const MOVED: u64 = 1 << 63;
@@ -208,6 +224,7 @@ fn flag_moved(created_at: Timestamp, moved: bool) -> Timestamp {
 struct Inner {
     map: IdMap,
     moves: MoveMap,
+    links: LinkMap,
     stripes: Box<[Mutex<()>]>,
     max_sessions: AtomicUsize,
     /// Sessions held: a create reserves its place here before it inserts,
@@ -314,6 +331,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 map: new_map(shards),
                 moves: new_map(shards),
+                links: DashMap::new(),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
                 len: AtomicUsize::new(0),
@@ -442,6 +460,24 @@ impl SessionStore for MemoryStore {
 
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         StoreFuture::ready(Ok(self.inner.touch(id, at)))
+    }
+
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        StoreFuture::ready(Ok(self.inner.list(name, value, now, limit)))
+    }
+
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        StoreFuture::ready(Ok(self.inner.end_linked(name, value, keep)))
+    }
+
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        StoreFuture::ready(Ok(self.inner.end_public(public_id)))
     }
 }
 

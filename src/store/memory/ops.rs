@@ -87,7 +87,16 @@ impl Inner {
                 // (`MOVED`), and `u64::MAX` marks a cycle's reservation: a
                 // caller's record can set neither (no real time reaches that
                 // bit; such a record simply expires by its `expires_at`).
-                record.created_at = flag_moved(record.created_at, false);
+                let linked = record.meta.links().len() > 0;
+                record.created_at = flag_moved(record.created_at, linked);
+                if linked {
+                    // Indexed and tracked before the session appears, so
+                    // that its removal from then on finds both.
+                    self.moves.insert(record.public_id, *id);
+                    for (name, value) in record.meta.links() {
+                        self.index(name, value, record.public_id);
+                    }
+                }
                 v.insert(record);
             }
         }
@@ -110,7 +119,16 @@ impl Inner {
                 let record = e.get_mut();
                 record.items.apply(changes);
                 if !record.items.is_empty() {
-                    record.expires_at = record.expires_at.max(expires_at);
+                    self.relink(record, changes, Some(id));
+                    if changes.sets_idle_timeout() {
+                        // A new idle timeout sets the expiry, earlier or
+                        // later: file the session under it.
+                        record.expires_at = expires_at;
+                        drop(e);
+                        self.file([(bucket_of(expires_at), *id)]);
+                    } else {
+                        record.expires_at = record.expires_at.max(expires_at);
+                    }
                     return SaveOutcome::Saved;
                 }
                 (e.remove(), SaveOutcome::Deleted)
@@ -164,7 +182,14 @@ impl Inner {
             self.forget(old, &record);
             return CycleOutcome::Deleted;
         }
-        record.expires_at = record.expires_at.max(expires_at);
+        // Under the stripe lock, and with the session in no map entry: no
+        // other operation changes its links meanwhile.
+        self.relink(&mut record, changes, None);
+        record.expires_at = if changes.sets_idle_timeout() {
+            expires_at
+        } else {
+            record.expires_at.max(expires_at)
+        };
         record.created_at = flag_moved(record.created_at, true);
         let at = bucket_of(record.expires_at);
         // Remembered before the session appears under `new`, so that any
@@ -202,6 +227,88 @@ impl Inner {
             {
                 self.forget(&at, &record);
             }
+        }
+    }
+
+    /// The live sessions linked as `name = value`: the newest `limit`,
+    /// oldest first.
+    pub(super) fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Vec<Listed> {
+        self.maintain(now);
+        let mut listed: Vec<Listed> = self
+            .linked(name, value)
+            .into_iter()
+            .filter_map(|public_id| {
+                let at = *self.moves.get(&public_id)?;
+                let record = self.map.get(&at)?;
+                (record.public_id == public_id
+                    && !is_reservation(&record)
+                    && record.expires_at > now)
+                    .then(|| {
+                        let mut l = Listed::of(&record);
+                        l.created_at = flag_moved(l.created_at, false);
+                        l
+                    })
+            })
+            .collect();
+        listed
+            .sort_unstable_by(|a, b| (a.created_at, a.public_id).cmp(&(b.created_at, b.public_id)));
+        let extra = listed.len().saturating_sub(limit);
+        listed.drain(..extra);
+        listed
+    }
+
+    /// The public ids filed under `name = value` (a copy: no lock is held
+    /// once it returns).
+    fn linked(&self, name: &str, value: &str) -> Vec<PublicId> {
+        self.links
+            .get(&*link_key(name, value))
+            .map(|ids| ids.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn end_linked(&self, name: &str, value: &str, keep: Keep) -> usize {
+        let ids = self.linked(name, value);
+        let mut candidates: Vec<(Timestamp, PublicId)> = ids
+            .into_iter()
+            .map(|p| {
+                // A session not found now is ended anyway (a no-op): its
+                // creation time only matters to `keep.newest`.
+                // (The `moves` guard is released before the map is read:
+                // writers take the map's lock, then `moves`'.)
+                let at = self.moves.get(&p).map(|at| *at);
+                let created = at
+                    .and_then(|at| self.map.get(&at).map(|r| flag_moved(r.created_at, false)))
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                (created, p)
+            })
+            .collect();
+        keep.victims(&mut candidates)
+            .iter()
+            .filter(|p| self.end_public(p))
+            .count()
+    }
+
+    /// Ends the tracked session named `public_id` wherever it lives.
+    pub(super) fn end_public(&self, public_id: &PublicId) -> bool {
+        let _stripe = self.stripe(public_id);
+        let Some((_, at)) = self.moves.remove(public_id) else {
+            return false;
+        };
+        match self
+            .map
+            .remove_if(&at, |_, r| r.public_id == *public_id && !is_reservation(r))
+        {
+            Some((_, record)) => {
+                self.forget(&at, &record);
+                true
+            }
+            None => false,
         }
     }
 

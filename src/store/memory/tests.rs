@@ -28,6 +28,7 @@ fn record(now: u64, ttl_ms: u64, items: &[(&str, &str)]) -> Record {
         created_at: ts(now),
         expires_at: ts(now + ttl_ms),
         public_id: crate::PublicId::generate(),
+        meta: crate::store::Meta::new(),
     }
 }
 
@@ -244,6 +245,7 @@ async fn records_cannot_forge_the_stores_markers() {
         created_at: Timestamp::MAX,
         expires_at: Timestamp::UNIX_EPOCH,
         public_id: crate::PublicId::generate(),
+        meta: crate::store::Meta::new(),
     };
     assert!(store.create(&forged, &reservation_like).await.unwrap());
     assert!(

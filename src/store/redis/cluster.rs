@@ -70,6 +70,7 @@ impl RedisStore {
             created_at: original.created_at,
             expires_at: original.expires_at.max(expires_at),
             public_id: original.public_id,
+            meta: original.meta.clone(),
         };
         // Step 2: create the new session (insert-if-absent).
         let new_key = self.key(new);

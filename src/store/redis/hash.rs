@@ -82,6 +82,7 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
         created_at: Timestamp::from_millis(created_at),
         expires_at: Timestamp::from_millis(expires_at),
         public_id,
+        meta: crate::store::Meta::new(),
     })
 }
 

@@ -11,7 +11,8 @@ use super::RedisStore;
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
 use crate::store::{
-    ChangeSet, CycleOutcome, Record, Renewal, SaveOutcome, SessionStore, StoreFuture, Timestamp,
+    ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
+    Timestamp,
 };
 
 impl RedisStore {
@@ -243,5 +244,24 @@ impl SessionStore for RedisStore {
     fn touch(&self, id: &SessionId, at: Renewal) -> StoreFuture<bool> {
         let (this, id) = (self.clone(), *id);
         StoreFuture::new(async move { this.touch_now(&id, at).await })
+    }
+
+    // TODO(links): the index of links; until then the registry reports an error.
+    fn list(&self, _: &str, _: &str, _: Timestamp, _: usize) -> StoreFuture<Vec<Listed>> {
+        StoreFuture::ready(Err(StoreError::other(
+            "RedisStore does not index links yet",
+        )))
+    }
+
+    fn end_linked(&self, _: &str, _: &str, _: Keep) -> StoreFuture<usize> {
+        StoreFuture::ready(Err(StoreError::other(
+            "RedisStore does not index links yet",
+        )))
+    }
+
+    fn end_public(&self, _: &PublicId) -> StoreFuture<bool> {
+        StoreFuture::ready(Err(StoreError::other(
+            "RedisStore does not index links yet",
+        )))
     }
 }
