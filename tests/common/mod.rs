@@ -949,12 +949,14 @@ macro_rules! session_store_suite {
             link_rules_are_enforced,
             a_cap_per_link_ends_the_oldest_sessions,
             per_session_lifetime_is_kept_and_carried_across_cycle,
+            end_all_races_writers_and_sign_ins,
         );
     };
     (@timed $make:expr; $runtime:tt; $clock:ident) => {
         session_store_suite!(@clocked $make; $runtime; $clock;
             idle_timeout_ends_an_unused_session_and_use_extends_it,
             absolute_timeout_ends_even_a_busy_session,
+            own_idle_timeout_applies_and_the_absolute_timeout_bounds_it,
         );
     };
     (@clocked $make:expr; $runtime:tt; $clock:ident; $($name:ident),* $(,)?) => {
@@ -1496,6 +1498,105 @@ pub(crate) mod suite {
         assert_eq!(user_of(&app, &bob).await, "bob");
     }
 
+    /// `end_all` racing in-flight writers (some cycling) and concurrent
+    /// sign-ins, on a seeded schedule (`RACE_SEED` replays one): every
+    /// session linked before `end_all` began is ended for good (no write or
+    /// cycle in flight brings it back), a session signed in after it
+    /// returned is untouched, and one signed in meanwhile is either ended
+    /// or alive and listed, never alive and missing from the index.
+    pub(crate) async fn end_all_races_writers_and_sign_ins<S: SessionStore>(store: S) {
+        let seed: u64 = std::env::var("RACE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| Timestamp::now().as_millis());
+        eprintln!("end_all race: RACE_SEED={seed}");
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let mut before = Vec::new();
+        for _ in 0..4 {
+            before.push(sign_in(&app, "alice").await.0);
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Writers on the signed-in sessions: each follows its cookie.
+        let writers: Vec<_> = before
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                let (app, stop, mut id) = (app.clone(), stop.clone(), id.clone());
+                let mut rng = seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let script = match rng % 4 {
+                            0 => "cycle&incr=n",
+                            1 => "set=x:1&incr=n",
+                            _ => "incr=n",
+                        };
+                        for _ in 0..rng % 3 {
+                            tokio::task::yield_now().await;
+                        }
+                        let r = call(&app, script, Some(&cookie(&id))).await;
+                        if let Some(new) = r.new_id() {
+                            id = new;
+                        }
+                    }
+                    id
+                })
+            })
+            .collect();
+        // Sign-ins while end_all runs.
+        let signing = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..4 {
+                    ids.push(sign_in(&app, "alice").await);
+                }
+                ids
+            })
+        };
+        for _ in 0..(seed % 8) {
+            tokio::task::yield_now().await;
+        }
+        let ended = registry.end_all("user", "alice", None).await.unwrap();
+        assert!(ended >= 4, "seed {seed}: {ended} ended");
+        let after = sign_in(&app, "alice").await;
+        stop.store(true, Ordering::Relaxed);
+        let mut last = Vec::new();
+        for w in writers {
+            last.push(w.await.unwrap());
+        }
+        let meanwhile = signing.await.unwrap();
+
+        for id in before.iter().chain(&last) {
+            assert_eq!(
+                user_of(&app, id).await,
+                "-",
+                "seed {seed}: a session signed in before end_all survived it"
+            );
+        }
+        assert_eq!(user_of(&app, &after.0).await, "alice", "seed {seed}");
+        let listed: Vec<String> = registry
+            .list("user", "alice")
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.public_id().to_string())
+            .collect();
+        assert!(listed.contains(&after.1), "seed {seed}");
+        for (id, pid) in &meanwhile {
+            let alive = user_of(&app, id).await == "alice";
+            assert_eq!(
+                alive,
+                listed.contains(pid),
+                "seed {seed}: a live session missing from the index, or a dead one listed"
+            );
+        }
+    }
+
     /// A session's own idle timeout and cookie persistence ("remember me")
     /// are stored with it, carried across `cycle_id`, and drive its cookie.
     pub(crate) async fn per_session_lifetime_is_kept_and_carried_across_cycle<S: SessionStore>(
@@ -1587,6 +1688,35 @@ pub(crate) mod suite {
         let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
+    }
+
+    /// A session's own idle timeout replaces the layer's (shorter here),
+    /// and the layer's absolute timeout still bounds a longer one.
+    pub(crate) async fn own_idle_timeout_applies_and_the_absolute_timeout_bounds_it<
+        S: SessionStore,
+    >(
+        store: S,
+        clock: Clock,
+    ) {
+        let app = script_routes().layer(
+            dev_layer(store)
+                .with_idle_timeout(Duration::from_secs(600))
+                .with_absolute_timeout(Duration::from_millis(2500)),
+        );
+        let short = call(&app, "set=u:a&idle=1", None).await.new_id().unwrap();
+        let long = call(&app, "set=u:b&idle=3600", None)
+            .await
+            .new_id()
+            .unwrap();
+        clock.pass(Duration::from_millis(1500)).await;
+        assert_eq!(user_of(&app, &short).await, "-", "its own 1 s idle timeout");
+        assert_eq!(user_of(&app, &long).await, "b");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(
+            user_of(&app, &long).await,
+            "-",
+            "the layer's absolute timeout bounds a session's own idle timeout"
+        );
     }
 
     /// Absolute timeout: a session ends that long after creation however
