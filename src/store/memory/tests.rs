@@ -655,3 +655,12 @@ async fn capacity_is_given_back_after_a_mass_expiry() {
         "capacity {peak} at 100k sessions, still {after} with 1 left"
     );
 }
+
+/// A map entry (id and record) is 80 bytes: the id (16), the items'
+/// buffer (16), two times (16), the public id (16), the links and own
+/// settings (`Meta`, one pointer), padded to the ids' 16-byte alignment.
+/// Planning figures in the `MemoryStore` docs depend on it.
+#[test]
+fn an_entry_is_80_bytes() {
+    assert_eq!(std::mem::size_of::<(SessionId, Record)>(), 80);
+}
