@@ -1,7 +1,10 @@
-//! Drives `examples/signin.rs` (a web app and a stand-in OpenID provider on
-//! loopback) with reqwest and a cookie jar: the whole sign-in with PKCE, the
-//! tokens kept server-side, `state` checks, the pre-sign-in id dying at the
-//! callback, and sign-out.
+//! Drives `examples/signin.rs` (a web app on `127.0.0.1` and a stand-in
+//! OpenID provider on `localhost`, both on loopback) with reqwest and a
+//! cookie jar: the whole sign-in with PKCE and the provider's consent page,
+//! the tokens kept server-side, `state` checks, the pre-sign-in id dying at
+//! the callback, sign-out, and back-channel logout (a logout token by `sid`
+//! or `sub` ends the matching sessions; every invalid one is refused and
+//! ends nothing).
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -16,29 +19,35 @@ use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode, Url};
 use tokio::net::TcpListener;
 use tower_session_storage::store::Timestamp;
-use tower_session_storage::{MemoryStore, SessionId, SessionStore};
+use tower_session_storage::{MemoryStore, SameSite, SessionId, SessionStore};
 
-use signin_example::sdk;
+use signin_example::{provider, sdk};
 
 /// The two servers, and the app's session store.
 struct Env {
     app: Url,
     provider: Url,
     store: MemoryStore,
+    signer: provider::Signer,
 }
 
 impl Env {
     async fn start() -> Self {
+        Self::start_with(SameSite::Lax).await
+    }
+
+    async fn start_with(same_site: SameSite) -> Self {
         let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let provider = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let store = MemoryStore::new();
-        let demo = signin_example::start(app, provider, store.clone())
+        let demo = signin_example::start(app, provider, store.clone(), same_site)
             .await
             .unwrap();
         Self {
             app: Url::parse(&demo.app).unwrap(),
             provider: Url::parse(&demo.provider).unwrap(),
             store,
+            signer: demo.signer,
         }
     }
 
@@ -94,15 +103,17 @@ impl Browser {
             .map(str::to_owned)
     }
 
-    /// `/sign-in`, then the provider: returns the callback URL (with `code`
-    /// and `state`) the provider sends the browser to, without following it.
+    /// `/sign-in`, then the provider's consent page and its button (as
+    /// Alice): returns the callback URL (with `code` and `state`) the
+    /// provider sends the browser to, without following it.
     async fn start_sign_in(&self, env: &Env) -> Url {
-        let res = self.step.get(env.url("/sign-in")).send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::SEE_OTHER);
-        let authorize = Url::parse(location(&res)).unwrap();
+        self.start_sign_in_as(env, "alice").await
+    }
+
+    async fn start_sign_in_as(&self, env: &Env, account: &str) -> Url {
+        let authorize = self.authorize_url(&env.app).await;
         assert_eq!(authorize.origin(), env.provider.origin());
-        assert_eq!(authorize.path(), "/authorize");
-        let res = self.step.get(authorize).send().await.unwrap();
+        let res = self.consent(&authorize, account).await;
         assert_eq!(res.status(), StatusCode::SEE_OTHER);
         let callback = Url::parse(location(&res)).unwrap();
         assert_eq!(
@@ -112,9 +123,56 @@ impl Browser {
         callback
     }
 
-    /// The whole sign-in, following every redirect; returns `/me`'s text.
+    /// `/sign-in` on `app`: the provider URL it sends the browser to, whose
+    /// consent page is shown (nothing issued yet).
+    async fn authorize_url(&self, app: &Url) -> Url {
+        let res = self
+            .step
+            .get(app.join("/sign-in").unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let authorize = Url::parse(location(&res)).unwrap();
+        assert_eq!(authorize.host_str(), Some("localhost"));
+        assert_eq!(authorize.path(), "/authorize");
+        let res = self.step.get(authorize.clone()).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "the consent page");
+        let page = res.text().await.unwrap();
+        assert!(
+            page.contains("<button id=\"consent\" type=\"submit\">"),
+            "{page}"
+        );
+        authorize
+    }
+
+    /// The consent button: `POST` to the authorize URL with the account.
+    async fn consent(&self, authorize: &Url, account: &str) -> reqwest::Response {
+        self.step
+            .post(authorize.clone())
+            .form(&[("account", account)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The whole sign-in as Alice, following every redirect; returns
+    /// `/me`'s text.
     async fn sign_in(&self, env: &Env) -> String {
+        self.sign_in_as(env, "alice").await
+    }
+
+    async fn sign_in_as(&self, env: &Env, account: &str) -> String {
         let res = self.follow.get(env.url("/sign-in")).send().await.unwrap();
+        assert_eq!(res.url().path(), "/authorize", "the consent page");
+        let authorize = res.url().clone();
+        let res = self
+            .follow
+            .post(authorize)
+            .form(&[("account", account)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.url().path(), "/me");
         assert_eq!(res.status(), StatusCode::OK);
         res.text().await.unwrap()
@@ -462,19 +520,12 @@ async fn sign_in_stays_on_localhost_when_opened_as_localhost() {
 
     // Step by step: the provider sends the browser back to the host it
     // started on, so the callback carries the session cookie.
-    let res = browser
-        .step
-        .get(app.join("/sign-in").unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::SEE_OTHER);
-    let authorize = Url::parse(location(&res)).unwrap();
+    let authorize = browser.authorize_url(&app).await;
     assert_eq!(
         query(&authorize, "redirect_uri"),
         app.join("/callback").unwrap().as_str()
     );
-    let res = browser.step.get(authorize).send().await.unwrap();
+    let res = browser.consent(&authorize, "alice").await;
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
     let callback = Url::parse(location(&res)).unwrap();
     assert_eq!(callback.host_str(), Some("localhost"));
@@ -567,16 +618,9 @@ async fn every_page_is_html_with_the_way_on() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Signed in: the landing page and home say who, with the way on.
-    let res = browser
-        .follow
-        .get(env.url("/sign-in"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.url().path(), "/me");
-    let (status, body) = page(res).await;
-    assert_eq!(status, StatusCode::OK);
+    let body = browser.sign_in(&env).await;
     assert!(body.contains("Signed in as Alice Example"), "{body}");
+    assert!(body.contains("<form method=\"post\" action=\"/sign-out\">"));
     let (_, body) = page(browser.follow.get(env.url("/")).send().await.unwrap()).await;
     assert!(body.contains("Signed in as Alice Example"), "{body}");
 
