@@ -214,7 +214,7 @@ async fn sign_in_link(session: SessionStorage, Query(query): Query<SignIn>) -> R
                 html_escape(&user)
             ),
         ),
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -223,19 +223,19 @@ async fn sign_in_link(session: SessionStorage, Query(query): Query<SignIn>) -> R
 async fn sign_in_form(session: SessionStorage, Form(form): Form<SignIn>) -> Response {
     match sign_in(&session, form) {
         Ok(_) => Redirect::to("/devices").into_response(),
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
 /// Signs `form.user` in: remembers the user, links the session to them (the
 /// devices page lists the sessions linked so), gives it a new id, and with
 /// "remember me" a 30-day idle timeout and a persistent cookie.
-fn sign_in(session: &SessionStorage, form: SignIn) -> Result<String, Response> {
+fn sign_in(session: &SessionStorage, form: SignIn) -> Result<String, SignInError> {
     let Some(user) = form.user.filter(|u| is_user_name(u)) else {
-        return Err(page(StatusCode::BAD_REQUEST, "Cannot sign in", BAD_USER));
+        return Err(SignInError::BadUser);
     };
-    session.set_item(USER_ID, &user).map_err(session_failed)?;
-    session.link(USER_LINK, &user).map_err(session_failed)?;
+    session.set_item(USER_ID, &user)?;
+    session.link(USER_LINK, &user)?;
     if form.remember.as_deref() == Some("1") {
         session.set_idle_timeout(REMEMBER_FOR);
         session.set_persistent_cookie(true);
@@ -243,6 +243,29 @@ fn sign_in(session: &SessionStorage, form: SignIn) -> Result<String, Response> {
     // A privilege change: move the session to a fresh id (the old one dies).
     session.cycle_id();
     Ok(user)
+}
+
+/// Why a sign-in was refused.
+enum SignInError {
+    /// Not a user name [`is_user_name`] accepts: `400`.
+    BadUser,
+    /// The session refused a write: `500`.
+    Session(SessionError),
+}
+
+impl From<SessionError> for SignInError {
+    fn from(e: SessionError) -> Self {
+        Self::Session(e)
+    }
+}
+
+impl IntoResponse for SignInError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadUser => page(StatusCode::BAD_REQUEST, "Cannot sign in", BAD_USER),
+            Self::Session(e) => session_failed(e),
+        }
+    }
 }
 
 /// `GET /sign-out`: deletes the session, if there is one, and expires its

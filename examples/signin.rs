@@ -174,7 +174,11 @@ async fn run() -> std::io::Result<()> {
 /// attribute, to show that `Strict` loses the cookie on the way back from
 /// the provider.
 fn same_site_from_env() -> std::io::Result<SameSite> {
-    let value = std::env::var("SAME_SITE").unwrap_or_default();
+    parse_same_site(&std::env::var("SAME_SITE").unwrap_or_default())
+}
+
+/// `lax` (or empty) or `strict`, in any case.
+pub(crate) fn parse_same_site(value: &str) -> std::io::Result<SameSite> {
     match value.to_ascii_lowercase().as_str() {
         "" | "lax" => Ok(SameSite::Lax),
         "strict" => Ok(SameSite::Strict),
@@ -1249,7 +1253,7 @@ pub(crate) mod provider {
     }
 
     /// Checks the client, its redirect URI and the PKCE challenge.
-    fn check(p: &Provider, q: AuthorizeQuery) -> Result<Request, Response> {
+    fn check(p: &Provider, q: AuthorizeQuery) -> Result<Request, &'static str> {
         // Never redirect to a URI the client did not register.
         let registered = q
             .redirect_uri
@@ -1258,16 +1262,16 @@ pub(crate) mod provider {
             q.client_id.as_deref() == Some(p.client.client_id.as_str()),
             registered,
         ) else {
-            return Err(bad("unknown client_id or redirect_uri"));
+            return Err("unknown client_id or redirect_uri");
         };
         if q.response_type.as_deref() != Some("code") {
-            return Err(bad("response_type must be code"));
+            return Err("response_type must be code");
         }
         if q.code_challenge_method.as_deref() != Some("S256") {
-            return Err(bad("code_challenge_method must be S256"));
+            return Err("code_challenge_method must be S256");
         }
         let Some(challenge) = q.code_challenge.filter(|c| c.len() == 43) else {
-            return Err(bad("code_challenge missing or malformed"));
+            return Err("code_challenge missing or malformed");
         };
         Ok(Request {
             redirect_uri,
@@ -1283,8 +1287,8 @@ pub(crate) mod provider {
         uri: axum::http::Uri,
         Query(q): Query<AuthorizeQuery>,
     ) -> Response {
-        if let Err(refused) = check(&p, q) {
-            return refused;
+        if let Err(why) = check(&p, q) {
+            return bad(why);
         }
         let action = html_escape(&uri.to_string());
         let accounts: String = ACCOUNTS
@@ -1333,7 +1337,7 @@ pub(crate) mod provider {
     ) -> Response {
         let request = match check(&p, q) {
             Ok(request) => request,
-            Err(refused) => return refused,
+            Err(why) => return bad(why),
         };
         let mut back = form_urlencoded::Serializer::new(String::new());
         if f.deny.is_some() {
