@@ -67,7 +67,9 @@ async fn linked(Extension(session): Extension<SessionStorage>) -> &'static str {
     session.set_item("user_id", USER_ID).unwrap();
     session.set_item("csrf", CSRF).unwrap();
     session.link("user", USER_ID).unwrap();
-    session.link("sid", &uuid::Uuid::new_v4().simple().to_string()).unwrap();
+    session
+        .link("sid", &uuid::Uuid::new_v4().simple().to_string())
+        .unwrap();
     "ok"
 }
 
@@ -127,7 +129,11 @@ fn child(which: &str, n: usize) {
             // Capped just above what is created, as an app would size it
             // (the cap also sets how finely the map is sharded).
             let store = MemoryStore::new().with_max_sessions(n + 1);
-            let handler = if which == "ours" { get(ours) } else { get(linked) };
+            let handler = if which == "ours" {
+                get(ours)
+            } else {
+                get(linked)
+            };
             let app = Router::new()
                 .route("/", handler)
                 .layer(SessionLayer::new(store.clone()));
