@@ -490,10 +490,11 @@ impl Browser {
         }
     }
 
-    /// Signs in on the axum demo's form at `base`, with or without "remember
-    /// me"; returns the devices page it leads to.
-    async fn sign_in(&self, base: &str, user: &str, remember: bool) -> Page {
-        self.open(&format!("{base}/")).await;
+    /// Signs in with the axum demo's form on the page open now, with or
+    /// without "remember me"; returns the devices page it leads to.
+    async fn sign_in(&self, user: &str, remember: bool) -> Page {
+        let base = self.url().await;
+        let base = base.split('/').take(3).collect::<Vec<_>>().join("/");
         let form = "#sign-in-form";
         let name = self.element(&format!("{form} input[name=user]")).await;
         name.clear().await.unwrap();
@@ -576,7 +577,7 @@ async fn the_axum_demo_clicked_through_on_localhost_and_127_0_0_1() {
         let p = expect_page!(tab.click("#visit").await, shows "visits: 2");
         assert_eq!(p.id.as_ref(), Some(&first), "the browser kept the session");
 
-        let p = expect_page!(tab.sign_in(&base, "alice", false).await, shows "signed in as: alice");
+        let p = expect_page!(tab.sign_in("alice", false).await, shows "signed in as: alice");
         let signed_in = p.id.clone().expect("still a session");
         assert_ne!(signed_in, first, "sign-in cycles the id");
 
@@ -627,8 +628,13 @@ async fn the_devices_page_signs_another_browser_out() {
     let base = format!("http://127.0.0.1:{}", app.port);
     let started = Instant::now();
 
+    // Both open a page that only reads the session (no cookie yet).
+    let me = format!("{base}/me");
+    tokio::join!(a.open(&me), b.open(&me));
+    assert!(a.cookie().await.is_none() && b.cookie().await.is_none());
+
     // A signs in without "remember me": a cookie that ends with the browser.
-    let p = expect_page!(a.sign_in(&base, "carol", false).await, shows "signed in as: carol");
+    let p = expect_page!(a.sign_in("carol", false).await, shows "signed in as: carol");
     let cookie = a.cookie().await.expect("signed in: a cookie");
     assert_eq!(
         expiry(&cookie),
@@ -638,7 +644,7 @@ async fn the_devices_page_signs_another_browser_out() {
     assert!(p.id.is_some());
 
     // B signs in as the same user with "remember me": 30 days ahead.
-    expect_page!(b.sign_in(&base, "carol", true).await, shows "signed in as: carol");
+    expect_page!(b.sign_in("carol", true).await, shows "signed in as: carol");
     let cookie = b.cookie().await.expect("signed in: a cookie");
     let ahead = expiry(&cookie)
         .expect("remember me: a cookie with an expiry")
@@ -665,7 +671,8 @@ async fn the_devices_page_signs_another_browser_out() {
     devices_of(&a, 1).await;
 
     // B signs in again; A signs out everywhere else.
-    b.sign_in(&base, "carol", false).await;
+    // (B's page, signed out, has the sign-in form.)
+    b.sign_in("carol", false).await;
     a.reload().await;
     devices_of(&a, 2).await;
     a.click("#end-others").await;
