@@ -23,6 +23,16 @@
 //! What a history is, how the store misbehaves, and the rules checked:
 //! `tests/model_support/mod.rs`, `faulty.rs` and `oracle.rs`.
 //!
+//! Links and the registry are part of every history's mix: writes link
+//! their session to a user, and three histories in four also run
+//! `end_all` (from a handler through the request's `SessionRegistry`, with
+//! and without keeping the tab's own session, and from outside requests
+//! through `layer.registry()`) and `end` of an observed public id, with the
+//! registry's store calls delayed and failed like the others (oracle rules
+//! 7 to 12). A registry call that fails with no fault injected into it is a
+//! failure on every store (rule 12): a store that cannot list or end linked
+//! sessions fails here, loudly.
+//!
 //! Environment:
 //!
 //! - `MODEL_SEED=<n>`: run only the history of seed `n` (each test of this

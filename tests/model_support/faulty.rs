@@ -11,6 +11,12 @@
 //! later), so the moment a call takes effect and the moment its request
 //! answers move independently.
 //!
+//! The registry's calls (`list`, `end_linked`, `end_public`) go through the
+//! same machinery: a fault before forwarding means the call ended nothing,
+//! one after it means it was applied (counted apart, per request, so the
+//! oracle can tell a failed `end_all` that did nothing from one that may
+//! have ended sessions).
+//!
 //! Every call is written to the history's event log, tagged with the
 //! request it belongs to (a task-local set by the runner), so a failing
 //! history prints the store calls in the order they happened.
@@ -113,6 +119,16 @@ pub(crate) struct FaultCount {
     pub(crate) fatal_before: u32,
     /// After the inner call was applied.
     pub(crate) after: u32,
+    /// Of `fatal_before`, the ones into a registry call (`list`,
+    /// `end_linked`, `end_public`): that call ended nothing.
+    pub(crate) registry_before: u32,
+    /// Of `after`, the ones into a registry call: that call was applied.
+    pub(crate) registry_after: u32,
+}
+
+/// Whether the call named `what` (as logged) is one of the registry's.
+fn is_registry(what: &str) -> bool {
+    what.starts_with("list(") || what.starts_with("end_linked(") || what.starts_with("end_public(")
 }
 
 /// The wrapper. `inner` is the real store. Clones share the store and
@@ -189,6 +205,9 @@ impl Control {
                 if !(what.starts_with("touch") || what.starts_with("delete")) {
                     e.fatal_before += 1;
                 }
+                if is_registry(what) {
+                    e.registry_before += 1;
+                }
             }
             self.events.push(format!(
                 "  #{req} store {what}: INJECTED FAULT (nothing forwarded)"
@@ -217,7 +236,7 @@ impl Control {
 
     /// After the inner call (and the delay after it): the fault after the
     /// fact, if any.
-    fn leave(&self, d: Decision) -> Result<(), StoreError> {
+    fn leave(&self, d: Decision, registry: bool) -> Result<(), StoreError> {
         if d.fail_after {
             let req = current_request();
             self.stats.applied_faults.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +245,9 @@ impl Control {
                 let e = f.entry(req).or_default();
                 e.all += 1;
                 e.after += 1;
+                if registry {
+                    e.registry_after += 1;
+                }
             }
             self.events
                 .push(format!("  #{req} store: APPLIED, THEN INJECTED FAULT"));
@@ -259,6 +281,7 @@ impl<S: SessionStore> Faulty<S> {
         D: FnOnce(&Result<T, StoreError>) -> String + Send + 'static,
     {
         let d = self.decide();
+        let registry = is_registry(&what);
         self.ctl.arrive(ids);
         let ctl = self.ctl.clone();
         if d.before.is_zero() {
@@ -270,11 +293,11 @@ impl<S: SessionStore> Faulty<S> {
                 Ok(r) => {
                     ctl.answered(describe(&r));
                     if d.after.is_zero() {
-                        return StoreFuture::ready(ctl.leave(d).and(r));
+                        return StoreFuture::ready(ctl.leave(d, registry).and(r));
                     }
                     StoreFuture::new(async move {
                         tokio::time::sleep(d.after).await;
-                        ctl.leave(d)?;
+                        ctl.leave(d, registry)?;
                         r
                     })
                 }
@@ -284,7 +307,7 @@ impl<S: SessionStore> Faulty<S> {
                     if !d.after.is_zero() {
                         tokio::time::sleep(d.after).await;
                     }
-                    ctl.leave(d)?;
+                    ctl.leave(d, registry)?;
                     r
                 }),
             };
@@ -298,7 +321,7 @@ impl<S: SessionStore> Faulty<S> {
             if !d.after.is_zero() {
                 tokio::time::sleep(d.after).await;
             }
-            ctl.leave(d)?;
+            ctl.leave(d, registry)?;
             r
         })
     }
@@ -389,8 +412,6 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
             move |r| format!("touch({}) -> {}", short(&id), res(r)),
         )
     }
-    // The model does not link sessions; the registry's calls pass through
-    // without faults.
     fn list(
         &self,
         name: &str,
@@ -398,14 +419,50 @@ impl<S: SessionStore> SessionStore for Faulty<S> {
         now: Timestamp,
         limit: usize,
     ) -> StoreFuture<Vec<Listed>> {
-        self.inner.list(name, value, now, limit)
+        let (name, value) = (name.to_owned(), value.to_owned());
+        let what = format!("list({name}={value})");
+        let named = what.clone();
+        self.call(
+            what,
+            &[],
+            move |s| s.list(&name, &value, now, limit),
+            move |r| match r {
+                Ok(l) => format!("{named} -> {} listed", l.len()),
+                Err(e) => format!("{named} -> Err({e})"),
+            },
+        )
     }
 
     fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
-        self.inner.end_linked(name, value, keep)
+        let (name, value) = (name.to_owned(), value.to_owned());
+        let what = format!(
+            "end_linked({name}={value}, keep {})",
+            keep.session.map_or("-".to_owned(), |p| short_public(&p))
+        );
+        let named = what.clone();
+        self.call(
+            what,
+            &[],
+            move |s| s.end_linked(&name, &value, keep),
+            move |r| format!("{named} -> {}", res(r)),
+        )
     }
 
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
-        self.inner.end_public(public_id)
+        let public_id = *public_id;
+        let what = format!("end_public({})", short_public(&public_id));
+        let named = what.clone();
+        self.call(
+            what,
+            &[],
+            move |s| s.end_public(&public_id),
+            move |r| format!("{named} -> {}", res(r)),
+        )
     }
+}
+
+/// The first 8 characters of a public id.
+pub(crate) fn short_public(p: &PublicId) -> String {
+    let s = p.to_string();
+    s[..s.len().min(8)].to_owned()
 }

@@ -22,6 +22,19 @@
 //! `destroy`. Every session carries a marker item (`lineage = L<op>`,
 //! written by the request that created it) that names it whatever its id.
 //!
+//! Links and the registry: every request that writes its own key (`Write`,
+//! `WriteCycle`, `Fail500`) also links its session as `user = u<slot % 2>`
+//! (so with two or more slots there are two users; `Shared` writes without
+//! linking, so some sessions are never linked). Three histories in four
+//! also mix in the registry's ops: `EndAll` (a request whose handler calls
+//! `end_all(user, u<slot % 2>, None)` through the `SessionRegistry` the
+//! layer put in its extensions), `EndOthers` (the same, keeping the tab's
+//! own `public_id()`: "sign out everywhere else"), `EndOne` (`end` of a
+//! public id some earlier request observed through `public_id()`, picked by
+//! the seed), and `EndAllTask` (`end_all` from outside any request, through
+//! `layer.registry()`, for a user picked by the seed). Every request also
+//! reports the `public_id()` of the session it loaded.
+//!
 //! When the history is done, every id ever handed out or seen by the store
 //! is probed through the layer (with every key the history wrote), every id
 //! the store ever saw is also read straight from the store, and
@@ -41,7 +54,8 @@ use http::{Request, Response, StatusCode};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_session_storage::store::Timestamp;
 use tower_session_storage::{
-    SessionId, SessionLayer, SessionStorage, SessionStore, StoreError, StoreErrorKind,
+    PublicId, SessionId, SessionLayer, SessionRegistry, SessionStorage, SessionStore, StoreError,
+    StoreErrorKind,
 };
 
 use faulty::{Control, FaultPlan, Faulty, REQUEST};
@@ -52,6 +66,18 @@ use faulty::{Control, FaultPlan, Faulty, REQUEST};
 pub(crate) const MARKER: &str = "lineage";
 /// The key every `Shared` op writes (last writer wins).
 pub(crate) const SHARED: &str = "shared";
+/// The link name every linking op uses; the value is the slot's user.
+pub(crate) const LINK: &str = "user";
+
+/// The user (link value) of slot `slot`'s sessions: two users, so that an
+/// `end_all` for one can be seen to spare the other's.
+pub(crate) fn user_of(slot: usize) -> usize {
+    slot % 2
+}
+
+fn user_name(user: usize) -> String {
+    format!("u{user}")
+}
 
 // ---------------------------------------------------------------------------
 // Randomness
@@ -106,6 +132,17 @@ impl Rng {
 /// The seed of history `i` of a run whose base seed is `base`.
 pub(crate) fn history_seed(base: u64, i: u64) -> u64 {
     Rng::new(base ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64()
+}
+
+/// A store error with its causes: `session store failed: <why>`.
+fn chain(e: &StoreError) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
 }
 
 /// The first 8 characters of an id: enough to tell ids apart in a trace.
@@ -215,6 +252,15 @@ pub(crate) enum Kind {
     Destroy,
     /// Writes its own key, then answers 500.
     Fail500,
+    /// `registry.end_all("user", u<slot % 2>, None)` from the handler (the
+    /// registry from the request's extensions); 500 when it fails.
+    EndAll,
+    /// The same, keeping the tab's own session (`public_id()`).
+    EndOthers,
+    /// `registry.end(p)` of a public id an earlier request observed.
+    EndOne,
+    /// `end_all` from outside any request, through `layer.registry()`.
+    EndAllTask,
     /// The end-of-history probe: reads every key the history wrote.
     Probe,
 }
@@ -222,6 +268,17 @@ pub(crate) enum Kind {
 impl Kind {
     pub(crate) fn writes_own_key(self) -> bool {
         matches!(self, Kind::Write | Kind::WriteCycle | Kind::Fail500)
+    }
+    /// Ops that link their session (`user = u<slot % 2>`).
+    pub(crate) fn links(self) -> bool {
+        self.writes_own_key()
+    }
+    /// Ops that end sessions through the registry.
+    pub(crate) fn ends(self) -> bool {
+        matches!(
+            self,
+            Kind::EndAll | Kind::EndOthers | Kind::EndOne | Kind::EndAllTask
+        )
     }
     pub(crate) fn cycles(self) -> bool {
         matches!(self, Kind::WriteCycle | Kind::Cycle)
@@ -244,6 +301,10 @@ struct OpExt {
     handler_delay: Duration,
     probe_keys: Option<Arc<Vec<String>>>,
     report: Arc<Mutex<Report>>,
+    /// The link value (user) this request links to and ends.
+    user: String,
+    /// `EndOne`: the public id to end.
+    target: Option<PublicId>,
 }
 
 /// What the handler saw and did.
@@ -255,6 +316,12 @@ pub(crate) struct Report {
     pub(crate) created: Option<String>,
     /// Probe: every known key present, with its value.
     pub(crate) values: Vec<(String, String)>,
+    /// `public_id()` of the session the request loaded (read before the
+    /// handler changed anything).
+    pub(crate) public_id: Option<String>,
+    /// What the registry call answered: how many it ended (`end`: 1 or
+    /// 0), or its error. `None`: no registry call was made.
+    pub(crate) reg: Option<Result<u64, String>>,
 }
 
 async fn handler(req: Request<String>) -> Result<Response<String>, Infallible> {
@@ -264,11 +331,14 @@ async fn handler(req: Request<String>) -> Result<Response<String>, Infallible> {
         .get::<SessionStorage>()
         .cloned()
         .expect("SessionStorage: is SessionLayer installed?");
+    let registry = req.extensions().get::<SessionRegistry>().cloned();
     let seen = s.get_item(MARKER);
+    let public_id = s.public_id();
     if !op.handler_delay.is_zero() {
         tokio::time::sleep(op.handler_delay).await;
     }
     let mut created = None;
+    let mut reg = None;
     let mut status = StatusCode::OK;
     let mut mark = |s: &SessionStorage| {
         if seen.is_none() {
@@ -283,6 +353,7 @@ async fn handler(req: Request<String>) -> Result<Response<String>, Infallible> {
         Kind::Write | Kind::WriteCycle | Kind::Fail500 => {
             mark(&s);
             s.set_item(&key, &val).expect("under the item caps");
+            s.link(LINK, &op.user).expect("a valid link, under the cap");
             if op.kind == Kind::WriteCycle {
                 s.cycle_id();
             }
@@ -302,6 +373,33 @@ async fn handler(req: Request<String>) -> Result<Response<String>, Infallible> {
         }
         Kind::Cycle => s.cycle_id(),
         Kind::Destroy => s.destroy(),
+        Kind::EndAll | Kind::EndOthers | Kind::EndOne => {
+            let registry = registry.expect("SessionRegistry: the layer puts one in every request");
+            let r = match op.kind {
+                Kind::EndOne => match &op.target {
+                    Some(p) => Some(registry.end(p).await.map(u64::from)),
+                    None => None,
+                },
+                _ => {
+                    let keep = if op.kind == Kind::EndOthers {
+                        public_id.as_ref()
+                    } else {
+                        None
+                    };
+                    Some(
+                        registry
+                            .end_all(LINK, &op.user, keep)
+                            .await
+                            .map(|n| n as u64),
+                    )
+                }
+            };
+            if let Some(Err(_)) = &r {
+                status = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            reg = r.map(|r| r.map_err(|e| chain(&e)));
+        }
+        Kind::EndAllTask => unreachable!("EndAllTask runs outside the layer"),
     }
     let mut values = Vec::new();
     if let Some(keys) = &op.probe_keys {
@@ -315,6 +413,8 @@ async fn handler(req: Request<String>) -> Result<Response<String>, Infallible> {
         seen,
         created,
         values,
+        public_id: public_id.map(|p| p.to_string()),
+        reg,
     };
     let mut res = Response::new(String::new());
     *res.status_mut() = status;
@@ -330,6 +430,9 @@ struct Step {
     kind: Kind,
     think: Duration,
     handler_delay: Duration,
+    /// `EndOne`: which observed public id to end (an index, modulo how
+    /// many were observed when it starts); `EndAllTask`: its user (mod 2).
+    arg: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -372,6 +475,14 @@ const HOT_OPS: &[(u64, Kind)] = &[
     (4, Kind::Fail500),
 ];
 
+/// The registry's ops, mixed into three histories in four.
+const REGISTRY_OPS: &[(u64, Kind)] = &[
+    (4, Kind::EndAll),
+    (3, Kind::EndOthers),
+    (4, Kind::EndOne),
+    (2, Kind::EndAllTask),
+];
+
 fn delay(rng: &mut Rng, max: Duration) -> Duration {
     let max_us = max.as_micros() as u64;
     if max_us == 0 || rng.below(3) == 0 {
@@ -397,7 +508,12 @@ fn plan(seed: u64, setup: &Setup) -> Plan {
         setup.max_delay
     };
     let stalls = setup.stalls && rng.below(8) == 0;
-    let ops = if rng.below(3) == 0 { HOT_OPS } else { OPS };
+    let base = if rng.below(3) == 0 { HOT_OPS } else { OPS };
+    let mut ops = base.to_vec();
+    if rng.below(4) > 0 {
+        ops.extend_from_slice(REGISTRY_OPS);
+    }
+    let ops = &ops[..];
     let idle_ms = setup.idle_ms();
     let mut phases = Vec::new();
     for _ in 0..rng.range(1, setup.max_phases) {
@@ -409,6 +525,7 @@ fn plan(seed: u64, setup: &Setup) -> Plan {
                         kind: rng.weighted(ops),
                         think: delay(&mut rng, max_delay),
                         handler_delay: delay(&mut rng, max_delay),
+                        arg: rng.next_u64(),
                     })
                     .collect()
             })
@@ -473,6 +590,26 @@ pub(crate) struct Req {
     pub(crate) applied_faults: u32,
     /// The store error the response carries, if any.
     pub(crate) store_error: Option<StoreErrorKind>,
+    /// The user (link value `u<user>`) it links to or ends.
+    pub(crate) user: usize,
+    /// `public_id()` of the session its handler loaded.
+    pub(crate) public_id: Option<String>,
+    /// `EndOne`: the public id it ended.
+    pub(crate) target: Option<String>,
+    /// What its registry call answered (`None`: no call was made).
+    pub(crate) reg: Option<Result<u64, String>>,
+    /// Faults injected into its registry call, before forwarding (the
+    /// call ended nothing) and after it was applied.
+    pub(crate) reg_before: u32,
+    pub(crate) reg_after: u32,
+}
+
+/// Whether a registry call took effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Yes,
+    No,
+    Maybe,
 }
 
 impl Req {
@@ -496,6 +633,17 @@ impl Req {
     /// Whether the two requests were in flight at the same time.
     pub(crate) fn overlaps(&self, other: &Req) -> bool {
         self.start_seq < other.end_seq && other.start_seq < self.end_seq
+    }
+    /// Whether its registry call ended what it asked: it answered (`Yes`),
+    /// was never made or failed before it was forwarded (`No`), or failed
+    /// otherwise (`Maybe`: after it was applied, or for real).
+    pub(crate) fn applied(&self) -> Applied {
+        match &self.reg {
+            None => Applied::No,
+            Some(Ok(_)) => Applied::Yes,
+            Some(Err(_)) if self.reg_before > 0 && self.reg_after == 0 => Applied::No,
+            Some(Err(_)) => Applied::Maybe,
+        }
     }
 }
 
@@ -533,6 +681,9 @@ struct Ctx<S> {
     log: Mutex<Log>,
     events: Events,
     origin: tokio::time::Instant,
+    /// Every public id a request observed (`public_id()` of the session it
+    /// loaded), in the order the requests ended: `EndOne` picks from them.
+    observed: Mutex<Vec<PublicId>>,
 }
 
 impl<S> Ctx<S> {
@@ -560,6 +711,19 @@ pub(crate) struct Figures {
     /// ones only the absolute timeout can have ended.
     pub(crate) expired_sessions: u64,
     pub(crate) expired_by_absolute: u64,
+    /// Registry calls (`end_all`, `end`) made, and of those the ones that
+    /// answered.
+    pub(crate) registry_calls: u64,
+    pub(crate) registry_ok: u64,
+    /// Sessions a registry call that answered must have ended (rules 7
+    /// and 10), whose afterlife was checked.
+    pub(crate) ended_checked: u64,
+    /// Of those, the ones a cycle of the same session raced.
+    pub(crate) end_cycle_races: u64,
+    /// Sessions a registry call of their user (or an `end` of another
+    /// session) must have spared, whose acknowledged writes were checked
+    /// (rules 8, 9 and 10 through rule 1).
+    pub(crate) spared_checked: u64,
 }
 
 impl Figures {
@@ -578,6 +742,11 @@ impl Figures {
         self.destroy_cycle_races += o.destroy_cycle_races;
         self.expired_sessions += o.expired_sessions;
         self.expired_by_absolute += o.expired_by_absolute;
+        self.registry_calls += o.registry_calls;
+        self.registry_ok += o.registry_ok;
+        self.ended_checked += o.ended_checked;
+        self.end_cycle_races += o.end_cycle_races;
+        self.spared_checked += o.spared_checked;
     }
 }
 
@@ -587,7 +756,9 @@ impl std::fmt::Display for Figures {
             f,
             "{} histories, {} requests ({} 2xx, {} 5xx), {} store calls, {} faults injected ({} after the call applied), \
              {} stalls, {} time steps; checked {} acknowledged writes, {} dead ids; \
-             {} destroy/cycle races; {} sessions expired ({} by the absolute timeout)",
+             {} destroy/cycle races; {} sessions expired ({} by the absolute timeout); \
+             {} registry calls ({} answered), {} sessions it ended checked ({} raced by a cycle), \
+             {} sessions it spared checked",
             self.histories,
             self.requests,
             self.ok,
@@ -601,7 +772,12 @@ impl std::fmt::Display for Figures {
             self.dead_ids_checked,
             self.destroy_cycle_races,
             self.expired_sessions,
-            self.expired_by_absolute
+            self.expired_by_absolute,
+            self.registry_calls,
+            self.registry_ok,
+            self.ended_checked,
+            self.end_cycle_races,
+            self.spared_checked
         )
     }
 }
@@ -643,6 +819,7 @@ where
         log: Mutex::new(Log::default()),
         events: events.clone(),
         origin: tokio::time::Instant::now(),
+        observed: Mutex::new(Vec::new()),
     });
     events.push(format!(
         "plan: {} slots, tabs -> slots {:?}, faults {}/1000, max delay {} us, stalls {}, \
@@ -754,6 +931,8 @@ where
             handler_delay: Duration::ZERO,
             probe_keys: Some(keys.clone()),
             report: report.clone(),
+            user: user_name(0),
+            target: None,
         });
         let svc = ServiceBuilder::new()
             .layer(probe_layer.clone())
@@ -807,6 +986,17 @@ where
 
 async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: usize, step: &Step) {
     let report = Arc::new(Mutex::new(Report::default()));
+    let user = if step.kind == Kind::EndAllTask {
+        (step.arg % 2) as usize
+    } else {
+        user_of(slot)
+    };
+    let target = (step.kind == Kind::EndOne)
+        .then(|| {
+            let observed = ctx.observed.lock().unwrap();
+            (!observed.is_empty()).then(|| observed[(step.arg % observed.len() as u64) as usize])
+        })
+        .flatten();
     let mut req = Request::new(String::new());
     req.extensions_mut().insert(OpExt {
         op,
@@ -814,10 +1004,17 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         handler_delay: step.handler_delay,
         probe_keys: None,
         report: report.clone(),
+        user: user_name(user),
+        target,
     });
+    let outside = step.kind == Kind::EndAllTask;
     let (cookie, start_seq, start_ms) = {
         let mut log = ctx.log.lock().unwrap();
-        let cookie = ctx.jars[slot].lock().unwrap().clone();
+        let cookie = if outside {
+            None
+        } else {
+            ctx.jars[slot].lock().unwrap().clone()
+        };
         log.seq += 1;
         (cookie, log.seq, ctx.now_ms())
     };
@@ -828,23 +1025,55 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         );
     }
     ctx.events.push(format!(
-        "-> #{op} tab {tab}/slot {slot} {:?} cookie {} (t={start_ms} ms)",
+        "-> #{op} tab {tab}/slot {slot} {:?}{}{} cookie {} (t={start_ms} ms)",
         step.kind,
+        if step.kind.ends() {
+            format!(" user u{user}")
+        } else {
+            String::new()
+        },
+        target.map_or(String::new(), |p| format!(
+            " target {}",
+            faulty::short_public(&p)
+        )),
         cookie.as_deref().map_or("-", short_str),
     ));
-    let svc = ServiceBuilder::new()
-        .layer(ctx.layer.clone())
-        .service_fn(handler);
-    let res = REQUEST
-        .scope(op, svc.oneshot(req))
-        .await
-        .expect("infallible");
-    let set_cookies: Vec<String> = res
-        .headers()
-        .get_all(http::header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().expect("ASCII Set-Cookie").to_owned())
-        .collect();
+    let (status, set_cookies, store_error) = if outside {
+        // A task outside requests: an admin job, a back-channel endpoint.
+        let registry = ctx.layer.registry();
+        let r = REQUEST
+            .scope(op, async {
+                if !step.handler_delay.is_zero() {
+                    tokio::time::sleep(step.handler_delay).await;
+                }
+                registry.end_all(LINK, &user_name(user), None).await
+            })
+            .await;
+        let status = if r.is_ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        let store_error = r.as_ref().err().map(StoreError::kind);
+        report.lock().unwrap().reg = Some(r.map(|n| n as u64).map_err(|e| chain(&e)));
+        (status, Vec::new(), store_error)
+    } else {
+        let svc = ServiceBuilder::new()
+            .layer(ctx.layer.clone())
+            .service_fn(handler);
+        let res = REQUEST
+            .scope(op, svc.oneshot(req))
+            .await
+            .expect("infallible");
+        let set_cookies: Vec<String> = res
+            .headers()
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("ASCII Set-Cookie").to_owned())
+            .collect();
+        let store_error = res.extensions().get::<StoreError>().map(StoreError::kind);
+        (res.status(), set_cookies, store_error)
+    };
     assert!(
         set_cookies.len() <= 1,
         "more than one Set-Cookie: {set_cookies:?}"
@@ -854,7 +1083,6 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         let value = pair.strip_prefix("id=").expect("our cookie").to_owned();
         (!value.is_empty()).then_some(value)
     });
-    let store_error = res.extensions().get::<StoreError>().map(StoreError::kind);
     let rep = report.lock().unwrap().clone();
     let f = ctx
         .ctl
@@ -864,6 +1092,10 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         .get(&op)
         .copied()
         .unwrap_or_default();
+    if let Some(p) = rep.public_id.as_deref() {
+        let p: PublicId = p.parse().expect("a public id reads back");
+        ctx.observed.lock().unwrap().push(p);
+    }
     let mut log = ctx.log.lock().unwrap();
     log.seq += 1;
     let end_seq = log.seq;
@@ -880,7 +1112,7 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         end_seq,
         start_ms,
         end_ms: ctx.now_ms(),
-        status: res.status().as_u16(),
+        status: status.as_u16(),
         set_cookie,
         seen: rep.seen,
         created: rep.created,
@@ -888,6 +1120,12 @@ async fn one_request<S: SessionStore>(ctx: &Ctx<S>, op: u64, slot: usize, tab: u
         fatal_faults: f.fatal_before,
         applied_faults: f.after,
         store_error,
+        user,
+        public_id: rep.public_id,
+        target: target.map(|p| p.to_string()),
+        reg: rep.reg,
+        reg_before: f.registry_before,
+        reg_after: f.registry_after,
     };
     ctx.events.push(format!("<- {}", describe_one(&r)));
     log.reqs.push(r);
@@ -899,8 +1137,23 @@ fn describe_one(r: &Req) -> String {
         Some(None) => "EXPIRED".to_owned(),
         Some(Some(id)) => short_str(id).to_owned(),
     };
+    let mut extra = String::new();
+    if r.kind.ends() {
+        extra.push_str(&format!(" user u{}", r.user));
+    }
+    if let Some(t) = &r.target {
+        extra.push_str(&format!(" target {}", short_str(t)));
+    }
+    if let Some(p) = &r.public_id {
+        extra.push_str(&format!(" public {}", short_str(p)));
+    }
+    match &r.reg {
+        Some(Ok(n)) => extra.push_str(&format!(" registry -> {n}")),
+        Some(Err(e)) => extra.push_str(&format!(" registry -> Err({e})")),
+        None => {}
+    }
     format!(
-        "#{} tab {}/slot {} {:?} cookie {} -> {}{} set-cookie {} saw {} created {} faults {} \
+        "#{} tab {}/slot {} {:?}{extra} cookie {} -> {}{} set-cookie {} saw {} created {} faults {} \
          (seq {}..{}, t {}..{} ms)",
         r.op,
         r.tab,

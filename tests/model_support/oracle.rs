@@ -88,10 +88,60 @@
 //! 6. A 2xx request that created a session handed out its id. On an
 //!    in-process store, every 5xx is explained by an injected fault (no
 //!    unexplained errors, e.g. from the layer's in-place path).
+//!
+//! # Links and the registry (SECURITY.md, the `SessionRegistry` docs)
+//!
+//! More words:
+//!
+//! - `W` **links** `L`: a `Write`/`WriteCycle` to `L` (it calls
+//!   `link("user", u<slot % 2>)`) that did not fail cleanly. Its link is
+//!   **acknowledged** when `W` answered 2xx and either created `L` (the
+//!   link is in the created record) or no cycle of `L` that did not fail
+//!   cleanly overlapped `W` (a change set for a cycled-away id is dropped by
+//!   design). No op unlinks, and `clear` keeps links.
+//! - A registry op `E` (`EndAll`, `EndOthers`, `EndAllTask`: `end_all`;
+//!   `EndOne`: `end`) **targets** `L`: for `end_all`, `L`'s user is `E`'s
+//!   and `L` is not the session `E` kept (`EndOthers` keeps the
+//!   `public_id()` of the session it loaded); for `end`, `L` is the
+//!   session whose `public_id()` requests observed as `E`'s target.
+//! - `E` **was applied** when its registry call answered; **was not** when
+//!   it was never made (the request failed first) or a fault was injected
+//!   before it was forwarded; **may have been** otherwise (a fault after it
+//!   was applied, or a real error).
+//!
+//! 7. **`end_all` ends every session linked before it began.** If `E` was
+//!    applied, targets `L`, and a link of `L` was acknowledged before `E`
+//!    started, then no request that starts after `E` ended loads `L`,
+//!    whatever cycles of `L` were in flight, and at the end no id holds `L`.
+//!    (A 2xx destroy is the same rule, 2; an `E` counts as a destroy
+//!    everywhere below.)
+//! 8. **`end_all` ends nothing else.** `E` may end `L` only if it targets
+//!    `L` and some request linking `L` started before `E` ended: a session
+//!    never linked, linked to the other user, linked only after `E`
+//!    returned (signed in after), or the session `EndOthers` kept is never
+//!    ended by `E`. Checked through rules 1 and 5: such an `E` is not a
+//!    destroy of `L` there, so `L`'s acknowledged writes must survive it.
+//!    And the count `end_all` answers is at most the number of sessions
+//!    it may have ended.
+//! 9. **`EndOthers` never ends the keeping tab's own session** (rule 8 with
+//!    the keep).
+//! 10. **`end` ends exactly that session**: applied, with a link of its
+//!     target acknowledged before it started, the target is never loaded
+//!     by a request that starts after it ended nor alive at the end (as
+//!     rule 7); no other session counts as destroyed by it (rule 8); and
+//!     `true` only if some request linking the target started before it
+//!     ended (`end` ends linked sessions only).
+//! 11. **Public ids name sessions.** Every request that loaded `L` saw the
+//!     same `public_id()` (stable across `cycle_id`), two sessions never
+//!     share one, and a loaded session always has one.
+//! 12. On an in-process store a registry call fails only by an injected
+//!     fault; on any store, a registry call failing for real (no fault
+//!     injected into it) is reported: the store cannot do what the
+//!     registry promises.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use super::{Barrier, Figures, Final, Kind, Req, Setup, SHARED};
+use super::{user_of, Applied, Barrier, Figures, Final, Kind, Req, Setup, SHARED};
 
 struct Model<'a> {
     setup: &'a Setup,
@@ -196,6 +246,13 @@ impl<'a> Model<'a> {
     }
 }
 
+/// The session an `EndOthers` kept: the one it loaded (its `public_id()`).
+fn kept(e: &Req) -> Option<&str> {
+    (e.kind == Kind::EndOthers && e.public_id.is_some())
+        .then_some(e.seen.as_deref())
+        .flatten()
+}
+
 fn op_of(s: &str, prefix: char) -> Option<u64> {
     s.strip_prefix(prefix)?.parse().ok()
 }
@@ -253,6 +310,134 @@ pub(crate) fn check(
             }
         }
     }
+    // Links, public ids and the registry (rules 7 to 12).
+    let mut pid_of: HashMap<&str, &str> = HashMap::new();
+    let mut lineage_of_pid: HashMap<&str, &str> = HashMap::new();
+    for r in reqs {
+        let Some(l) = r.seen.as_deref() else { continue };
+        let Some(p) = r.public_id.as_deref() else {
+            v.push(format!(
+                "rule 11: #{} loaded session {l} but public_id() is None",
+                r.op
+            ));
+            continue;
+        };
+        match pid_of.get(l) {
+            Some(q) if *q != p => v.push(format!(
+                "rule 11: session {l} showed public id {q:.8} and then {p:.8} (#{})",
+                r.op
+            )),
+            _ => {
+                pid_of.insert(l, p);
+            }
+        }
+        match lineage_of_pid.get(p) {
+            Some(k) if *k != l => v.push(format!(
+                "rule 11: sessions {k} and {l} share the public id {p:.8} (#{})",
+                r.op
+            )),
+            _ => {
+                lineage_of_pid.insert(p, l);
+            }
+        }
+    }
+    let user_of_lineage = |l: &str| m.creator.get(l).map(|c| user_of(c.slot));
+    // Per lineage: when a request linking it first started, and when a
+    // link of it was first acknowledged (`end_seq`).
+    let mut first_link: HashMap<&str, u64> = HashMap::new();
+    let mut acked: HashMap<&str, u64> = HashMap::new();
+    for w in reqs {
+        let Some(l) = w.lineage() else { continue };
+        if !w.kind.links() || w.failed_cleanly() {
+            continue;
+        }
+        let e = first_link.entry(l).or_insert(w.start_seq);
+        *e = (*e).min(w.start_seq);
+        let acknowledged = w.ok()
+            && (w.created.as_deref() == Some(l)
+                || !m.saw(l).iter().any(|o| {
+                    o.op != w.op && o.kind.cycles() && !o.failed_cleanly() && o.overlaps(w)
+                }));
+        if acknowledged {
+            let e = acked.entry(l).or_insert(w.end_seq);
+            *e = (*e).min(w.end_seq);
+        }
+    }
+    let acked_link = |l: &str| acked.get(l).copied();
+    let maybe_linked_before = |l: &str, seq: u64| first_link.get(l).is_some_and(|s| *s < seq);
+    let targets = |e: &Req, l: &str| -> bool {
+        if e.kind == Kind::EndOne {
+            e.target
+                .as_deref()
+                .and_then(|t| lineage_of_pid.get(t))
+                .is_some_and(|t| *t == l)
+        } else {
+            user_of_lineage(l) == Some(e.user) && kept(e) != Some(l)
+        }
+    };
+    // Lineage -> the first registry op that must have ended it.
+    let mut ended_by: HashMap<&str, &Req> = HashMap::new();
+    let mut registry_ops = Vec::new();
+    for e in reqs.iter().filter(|e| e.kind.ends()) {
+        if let Some(res) = &e.reg {
+            figures.registry_calls += 1;
+            if res.is_ok() {
+                figures.registry_ok += 1;
+            }
+        }
+        if let Some(Err(msg)) = &e.reg {
+            if e.reg_before == 0 && e.reg_after == 0 {
+                v.push(format!(
+                    "rule 12: the registry call of #{} ({:?}) failed with no fault injected \
+                     into it: {msg}",
+                    e.op, e.kind
+                ));
+            }
+        }
+        let applied = e.applied();
+        if applied == Applied::No {
+            continue;
+        }
+        registry_ops.push(e);
+        let mut may_end = 0u64;
+        for &l in &lineages {
+            if !targets(e, l) || !maybe_linked_before(l, e.end_seq) {
+                continue;
+            }
+            may_end += 1;
+            maybe_destroyed.insert(l);
+            if applied == Applied::Yes && acked_link(l).is_some_and(|a| a < e.start_seq) {
+                let x = ended_by.entry(l).or_insert(e);
+                if e.end_seq < x.end_seq {
+                    *x = e;
+                }
+            }
+        }
+        if let Some(Ok(n)) = &e.reg {
+            if *n > may_end {
+                let (rule, what) = if e.kind == Kind::EndOne {
+                    (10, "end".to_owned())
+                } else {
+                    (8, format!("{:?} of user u{}", e.kind, e.user))
+                };
+                v.push(format!(
+                    "rule {rule}: #{} ({what}) answered {n} ended, but at most {may_end} \
+                     sessions it targets were linked before it ended",
+                    e.op
+                ));
+            }
+        }
+    }
+    for (&l, e) in &ended_by {
+        figures.ended_checked += 1;
+        figures.end_cycle_races += m
+            .saw(l)
+            .iter()
+            .filter(|c| c.kind.cycles() && c.overlaps(e))
+            .count() as u64;
+    }
+    let rule_of = |e: &Req| if e.kind == Kind::EndOne { 10 } else { 7 };
+
     let mut expired_at: HashMap<&str, &Barrier> = HashMap::new();
     for &l in &lineages {
         for b in barriers {
@@ -313,6 +498,21 @@ pub(crate) fn check(
                 ));
             }
         }
+        if let Some(e) = ended_by.get(l) {
+            if e.end_seq < r.start_seq {
+                v.push(format!(
+                    "rule {}: #{} loaded session {l}, which #{} ({:?}, answered {:?}) must have \
+                     ended (its link was acknowledged before #{} started) before #{} started",
+                    rule_of(e),
+                    r.op,
+                    e.op,
+                    e.kind,
+                    e.reg,
+                    e.op,
+                    r.op
+                ));
+            }
+        }
         if let Some(b) = expired_at.get(l) {
             if b.seq < r.start_seq {
                 v.push(format!(
@@ -336,7 +536,9 @@ pub(crate) fn check(
         let dead_by_cycle = cycled_away.get(id.as_str());
         let l = rep.seen.as_deref();
         let expected_dead = dead_by_cycle.is_some()
-            || l.is_some_and(|l| destroyed.contains_key(l) || expired_at_end.contains(l));
+            || l.is_some_and(|l| {
+                destroyed.contains_key(l) || expired_at_end.contains(l) || ended_by.contains_key(l)
+            });
         if expected_dead {
             figures.dead_ids_checked += 1;
         }
@@ -353,6 +555,16 @@ pub(crate) fn check(
                 "rule 2: session {l} was destroyed by #{} (2xx) yet is alive under id {id:.8} at \
                  the end",
                 d.op
+            ));
+        }
+        if let Some(e) = ended_by.get(l) {
+            v.push(format!(
+                "rule {}: session {l} was ended by #{} ({:?}, answered {:?}; its link was \
+                 acknowledged before) yet is alive under id {id:.8} at the end",
+                rule_of(e),
+                e.op,
+                e.kind,
+                e.reg
             ));
         }
         if expired_at_end.contains(l) {
@@ -375,6 +587,26 @@ pub(crate) fn check(
             let ids: Vec<String> = ids.iter().map(|i| format!("{i:.8}")).collect();
             v.push(format!(
                 "rule 2: session {l} is alive under several ids: {ids:?}"
+            ));
+        }
+    }
+
+    // Rule 10: `end` answered true only for a linked session.
+    for e in reqs.iter().filter(|e| e.kind == Kind::EndOne) {
+        if e.reg != Some(Ok(1)) {
+            continue;
+        }
+        let t = e
+            .target
+            .as_deref()
+            .and_then(|t| lineage_of_pid.get(t).copied());
+        if !t.is_some_and(|t| maybe_linked_before(t, e.end_seq)) {
+            v.push(format!(
+                "rule 10: end #{} of public id {:.8} (session {}) answered true, but no request \
+                 linking that session started before it ended",
+                e.op,
+                e.target.as_deref().unwrap_or("?"),
+                t.unwrap_or("?")
             ));
         }
     }
@@ -434,6 +666,12 @@ pub(crate) fn check(
             continue;
         }
         figures.protected_writes_checked += 1;
+        if registry_ops.iter().any(|e| {
+            e.overlaps(w) || e.start_seq > w.end_seq
+        } && (e.kind == Kind::EndOne || Some(e.user) == user_of_lineage(l)))
+        {
+            figures.spared_checked += 1;
+        }
         let (key, val) = (format!("k{}", w.op), format!("v{}", w.op));
         match values_of(l) {
             None => v.push(format!(
