@@ -530,7 +530,7 @@ impl SessionStore for MutexHashMap {
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
         let mut map = self.0.lock().unwrap();
         let before = map.len();
-        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        map.retain(|_, r| r.public_id != *public_id || !r.meta.has_links());
         StoreFuture::ready(Ok(map.len() < before))
     }
 }

@@ -186,7 +186,7 @@ use crate::id::{PublicId, SessionId};
 ///     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
 ///         StoreFuture::ready(self.map().map(|mut map| {
 ///             let before = map.len();
-///             map.retain(|_, r| r.public_id != *public_id);
+///             map.retain(|_, r| r.public_id != *public_id || !r.meta.has_links());
 ///             map.len() < before
 ///         }))
 ///     }

@@ -883,7 +883,7 @@ impl SessionStore for NoTtlStore {
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
         let mut map = self.map.lock().unwrap();
         let before = map.len();
-        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        map.retain(|_, r| r.public_id != *public_id || !r.meta.has_links());
         StoreFuture::ready(Ok(map.len() < before))
     }
 }
@@ -1335,6 +1335,14 @@ pub(crate) mod suite {
         assert_eq!(user_of(&app, &b2).await, "-", "ended wherever it moved");
         assert!(!registry.end(&b_pid.parse().unwrap()).await.unwrap());
         assert!(!registry.end(&PublicId::generate()).await.unwrap());
+        // A session with no link is not the registry's to end, even once
+        // it was cycled (found by the model check).
+        let r = call(&app, "set=u:x&cycle&pid", None).await;
+        let plain = r.new_id().unwrap();
+        let r = call(&app, "cycle&pid", Some(&cookie(&plain))).await;
+        let (plain, plain_pid) = (r.new_id().unwrap(), r.ok().to_owned());
+        assert!(!registry.end(&plain_pid.parse().unwrap()).await.unwrap());
+        assert_eq!(user_of(&app, &plain).await, "x");
 
         let r = call(&app, "endothers=user:alice", Some(&cookie(&a))).await;
         assert_eq!(r.ok(), "1", "C only");

@@ -191,7 +191,7 @@ impl SessionStore for RefStore {
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
         let mut map = self.map();
         let before = map.len();
-        map.retain(|_, r| r.public_id != *public_id || r.meta.links().len() == 0);
+        map.retain(|_, r| r.public_id != *public_id || !r.meta.has_links());
         StoreFuture::ready(Ok(map.len() < before))
     }
 }

@@ -292,9 +292,11 @@ impl Inner {
             .count()
     }
 
-    /// Ends the tracked session named `public_id` wherever it lives.
+    /// Ends the linked session named `public_id` wherever it lives. A
+    /// session that is tracked only because it was cycled is not the
+    /// registry's to end (found by the model check).
     pub(super) fn end_public(&self, public_id: &PublicId) -> bool {
-        self.end_tracked(public_id, |_| true)
+        self.end_tracked(public_id, |r| r.meta.has_links())
     }
 
     /// Ends the tracked (cycled or linked) session named `public_id` if
