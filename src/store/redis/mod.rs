@@ -234,6 +234,7 @@ use std::time::Duration;
 mod cluster;
 mod conn;
 mod hash;
+mod links;
 mod ops;
 mod scripts;
 
