@@ -78,7 +78,7 @@ impl SessionStorageMissing {
     /// The text of the rejection.
     pub fn body_text(&self) -> String {
         "SessionStorage missing: is SessionLayer installed? Add `.layer(SessionLayer::new(store))` \
-         to the router, outside every route that extracts SessionStorage"
+         to the router, outside every route that extracts SessionStorage or SessionRegistry"
             .to_owned()
     }
 }
@@ -122,5 +122,23 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for SessionStorage {
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
         Ok(parts.extensions.get::<SessionStorage>().cloned())
+    }
+}
+
+/// `SessionRegistry`: the layer's [`SessionRegistry`](crate::SessionRegistry)
+/// (a devices page, "sign out everywhere"); a `500`
+/// ([`SessionStorageMissing`]) when no [`SessionLayer`](crate::SessionLayer)
+/// runs in front of the route. For a route outside the layer (a
+/// back-channel endpoint on another router), hand it
+/// [`SessionLayer::registry`](crate::SessionLayer::registry) as state.
+impl<S: Send + Sync> FromRequestParts<S> for crate::SessionRegistry {
+    type Rejection = SessionStorageMissing;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<crate::SessionRegistry>()
+            .cloned()
+            .ok_or(SessionStorageMissing)
     }
 }

@@ -190,6 +190,92 @@
 //! [`SessionLayer::with_persistent_cookie`] gives it a `Max-Age` equal to the
 //! session's remaining lifetime (capped at 400 days), refreshed along with it.
 //!
+//! A session can have its own idle timeout and cookie persistence ("remember
+//! me"): [`SessionStorage::set_idle_timeout`] and
+//! [`SessionStorage::set_persistent_cookie`]. They are stored with it, kept
+//! across `cycle_id`, and still bounded by the layer's absolute timeout.
+//!
+//! # Finding and ending sessions
+//!
+//! Link a session to what should find it later ([`SessionStorage::link`]:
+//! the user, the OpenID provider's `sid`), then list and end sessions by
+//! those links with a [`SessionRegistry`]: sign out everywhere after a
+//! password change, a devices page with "sign out that device" and "sign
+//! out everywhere else", an OpenID Connect back-channel logout. Ending is a
+//! logout at once on every instance sharing the store, and a request in
+//! flight cannot undo it. A session's [`PublicId`] names it in a list or a
+//! URL and can never act as it. `with_max_sessions_per_link` caps the
+//! sessions per user.
+//!
+//! ```
+//! # #[cfg(feature = "axum")]
+//! # mod demo {
+//! use axum::extract::Path;
+//! use axum::http::StatusCode;
+//! use axum::routing::{get, post};
+//! use axum::Router;
+//! use tower_session_storage::{MemoryStore, PublicId, SessionError, SessionLayer, SessionRegistry, SessionStorage};
+//!
+//! // At sign-in: link the session to the user (and the provider's sid).
+//! fn signed_in(session: &SessionStorage, sub: &str, sid: &str) -> Result<(), SessionError> {
+//!     session.set_item("user", sub)?;
+//!     session.link("user", sub)?;
+//!     session.link("sid", sid)?;
+//!     session.cycle_id();
+//!     Ok(())
+//! }
+//!
+//! // A devices page: this user's sessions, this one marked.
+//! async fn devices(session: SessionStorage, registry: SessionRegistry) -> Result<String, StatusCode> {
+//!     let Some(user) = session.get_item("user") else { return Ok("signed out".into()) };
+//!     let mut page = String::new();
+//!     for s in registry.list("user", &user).await.map_err(|e| e.status())? {
+//!         let this = if Some(s.public_id()) == session.public_id() { " (this device)" } else { "" };
+//!         page += &format!("{}: since {:?}{this}\n", s.public_id(), s.created_at());
+//!     }
+//!     Ok(page)
+//! }
+//!
+//! // "Sign out that device": only one of this user's own.
+//! async fn end_device(session: SessionStorage, registry: SessionRegistry, Path(id): Path<String>) -> StatusCode {
+//!     let (Some(user), Ok(target)) = (session.get_item("user"), id.parse::<PublicId>()) else {
+//!         return StatusCode::BAD_REQUEST;
+//!     };
+//!     match registry.list("user", &user).await {
+//!         Ok(list) if list.iter().any(|s| s.public_id() == target) => match registry.end(&target).await {
+//!             Ok(_) => StatusCode::SEE_OTHER,
+//!             Err(e) => e.status(),
+//!         },
+//!         Ok(_) => StatusCode::NOT_FOUND,
+//!         Err(e) => e.status(),
+//!     }
+//! }
+//!
+//! // "Sign out everywhere else".
+//! async fn end_others(session: SessionStorage, registry: SessionRegistry) -> Result<String, StatusCode> {
+//!     let Some(user) = session.get_item("user") else { return Ok("signed out".into()) };
+//!     let keep = session.public_id();
+//!     let n = registry.end_all("user", &user, keep.as_ref()).await.map_err(|e| e.status())?;
+//!     Ok(format!("signed out {n} other devices"))
+//! }
+//!
+//! pub fn app() -> Router {
+//!     let layer = SessionLayer::new(MemoryStore::new()).with_max_sessions_per_link("user", 5);
+//!     Router::new()
+//!         .route("/devices", get(devices))
+//!         .route("/devices/{id}/end", post(end_device))
+//!         .route("/devices/end-others", post(end_others))
+//!         .layer(layer)
+//! }
+//! # }
+//! ```
+//!
+//! The registry finds sessions that hold at least one link. Each store keeps
+//! an index of links that costs memory only for live sessions; see
+//! [`SessionRegistry`] for what a session linked while `end_all` runs can
+//! expect. `examples/axum.rs` has a devices page and `examples/signin.rs` a
+//! back-channel logout endpoint.
+//!
 //! # Layer order
 //!
 //! Put `SessionLayer` outside every route that uses the session (in axum,

@@ -120,8 +120,8 @@ struct Target {
     refresh: bool,
     /// Whether the session's cookie is persistent after this request.
     persistent: bool,
-    /// Whether this request changed that, or gave the session a new idle
-    /// timeout: the cookie is then sent again.
+    /// Whether this request changed that, or gave a persistent cookie's
+    /// session a new idle timeout: the cookie is then sent again.
     resend: bool,
 }
 
@@ -180,7 +180,7 @@ impl Persist {
                         || out.changes.sets_idle_timeout(),
                     persistent,
                     resend: persistent != l.lifetime.persistent(config)
-                        || out.changes.sets_idle_timeout(),
+                        || (persistent && out.changes.sets_idle_timeout()),
                 };
                 if out.cycle {
                     let new = SessionId::generate();

@@ -25,7 +25,8 @@ use tower_session_storage::store::{
     ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, StoreFuture, Timestamp,
 };
 use tower_session_storage::{
-    PublicId, SessionError, SessionId, SessionLayer, SessionStorage, SessionStore, StoreError,
+    PublicId, SessionError, SessionId, SessionLayer, SessionRegistry, SessionStorage, SessionStore,
+    StoreError,
 };
 
 /// The default cookie name.
@@ -276,8 +277,16 @@ pub(crate) async fn serve_script<S: SessionStore>(layer: SessionLayer<S>) -> Tes
 /// `big=k:N` (sets `N` bytes of `x`), `incr=k` (outputs the new number),
 /// `remove=k` (outputs the removed value or `-`), `clear`, `cycle`,
 /// `destroy`, `id` (outputs the id or `-`), `status=N` (the response status).
+/// Links and the registry: `link=n:v`, `unlink=n`, `pid` (the public id or
+/// `-`), `idle=SECS`, `persist=0|1`, `list=n:v` (the listed public ids,
+/// oldest first, joined by `+`), `endall=n:v` and `endothers=n:v` (output
+/// how many were ended), `end=PID` (outputs `true`/`false`).
 /// A refused write outputs `err:<kind>`. The body is the outputs joined by `,`.
-async fn script(Extension(session): Extension<SessionStorage>, uri: Uri) -> (StatusCode, String) {
+async fn script(
+    Extension(session): Extension<SessionStorage>,
+    Extension(registry): Extension<SessionRegistry>,
+    uri: Uri,
+) -> (StatusCode, String) {
     let mut out = Vec::new();
     let mut status = StatusCode::OK;
     for op in uri
@@ -314,6 +323,41 @@ async fn script(Extension(session): Extension<SessionStorage>, uri: Uri) -> (Sta
             "destroy" => session.destroy(),
             "id" => out.push(session.id().map_or_else(|| "-".into(), |i| i.to_string())),
             "status" => status = StatusCode::from_u16(arg.parse().unwrap()).unwrap(),
+            "link" => {
+                let (n, v) = arg.split_once(':').unwrap_or((arg, ""));
+                if let Err(e) = session.link(n, v) {
+                    out.push(err_kind(&e).into());
+                }
+            }
+            "unlink" => session.unlink(arg),
+            "pid" => out.push(
+                session
+                    .public_id()
+                    .map_or_else(|| "-".into(), |p| p.to_string()),
+            ),
+            "idle" => session.set_idle_timeout(Duration::from_secs(arg.parse().unwrap())),
+            "persist" => session.set_persistent_cookie(arg == "1"),
+            "list" => {
+                let (n, v) = arg.split_once(':').unwrap();
+                let listed = registry.list(n, v).await.unwrap();
+                let ids: Vec<String> = listed.iter().map(|i| i.public_id().to_string()).collect();
+                out.push(ids.join("+"));
+            }
+            "endall" | "endothers" => {
+                let (n, v) = arg.split_once(':').unwrap();
+                let keep = (cmd == "endothers").then(|| session.public_id()).flatten();
+                out.push(
+                    registry
+                        .end_all(n, v, keep.as_ref())
+                        .await
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            "end" => out.push(match arg.parse::<PublicId>() {
+                Ok(p) => registry.end(&p).await.unwrap().to_string(),
+                Err(_) => "bad".into(),
+            }),
             other => panic!("unknown script op {other:?}"),
         }
     }
@@ -325,6 +369,8 @@ pub(crate) fn err_kind(e: &SessionError) -> &'static str {
         SessionError::TooManyItems { .. } => "err:too_many_items",
         SessionError::TooLarge { .. } => "err:too_large",
         SessionError::Finished => "err:finished",
+        SessionError::InvalidLink { .. } => "err:invalid_link",
+        SessionError::TooManyLinks { .. } => "err:too_many_links",
         _ => "err:other",
     }
 }
@@ -896,12 +942,21 @@ macro_rules! session_store_suite {
             persistent_cookie_carries_max_age,
             exactly_one_set_cookie_for_our_name,
             cookie_name_is_configurable,
+            registry_lists_and_ends_all_of_a_users_sessions,
+            registry_ends_all_but_one_and_one_by_public_id,
+            public_id_never_acts_as_the_session,
+            relinking_unlinking_and_ending_keep_the_index_current,
+            link_rules_are_enforced,
+            a_cap_per_link_ends_the_oldest_sessions,
+            per_session_lifetime_is_kept_and_carried_across_cycle,
+            end_all_races_writers_and_sign_ins,
         );
     };
     (@timed $make:expr; $runtime:tt; $clock:ident) => {
         session_store_suite!(@clocked $make; $runtime; $clock;
             idle_timeout_ends_an_unused_session_and_use_extends_it,
             absolute_timeout_ends_even_a_busy_session,
+            own_idle_timeout_applies_and_the_absolute_timeout_bounds_it,
         );
     };
     (@clocked $make:expr; $runtime:tt; $clock:ident; $($name:ident),* $(,)?) => {
@@ -1182,6 +1237,407 @@ pub(crate) mod suite {
         );
     }
 
+    // ----------------------------------------------------------- links
+
+    /// Signs a fresh client in as `user` (an item, the `user` link, a
+    /// cycle) and returns its session id and public id.
+    async fn sign_in(app: &Router, user: &str) -> (String, String) {
+        let r = call(app, &format!("set=u:{user}&link=user:{user}"), None).await;
+        assert_eq!(r.ok(), "", "{r:?}");
+        let id = r.new_id().expect("signed in");
+        let r = call(app, "cycle", Some(&cookie(&id))).await;
+        let id = r.new_id().expect("cycled");
+        let pid = call(app, "pid", Some(&cookie(&id))).await.ok().to_owned();
+        assert_ne!(pid, "-");
+        (id, pid)
+    }
+
+    /// The user item the session `id` holds as a client sees it (`-`: a
+    /// fresh session, signed out).
+    async fn user_of(app: &Router, id: &str) -> String {
+        call(app, "get=u", Some(&cookie(id))).await.ok().to_owned()
+    }
+
+    /// The registry lists a user's sessions oldest first, by public id;
+    /// `end_all` ends exactly those, on their next request they are fresh,
+    /// and another user's session is untouched.
+    pub(crate) async fn registry_lists_and_ends_all_of_a_users_sessions<S: SessionStore>(store: S) {
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let mut alice = Vec::new();
+        for _ in 0..3 {
+            alice.push(sign_in(&app, "alice").await);
+            // Distinct creation times, so "oldest first" is checkable.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (bob, bob_pid) = sign_in(&app, "bob").await;
+
+        let listed = registry.list("user", "alice").await.unwrap();
+        let pids: Vec<String> = listed.iter().map(|i| i.public_id().to_string()).collect();
+        let expected: Vec<String> = alice.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(pids, expected, "every session of alice, oldest first");
+        for info in &listed {
+            assert_eq!(info.links().collect::<Vec<_>>(), [("user", "alice")]);
+            assert!(info.created_at() <= info.last_seen());
+            assert!(info.last_seen() < info.expires_at());
+        }
+        assert_eq!(
+            call(&app, "list=user:bob", Some(&cookie(&bob))).await.ok(),
+            bob_pid,
+            "in a handler, through the request's extensions"
+        );
+
+        assert_eq!(registry.end_all("user", "alice", None).await.unwrap(), 3);
+        for (id, _) in &alice {
+            let r = call(&app, "get=u&id", Some(&cookie(id))).await;
+            assert_eq!(r.ok(), "-,-", "ended: a fresh session");
+        }
+        assert!(registry.list("user", "alice").await.unwrap().is_empty());
+        assert_eq!(registry.end_all("user", "alice", None).await.unwrap(), 0);
+        assert_eq!(
+            user_of(&app, &bob).await,
+            "bob",
+            "another user is untouched"
+        );
+        // A name or value no session can hold: nothing, and no error.
+        assert!(registry
+            .list("no such name!", "x")
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(registry.end_all("user", "", None).await.unwrap(), 0);
+    }
+
+    /// "Sign out everywhere else": `end_all` with `keep` spares the current
+    /// session; `end` ends one device by its public id, even after that
+    /// session moved to a new id, and says whether it found one.
+    pub(crate) async fn registry_ends_all_but_one_and_one_by_public_id<S: SessionStore>(store: S) {
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let (a, _) = sign_in(&app, "alice").await;
+        let (b, b_pid) = sign_in(&app, "alice").await;
+        let (c, _) = sign_in(&app, "alice").await;
+
+        // B moves to a new id; its public id stays.
+        let b2 = call(&app, "cycle", Some(&cookie(&b)))
+            .await
+            .new_id()
+            .unwrap();
+        assert_eq!(call(&app, "pid", Some(&cookie(&b2))).await.ok(), b_pid);
+        assert_eq!(
+            call(&app, &format!("end={b_pid}"), Some(&cookie(&a)))
+                .await
+                .ok(),
+            "true"
+        );
+        assert_eq!(user_of(&app, &b2).await, "-", "ended wherever it moved");
+        assert!(!registry.end(&b_pid.parse().unwrap()).await.unwrap());
+        assert!(!registry.end(&PublicId::generate()).await.unwrap());
+
+        let r = call(&app, "endothers=user:alice", Some(&cookie(&a))).await;
+        assert_eq!(r.ok(), "1", "C only");
+        assert_eq!(user_of(&app, &c).await, "-");
+        assert_eq!(user_of(&app, &a).await, "alice", "this device stays");
+        assert_eq!(registry.list("user", "alice").await.unwrap().len(), 1);
+    }
+
+    /// A public id names a session and never acts as it: it is not the
+    /// cookie's id, it stays across `cycle_id`, and presented as a cookie it
+    /// loads nothing. `None` until the session is stored and after destroy.
+    pub(crate) async fn public_id_never_acts_as_the_session<S: SessionStore>(store: S) {
+        let store = TestStore::new(store);
+        let app = script_routes().layer(dev_layer(store.clone()));
+        let r = call(&app, "set=u:alice&pid", None).await;
+        assert_eq!(r.ok(), "-", "not stored yet");
+        let id = r.new_id().unwrap();
+        let pid = call(&app, "pid", Some(&cookie(&id))).await.ok().to_owned();
+        assert_ne!(pid, id);
+        assert!(!pid.contains(&id) && !id.contains(&pid));
+        let r = call(&app, "cycle&pid", Some(&cookie(&id))).await;
+        assert_eq!(r.ok(), pid, "stable across cycle_id");
+        let id2 = r.new_id().unwrap();
+
+        let loads = store.counts().load;
+        let r = call(&app, "get=u&id", Some(&cookie(&pid))).await;
+        assert_eq!(r.ok(), "-,-", "a public id is not a session id");
+        assert_eq!(store.counts().load, loads, "not even looked up");
+        assert_eq!(
+            call(&app, "destroy&pid", Some(&cookie(&id2))).await.ok(),
+            "-"
+        );
+    }
+
+    /// A later link replaces the value, `unlink` removes it, and the index
+    /// follows: the session is listed under its current value only. A
+    /// session that ends (destroyed, emptied) leaves every list.
+    pub(crate) async fn relinking_unlinking_and_ending_keep_the_index_current<S: SessionStore>(
+        store: S,
+    ) {
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let (id, pid) = sign_in(&app, "alice").await;
+        let c = cookie(&id);
+        let names = |v: Vec<tower_session_storage::SessionInfo>| -> Vec<String> {
+            v.iter().map(|i| i.public_id().to_string()).collect()
+        };
+
+        call(&app, "link=user:bob&link=sid:s1", Some(&c)).await.ok();
+        assert!(registry.list("user", "alice").await.unwrap().is_empty());
+        assert_eq!(
+            names(registry.list("user", "bob").await.unwrap()),
+            vec![pid.clone()]
+        );
+        assert_eq!(
+            names(registry.list("sid", "s1").await.unwrap()),
+            vec![pid.clone()]
+        );
+        let info = registry.list("sid", "s1").await.unwrap().remove(0);
+        assert_eq!(
+            info.links().collect::<Vec<_>>(),
+            [("sid", "s1"), ("user", "bob")]
+        );
+
+        call(&app, "unlink=user", Some(&c)).await.ok();
+        assert!(registry.list("user", "bob").await.unwrap().is_empty());
+        assert_eq!(
+            user_of(&app, &id).await,
+            "alice",
+            "unlinking keeps the session"
+        );
+        assert_eq!(registry.end_all("user", "bob", None).await.unwrap(), 0);
+        assert_eq!(user_of(&app, &id).await, "alice");
+
+        // Emptied: deleted, and gone from the index.
+        call(&app, "remove=u", Some(&c)).await.ok();
+        assert!(registry.list("sid", "s1").await.unwrap().is_empty());
+        assert!(!registry.end(&pid.parse().unwrap()).await.unwrap());
+
+        // Destroyed.
+        let (id, _) = sign_in(&app, "carol").await;
+        call(&app, "destroy", Some(&cookie(&id))).await.ok();
+        assert!(registry.list("user", "carol").await.unwrap().is_empty());
+
+        // Destroyed, then signed in again in the same request: only the new
+        // session is listed.
+        let (id, old_pid) = sign_in(&app, "dave").await;
+        let r = call(
+            &app,
+            "destroy&set=u:dave&link=user:dave",
+            Some(&cookie(&id)),
+        )
+        .await;
+        let new_id = r.new_id().unwrap();
+        let listed = names(registry.list("user", "dave").await.unwrap());
+        assert_eq!(listed.len(), 1);
+        assert_ne!(listed[0], old_pid);
+        assert_eq!(
+            call(&app, "pid", Some(&cookie(&new_id))).await.ok(),
+            listed[0]
+        );
+    }
+
+    /// Links are checked: a bad name or value, or one name too many, is an
+    /// error and records nothing; links alone create no session.
+    pub(crate) async fn link_rules_are_enforced<S: SessionStore>(store: S) {
+        let store = TestStore::new(store);
+        let layer = dev_layer(store.clone());
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let r = call(&app, "link=user:alice", None).await;
+        assert!(
+            r.set_cookies().is_empty(),
+            "links alone are no session: {r:?}"
+        );
+        assert_eq!(store.counts().writes(), 0);
+
+        let r = call(
+            &app,
+            "set=u:x&link=bad%20name:v&link=user:&link=a:1&link=b:2&link=c:3&link=d:4&link=e:5&link=f:6&link=g:7&link=h:8&link=i:9&link=a:again",
+            None,
+        )
+        .await;
+        assert_eq!(
+            r.ok(),
+            "err:invalid_link,err:invalid_link,err:too_many_links",
+            "the ninth name is refused; relinking a held name is not"
+        );
+        assert_eq!(registry.list("a", "again").await.unwrap().len(), 1);
+        assert!(registry.list("i", "9").await.unwrap().is_empty());
+    }
+
+    /// `with_max_sessions_per_link`: a sign-in past the cap ends the oldest
+    /// sessions, never the new one, and leaves other users alone.
+    pub(crate) async fn a_cap_per_link_ends_the_oldest_sessions<S: SessionStore>(store: S) {
+        let layer = dev_layer(store).with_max_sessions_per_link("user", 2);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let (bob, _) = sign_in(&app, "bob").await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(sign_in(&app, "alice").await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let listed: Vec<String> = registry
+            .list("user", "alice")
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.public_id().to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            [ids[2].1.clone(), ids[3].1.clone()],
+            "the two newest"
+        );
+        assert_eq!(user_of(&app, &ids[0].0).await, "-");
+        assert_eq!(user_of(&app, &ids[1].0).await, "-");
+        assert_eq!(user_of(&app, &ids[3].0).await, "alice");
+        assert_eq!(user_of(&app, &bob).await, "bob");
+    }
+
+    /// `end_all` racing in-flight writers (some cycling) and concurrent
+    /// sign-ins, on a seeded schedule (`RACE_SEED` replays one): every
+    /// session linked before `end_all` began is ended for good (no write or
+    /// cycle in flight brings it back), a session signed in after it
+    /// returned is untouched, and one signed in meanwhile is either ended
+    /// or alive and listed, never alive and missing from the index.
+    pub(crate) async fn end_all_races_writers_and_sign_ins<S: SessionStore>(store: S) {
+        let seed: u64 = std::env::var("RACE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| Timestamp::now().as_millis());
+        eprintln!("end_all race: RACE_SEED={seed}");
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        let mut before = Vec::new();
+        for _ in 0..4 {
+            before.push(sign_in(&app, "alice").await.0);
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Writers on the signed-in sessions: each follows its cookie.
+        let writers: Vec<_> = before
+            .iter()
+            .enumerate()
+            .map(|(k, id)| {
+                let (app, stop, mut id) = (app.clone(), stop.clone(), id.clone());
+                let mut rng = seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let script = match rng % 4 {
+                            0 => "cycle&incr=n",
+                            1 => "set=x:1&incr=n",
+                            _ => "incr=n",
+                        };
+                        for _ in 0..rng % 3 {
+                            tokio::task::yield_now().await;
+                        }
+                        let r = call(&app, script, Some(&cookie(&id))).await;
+                        if let Some(new) = r.new_id() {
+                            id = new;
+                        }
+                    }
+                    id
+                })
+            })
+            .collect();
+        // Sign-ins while end_all runs.
+        let signing = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..4 {
+                    ids.push(sign_in(&app, "alice").await);
+                }
+                ids
+            })
+        };
+        for _ in 0..(seed % 8) {
+            tokio::task::yield_now().await;
+        }
+        let ended = registry.end_all("user", "alice", None).await.unwrap();
+        assert!(ended >= 4, "seed {seed}: {ended} ended");
+        let after = sign_in(&app, "alice").await;
+        stop.store(true, Ordering::Relaxed);
+        let mut last = Vec::new();
+        for w in writers {
+            last.push(w.await.unwrap());
+        }
+        let meanwhile = signing.await.unwrap();
+
+        for id in before.iter().chain(&last) {
+            assert_eq!(
+                user_of(&app, id).await,
+                "-",
+                "seed {seed}: a session signed in before end_all survived it"
+            );
+        }
+        assert_eq!(user_of(&app, &after.0).await, "alice", "seed {seed}");
+        let listed: Vec<String> = registry
+            .list("user", "alice")
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.public_id().to_string())
+            .collect();
+        assert!(listed.contains(&after.1), "seed {seed}");
+        for (id, pid) in &meanwhile {
+            let alive = user_of(&app, id).await == "alice";
+            assert_eq!(
+                alive,
+                listed.contains(pid),
+                "seed {seed}: a live session missing from the index, or a dead one listed"
+            );
+        }
+    }
+
+    /// A session's own idle timeout and cookie persistence ("remember me")
+    /// are stored with it, carried across `cycle_id`, and drive its cookie.
+    pub(crate) async fn per_session_lifetime_is_kept_and_carried_across_cycle<S: SessionStore>(
+        store: S,
+    ) {
+        let layer = dev_layer(store);
+        let registry = layer.registry();
+        let app = script_routes().layer(layer);
+        // The layer's cookie is a browser-session cookie.
+        let r = call(&app, "set=u:a", None).await;
+        assert_eq!(max_age(&r.set_cookie().unwrap()), None);
+
+        let r = call(
+            &app,
+            "set=u:alice&link=user:alice&idle=3600&persist=1",
+            None,
+        )
+        .await;
+        let age = max_age(&r.set_cookie().unwrap()).expect("a persistent cookie");
+        assert!((3590..=3600).contains(&age), "{age}");
+        let id = r.new_id().unwrap();
+        let r = call(&app, "cycle", Some(&cookie(&id))).await;
+        let age = max_age(&r.set_cookie().unwrap()).expect("still persistent after a cycle");
+        assert!((3590..=3600).contains(&age), "{age}");
+        let id = r.new_id().unwrap();
+        let info = registry.list("user", "alice").await.unwrap().remove(0);
+        assert_eq!(info.idle_timeout(), Some(Duration::from_secs(3600)));
+        assert_eq!(info.persistent_cookie(), Some(true));
+
+        // Turned off again: the cookie is sent again, without Max-Age.
+        let r = call(&app, "persist=0", Some(&cookie(&id))).await;
+        let set = r.set_cookie().expect("the cookie is sent again");
+        assert_eq!(cookie_value(&set), id);
+        assert_eq!(max_age(&set), None);
+        // A plain read sends nothing.
+        assert!(call(&app, "get=u", Some(&cookie(&id)))
+            .await
+            .set_cookies()
+            .is_empty());
+    }
+
     /// How time passes in the suite's timeout tests: real sleeps (for a
     /// store whose expiry runs on real time, such as Redis's TTLs), or
     /// tokio's paused clock, moved by `advance` (in-process stores; the
@@ -1232,6 +1688,35 @@ pub(crate) mod suite {
         let r = call(&app, "set=a:2", Some(&c)).await;
         assert_ne!(r.new_id().unwrap(), id, "not resurrected under the old id");
         assert!(!exists(store.inner(), &id).await);
+    }
+
+    /// A session's own idle timeout replaces the layer's (shorter here),
+    /// and the layer's absolute timeout still bounds a longer one.
+    pub(crate) async fn own_idle_timeout_applies_and_the_absolute_timeout_bounds_it<
+        S: SessionStore,
+    >(
+        store: S,
+        clock: Clock,
+    ) {
+        let app = script_routes().layer(
+            dev_layer(store)
+                .with_idle_timeout(Duration::from_secs(600))
+                .with_absolute_timeout(Duration::from_millis(2500)),
+        );
+        let short = call(&app, "set=u:a&idle=1", None).await.new_id().unwrap();
+        let long = call(&app, "set=u:b&idle=3600", None)
+            .await
+            .new_id()
+            .unwrap();
+        clock.pass(Duration::from_millis(1500)).await;
+        assert_eq!(user_of(&app, &short).await, "-", "its own 1 s idle timeout");
+        assert_eq!(user_of(&app, &long).await, "b");
+        clock.pass(Duration::from_millis(1200)).await;
+        assert_eq!(
+            user_of(&app, &long).await,
+            "-",
+            "the layer's absolute timeout bounds a session's own idle timeout"
+        );
     }
 
     /// Absolute timeout: a session ends that long after creation however

@@ -240,7 +240,7 @@ impl Inner {
         limit: usize,
     ) -> Vec<Listed> {
         self.maintain(now);
-        let mut listed: Vec<Listed> = self
+        let listed: Vec<Listed> = self
             .linked(name, value)
             .into_iter()
             .filter_map(|public_id| {
@@ -256,11 +256,7 @@ impl Inner {
                     })
             })
             .collect();
-        listed
-            .sort_unstable_by(|a, b| (a.created_at, a.public_id).cmp(&(b.created_at, b.public_id)));
-        let extra = listed.len().saturating_sub(limit);
-        listed.drain(..extra);
-        listed
+        Listed::newest(listed, limit)
     }
 
     /// The public ids filed under `name = value` (a copy: no lock is held

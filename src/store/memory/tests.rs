@@ -348,8 +348,18 @@ async fn full_store_reclaims_expired_then_refuses() {
 }
 
 /// Everything the store keeps beside the sessions themselves: the ids
-/// filed in the expiry index, and the remembered moves.
+/// filed in the expiry index, the remembered moves, and the link index.
 fn index_entries(store: &MemoryStore) -> usize {
+    store
+        .inner
+        .links
+        .iter()
+        .map(|e| e.value().len())
+        .sum::<usize>()
+        + expiry_and_moves(store)
+}
+
+fn expiry_and_moves(store: &MemoryStore) -> usize {
     store
         .inner
         .wheel()
@@ -377,23 +387,46 @@ async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
         let now = now_millis();
         let short = i % 8 >= 6;
         let ttl = if short { 1_000 } else { 3_600_000 };
-        let r = record(now, ttl, &[("csrf", "x")]);
+        let mut r = record(now, ttl, &[("csrf", "x")]);
+        // A third linked when created, a third linked by a save or a
+        // cycle, a third never.
+        let user = format!("u{}", i % 5);
+        if i % 3 == 0 {
+            r.meta.set_link("user", &user);
+        }
         let p = r.public_id;
         let mut id = SessionId::generate();
         assert!(store.create(&id, &r).await.unwrap());
+        let mut changes = set("user", "u");
+        if i % 3 == 1 {
+            changes.link("user", &user);
+            changes.link("sid", &format!("s{i}"));
+            if i % 16 >= 8 {
+                let out = store
+                    .save(&id, &changes, Renewal::until(ts(now + ttl)))
+                    .await;
+                assert_eq!(out.unwrap(), SaveOutcome::Saved);
+            }
+        }
         // Every way out, for sessions cycled before (8 rounds out of
         // 16) and sessions never cycled.
         if i % 16 < 8 {
             let n = SessionId::generate();
             let out = store
-                .cycle(&id, &n, &set("user", "u"), Renewal::until(ts(now + ttl)))
+                .cycle(&id, &n, &changes, Renewal::until(ts(now + ttl)))
                 .await;
             assert_eq!(out.unwrap(), CycleOutcome::Moved);
             id = n;
         }
         match i % 8 {
             0 | 1 => store.delete(&id).await.unwrap(),
-            2 | 3 => store.end(&id, &p).await.unwrap(),
+            2 => store.end(&id, &p).await.unwrap(),
+            // Through the registry when it can find it (linked or cycled).
+            3 => {
+                if !store.end_public(&p).await.unwrap() {
+                    store.end(&id, &p).await.unwrap();
+                }
+            }
             4 => {
                 let out = store
                     .save(&id, &empty, Renewal::until(ts(now + ttl)))
@@ -439,6 +472,7 @@ async fn churn_that_leaves_no_session_alive_leaves_the_index_as_it_started() {
     }
     assert_eq!(store.len(), 0);
     assert_eq!(store.inner.moves.len(), 0, "a move outlived its session");
+    assert_eq!(store.inner.links.len(), 0, "a link outlived its session");
     let held = index_entries(&store);
     assert!(held <= start + BOUND, "{held} index entries, no session");
 }
@@ -620,4 +654,13 @@ async fn capacity_is_given_back_after_a_mass_expiry() {
         after * 16 < peak,
         "capacity {peak} at 100k sessions, still {after} with 1 left"
     );
+}
+
+/// A map entry (id and record) is 80 bytes: the id (16), the items'
+/// buffer (16), two times (16), the public id (16), the links and own
+/// settings (`Meta`, one pointer), padded to the ids' 16-byte alignment.
+/// Planning figures in the `MemoryStore` docs depend on it.
+#[test]
+fn an_entry_is_80_bytes() {
+    assert_eq!(std::mem::size_of::<(SessionId, Record)>(), 80);
 }
