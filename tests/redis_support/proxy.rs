@@ -9,6 +9,10 @@ use std::sync::Arc;
 // Counting proxy
 // ---------------------------------------------------------------------------
 
+/// What cuts a connection: a pattern, and how many commands holding it
+/// still go through first.
+type Cut = std::sync::Mutex<Option<(Vec<u8>, usize)>>;
+
 /// A TCP proxy on `127.0.0.1:<random port>` in front of a server, counting
 /// the commands (RESP arrays) the clients send through it, and the round
 /// trips: the bursts of commands a client sends after an answer (a
@@ -19,7 +23,7 @@ pub(crate) struct CountingProxy {
     port: u16,
     commands: Arc<AtomicUsize>,
     round_trips: Arc<AtomicUsize>,
-    cut: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>>,
+    cut: Arc<Cut>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -29,7 +33,7 @@ impl CountingProxy {
         let port = listener.local_addr().unwrap().port();
         let commands = Arc::new(AtomicUsize::new(0));
         let round_trips = Arc::new(AtomicUsize::new(0));
-        let cut: Arc<std::sync::Mutex<Option<(Vec<u8>, usize)>>> = Arc::default();
+        let cut: Arc<Cut> = Arc::default();
         let (counter, trips, cutter) = (commands.clone(), round_trips.clone(), cut.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -121,7 +125,7 @@ struct Counts<'a> {
     commands: &'a AtomicUsize,
     round_trips: &'a AtomicUsize,
     answered: &'a std::sync::atomic::AtomicBool,
-    cut: &'a std::sync::Mutex<Option<(Vec<u8>, usize)>>,
+    cut: &'a Cut,
 }
 
 async fn forward_counting(

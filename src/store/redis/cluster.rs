@@ -41,8 +41,9 @@ impl RedisStore {
         let old_key = self.key(old);
         // Step 1: take the old session (read and delete, one script).
         let taken = self
-            .eval(&SCRIPTS.take, &[&old_key], |cmd| {
-                cmd.arg(clamp(now));
+            .eval(&SCRIPTS.take, &[&old_key, &self.taken_key(old)], |cmd| {
+                cmd.arg(clamp(now))
+                    .arg(self.ended_mark_ttl().as_millis() as u64);
             })
             .await?;
         let (original, old_horizon) = match taken {

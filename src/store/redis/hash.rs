@@ -267,6 +267,48 @@ mod tests {
     }
 
     #[test]
+    fn links_round_trip_and_junk_is_refused() {
+        let mut meta = Meta::new();
+        meta.set_link("user", "a{b}:c");
+        meta.set_link("sid", "s 1");
+        let encoded = encode_links(&meta);
+        assert_eq!(encoded, "sid\u{1f}s 1\u{1e}user\u{1f}a{b}:c");
+        let mut back = Meta::new();
+        assert!(decode_links(encoded.as_bytes(), &mut back).is_some());
+        assert_eq!(back, meta);
+        for bad in [&b"user"[..], b"us:er\x1fv", b"user\x1f", b"\xff\x1fv"] {
+            assert!(decode_links(bad, &mut Meta::new()).is_none(), "{bad:?}");
+        }
+        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
+        let reply = Value::Array(vec![
+            bulk(CREATED_FIELD),
+            bulk(b"1"),
+            bulk(EXPIRES_FIELD),
+            bulk(b"5"),
+            bulk(PUBLIC_FIELD),
+            bulk(PID),
+            bulk(LINKS_FIELD),
+            bulk(encoded.as_bytes()),
+            bulk(IDLE_FIELD),
+            bulk(b"60000"),
+            bulk(PERSIST_FIELD),
+            bulk(b"1"),
+            bulk(HORIZON_FIELD),
+            bulk(b"9"),
+            bulk(b"k"),
+            bulk(b"v"),
+        ]);
+        let Parsed::Found(r, horizon) = parse_hash(reply) else {
+            panic!("a good hash")
+        };
+        assert_eq!(horizon, 9);
+        assert_eq!(r.items.len(), 1);
+        assert_eq!(r.meta.link("user"), Some("a{b}:c"));
+        assert_eq!(r.meta.idle_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(r.meta.persistent_cookie(), Some(true));
+    }
+
+    #[test]
     fn millis_are_strict_decimal() {
         assert_eq!(parse_millis(b"0"), Some(0));
         assert_eq!(parse_millis(b"1700000000000"), Some(1_700_000_000_000));

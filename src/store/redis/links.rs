@@ -112,6 +112,13 @@ impl RedisStore {
         format!("{}link:{name}:{{{value}}}", self.prefix).into_bytes()
     }
 
+    /// The key of the note a cluster `cycle` leaves when it takes a session
+    /// from `id`: `{prefix}taken:{<id>}` (the session's slot), holding the
+    /// public id, for a few seconds.
+    pub(super) fn taken_key(&self, id: &SessionId) -> Vec<u8> {
+        format!("{}taken:{{{}}}", self.prefix, id.encode().as_str()).into_bytes()
+    }
+
     /// How long after the index step began the session step of a linking
     /// write may still be applied: the two steps, each within its bound.
     /// A later session step is refused by its script.
@@ -550,7 +557,13 @@ impl RedisStore {
                 }
                 let drops: Vec<Op> = targets
                     .iter()
-                    .map(|(p, to)| Op::lua(&SCRIPTS.drop, self.key(to), vec![bytes(p)]))
+                    .map(|(p, to)| {
+                        Op::Lua(
+                            &SCRIPTS.drop,
+                            vec![self.key(to), self.taken_key(to)],
+                            vec![bytes(p)],
+                        )
+                    })
                     .collect();
                 let dropped = self.many(&drops).await?;
                 targets.into_iter().map(|(p, _)| p).zip(dropped).collect()

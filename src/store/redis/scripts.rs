@@ -307,8 +307,11 @@ return 1
 "#
 );
 
-/// Cluster `cycle`, step 1. `KEYS[1]` the old session; `ARGV[1]` now.
-/// Returns the whole hash (and deletes the key), or 0 gone, -1 corrupted.
+/// Cluster `cycle`, step 1. `KEYS[1]` the old session, `KEYS[2]` its
+/// "taken" note (same slot); `ARGV`: now, how long the note lives.
+/// Returns the whole hash (and deletes the key, leaving the note, the
+/// public id, for [`DROP_LUA`], when the session has links: only those
+/// can be ended by the registry), or 0 gone, -1 corrupted.
 const TAKE_LUA: &str = concat!(
     lua_prelude!(),
     r#"
@@ -321,6 +324,7 @@ local all = redis.call('HGETALL', KEYS[1])
 -- the one Redis checks.)
 redis.call('HSET', KEYS[1], '\255taking', '1')
 redis.call('DEL', KEYS[1])
+if meta.links then redis.call('SET', KEYS[2], meta[4], 'PX', ARGV[2]) end
 return all
 "#
 );
@@ -406,13 +410,22 @@ return n
 "#
 );
 
-/// Ending a session by its key. `KEYS[1]` the session; `ARGV[1]` its
+/// Ending a session by its key, on Cluster, after its pointer was marked
+/// ended. `KEYS[1]` the session, `KEYS[2]` its "taken" note; `ARGV[1]` its
 /// public id. Deletes it if it holds that public id. Returns `{1, links}`
-/// (the encoded links field, `''` for none) when deleted, `{0}` otherwise.
+/// (the encoded links field, `''` for none) when deleted, `{1, ''}` when a
+/// `cycle` took it and has not pointed the pointer yet (it will find the
+/// mark, so the session is ended), `{0}` otherwise.
 const DROP_LUA: &str = concat!(
     lua_prelude!(),
     r#"
-if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return {0} end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
+  if redis.call('TYPE', KEYS[2])['ok'] == 'string'
+    and redis.call('GET', KEYS[2]) == ARGV[1] then
+    return {1, ''}
+  end
+  return {0}
+end
 local m = redis.call('HMGET', KEYS[1], P, L)
 if m[1] ~= ARGV[1] then return {0} end
 redis.call('DEL', KEYS[1])
