@@ -563,3 +563,75 @@ async fn a_cut_between_the_steps_leaves_at_most_a_stale_entry() {
         "stale entries pruned"
     );
 }
+
+/// On a Cluster, `end_linked` while a `cycle_id` of the linked session is
+/// between its steps (it took the session from A and is creating it under N
+/// on a node that hangs): the session counts as ended, and when the node
+/// runs again the move finds the mark and reports `Gone`, so N never holds
+/// the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_end_linked_between_the_steps_of_a_move_ends_the_session() {
+    if !redis_support::available() {
+        return;
+    }
+    let cluster = redis_support::Cluster::start();
+    let prefix = redis_support::unique_prefix();
+    let connect = || async {
+        RedisStore::connect_cluster(&cluster.urls())
+            .await
+            .unwrap()
+            .with_key_prefix(prefix.clone())
+    };
+    let (c_store, l_store) = (connect().await, connect().await);
+    let node = |key: &str| cluster.primary_of(key).unwrap();
+    let key = |id: &SessionId| format!("{prefix}{{{id}}}");
+    let a = new_id();
+    let on_a = node(&key(&a));
+    let n = std::iter::repeat_with(new_id)
+        .find(|n| node(&key(n)) != on_a)
+        .unwrap();
+    let on_n = node(&key(&n));
+    let p = std::iter::repeat_with(PublicId::generate)
+        .find(|p| node(&format!("{prefix}moved:{{{p}}}")) != on_n)
+        .unwrap();
+    let value = std::iter::successors(Some(0u32), |i| Some(i + 1))
+        .map(|i| format!("zed{i}"))
+        .find(|v| node(&format!("{prefix}link:user:{{{v}}}")) != on_n)
+        .unwrap();
+    let mut rec = linked(&[("user", &value)], 60_000, 0);
+    rec.public_id = p;
+    assert!(c_store.create(&a, &rec).await.unwrap());
+
+    cluster.nodes()[on_n].freeze();
+    let c = tokio::spawn(async move {
+        c_store
+            .cycle(&a, &n, &ChangeSet::new(), renewal(60_000))
+            .await
+    });
+    let started = std::time::Instant::now();
+    let mut admin_a = cluster.nodes()[on_a].admin();
+    while redis::cmd("EXISTS")
+        .arg(key(&a))
+        .query::<i64>(&mut admin_a)
+        .unwrap()
+        == 1
+    {
+        assert!(started.elapsed().as_secs() < 30, "the move never took A");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ended = l_store.end_linked("user", &value, Keep::NONE).await;
+    cluster.nodes()[on_n].thaw();
+    assert_eq!(ended.unwrap(), 1, "the session being moved counts as ended");
+    let moved = c.await.unwrap().unwrap();
+    assert_eq!(moved, CycleOutcome::Gone, "a move that lost to end_linked");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(key(&n))
+        .query(&mut cluster.admin())
+        .unwrap();
+    assert_eq!(exists, 0, "the end was undone: the session lives under N");
+    assert!(l_store
+        .list("user", &value, Timestamp::now(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

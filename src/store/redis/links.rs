@@ -391,8 +391,9 @@ impl RedisStore {
     /// re-reads their pointers (one batch) and removes, in one script on
     /// the index, those whose pointer did not change meanwhile (a move on
     /// a standalone server changes it in the same script that moves the
-    /// session) and whose latest index write is older than `cutoff` (so no
-    /// linking write of theirs can still land).
+    /// session), that a Cluster move is not carrying (no `taken` note
+    /// under the id their pointer names), and whose latest index write is
+    /// older than `cutoff` (so no linking write of theirs can still land).
     async fn prune(
         &self,
         name: &str,
@@ -403,16 +404,34 @@ impl RedisStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let pids: Vec<PublicId> = entries.iter().map(|e| e.public_id).collect();
-        let again = self.pointers(&pids).await?;
+        // One batch: each pointer again, and for each session not found,
+        // whether a Cluster `cycle` has just taken it (its note).
+        let mut ops: Vec<Op> = Vec::new();
+        for e in entries {
+            let mut get = redis::cmd("GET");
+            get.arg(self.pointer_key(&e.public_id));
+            ops.push(Op::Cmd(get));
+            if let Some(at) = &e.at {
+                let mut exists = redis::cmd("EXISTS");
+                exists.arg(self.taken_key(at));
+                ops.push(Op::Cmd(exists));
+            }
+        }
+        let mut replies = self.many_reads(&ops).await?.into_iter();
         let mut args = vec![bytes(cutoff)];
-        args.extend(
-            entries
-                .iter()
-                .zip(again)
-                .filter(|(e, at)| e.at == *at)
-                .map(|(e, _)| bytes(e.public_id)),
-        );
+        for e in entries {
+            let again = match replies.next() {
+                Some(Ok(v)) => text(&v).and_then(SessionId::parse_bytes),
+                _ => continue,
+            };
+            let moving = match e.at {
+                Some(_) => !matches!(replies.next(), Some(Ok(Value::Int(0)))),
+                None => false,
+            };
+            if again == e.at && !moving {
+                args.push(bytes(e.public_id));
+            }
+        }
         if args.len() > 1 {
             let op = Op::lua(&SCRIPTS.prune, self.index_key(name, value), args);
             self.many(&[op]).await?.into_iter().next().transpose()?;

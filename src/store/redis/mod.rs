@@ -206,13 +206,18 @@
 //! expired, or is no longer linked so is stale. It is removed (one script
 //! on the index, after one batch re-reading those pointers) only if its
 //! pointer did not change meanwhile (a `cycle` on a standalone server
-//! moves the pointer in the script that moves the session) and its score
-//! is older than the grace (the session step's window + 2 s for clocks):
-//! no write that indexed it can still land. A Cluster `cycle` indexes
-//! every link of the session again between taking it and creating it under
-//! its new id, so an entry pruned while the session is between two ids is
-//! back before the session is. Index keys also expire: each lives until
-//! the latest horizon of its sessions.
+//! moves the pointer in the script that moves the session), no Cluster
+//! `cycle` is carrying it (the `taken` note below), and its score is older
+//! than the grace (the session step's window + 2 s for clocks): no write
+//! that indexed it can still land. A Cluster `cycle` also indexes every
+//! link of the session again between taking it and creating it under its
+//! new id (before its create's deadline starts). Index keys also expire:
+//! each lives until the latest horizon of its sessions.
+//!
+//! A logout (`destroy`, [`SessionStore::end`](crate::SessionStore::end))
+//! does not touch the index: its entries are stale from then on, and go
+//! with the next `list` or `end_linked` of that link (after the grace) or
+//! with the index key's TTL, whichever comes first.
 //!
 //! **Ending.** `end_public` and `end_linked` end a session wherever a
 //! concurrent `cycle` moved it, and a racing `cycle` cannot undo it:
