@@ -1,5 +1,6 @@
-//! Server-side sessions in an axum app: a visit counter, sign-in and sign-out,
-//! as small HTML pages with a link or a button for every step.
+//! Server-side sessions in an axum app: a visit counter, sign-in and
+//! sign-out, "remember me", and a "your devices" page that signs other
+//! devices out, as small HTML pages with a link or a button for every step.
 //!
 //! ```text
 //! cargo run --example axum
@@ -15,6 +16,9 @@
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/                  # visits: 1, 2, 3 ...
 //! curl -b jar.txt -c jar.txt 'http://127.0.0.1:3000/sign-in?user=alice'  # new session id, data kept
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/me                # signed in as: alice
+//! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/devices           # alice's sessions, this one marked
+//! curl -b jar.txt -c jar.txt -d user=alice -d remember=1 http://127.0.0.1:3000/sign-in  # the form: remember me
+//! curl -b jar.txt -c jar.txt -X POST http://127.0.0.1:3000/devices/end-others  # sign out everywhere else
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/sign-out          # session deleted, cookie expired
 //! ```
 //!
@@ -22,9 +26,19 @@
 //!
 //! - The first visit sets the `id` cookie; later visits send it back and the
 //!   counter goes up, with no further `Set-Cookie`.
-//! - `/sign-in` calls [`SessionStorage::cycle_id`]: the response sets a new id,
-//!   the counter survives, and the old id no longer works (session fixation
-//!   defence).
+//! - Signing in calls [`SessionStorage::cycle_id`]: the response sets a new
+//!   id, the counter survives, and the old id no longer works (session
+//!   fixation defence). It also links the session to the user with
+//!   [`SessionStorage::link`], which is what the devices page finds it by.
+//! - "Remember me" gives this session its own 30-day idle timeout
+//!   ([`SessionStorage::set_idle_timeout`]) and a cookie with `Max-Age`
+//!   ([`SessionStorage::set_persistent_cookie`]); without it the cookie dies
+//!   with the browser and the session after 30 idle minutes.
+//! - `/devices` lists the user's sessions ([`SessionRegistry::list`]), this
+//!   one marked; "Sign out that device" ends one ([`SessionRegistry::end`]),
+//!   "Sign out everywhere else" ends all but this one
+//!   ([`SessionRegistry::end_all`] with a `keep`). The other browser's next
+//!   request finds no session: it is signed out.
 //! - `/sign-out` calls [`SessionStorage::destroy`]: the session is deleted
 //!   and the cookie expired; replaying the old id gets an empty session.
 //! - A made-up id (`curl -b 'id=0b1ed8b0-5bd4-4b5c-9d2c-6f2b0fd2c9a1' ...`) is
@@ -38,28 +52,41 @@
 //! and every request starts a new session: serve such hosts over HTTPS.
 //!
 //! Handlers take the session as an extractor, `session: SessionStorage`
-//! (the crate feature `axum`, on by default).
+//! (the crate feature `axum`, on by default), and the registry from the
+//! request's extensions, where the layer puts it.
 //!
-//! Sign-in and sign-out are GET routes to keep the demo small; a real app
-//! uses POST forms with CSRF protection, and checks a password.
+//! Demo shortcuts: sign-in takes a name without a password, and `GET
+//! /sign-in?user=` and `GET /sign-out` exist so that curl can do each step
+//! in one line. The forms that change state are POST forms; with the
+//! default `SameSite=Lax` cookie another site's form cannot post them with
+//! the user's session. A real app adds CSRF tokens as well and checks a
+//! password.
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::Query;
+use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tower_session_storage::{MemoryStore, SessionError, SessionLayer, SessionStorage};
+use tower_session_storage::{
+    MemoryStore, PublicId, SessionError, SessionLayer, SessionRegistry, SessionStorage, StoreError,
+};
 
 /// Session key of the visit counter.
 const VISITS: &str = "visits";
 /// Session key of the signed-in user.
 const USER_ID: &str = "user_id";
+/// The link name the devices page finds a user's sessions by.
+const USER_LINK: &str = "user";
+/// The idle timeout of a session signed in without "remember me".
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The idle timeout of a "remember me" session.
+pub(crate) const REMEMBER_FOR: Duration = Duration::from_secs(30 * 86_400);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -83,6 +110,10 @@ async fn run() -> std::io::Result<()> {
     println!("  curl -b jar.txt -c jar.txt {url}/");
     println!("  curl -b jar.txt -c jar.txt '{url}/sign-in?user=alice'");
     println!("  curl -b jar.txt -c jar.txt {url}/me");
+    println!("  curl -b jar.txt -c jar.txt {url}/devices");
+    println!("  curl -b jar.txt -c jar.txt -d user=alice -d remember=1 {url}/sign-in");
+    println!("  curl -b jar.txt -c jar.txt -X POST {url}/devices/PUBLIC_ID/end");
+    println!("  curl -b jar.txt -c jar.txt -X POST {url}/devices/end-others");
     println!("  curl -b jar.txt -c jar.txt {url}/sign-out");
     serve(listener).await
 }
@@ -116,13 +147,17 @@ pub(crate) fn app() -> Router {
     // The defaults, `Secure` included: browsers and curl send a `Secure`
     // cookie over plain http:// to `localhost` and `127.0.0.1` only (see the
     // module docs). Anywhere else, serve over HTTPS.
-    let sessions =
-        SessionLayer::new(MemoryStore::new()).with_idle_timeout(Duration::from_secs(30 * 60));
+    let sessions = SessionLayer::new(MemoryStore::new()).with_idle_timeout(IDLE_TIMEOUT);
+    // The layer puts a `SessionRegistry` into every request's extensions;
+    // `sessions.registry()` gives one for use outside requests.
     Router::new()
         .route("/", get(counter))
-        .route("/sign-in", get(sign_in))
+        .route("/sign-in", get(sign_in_link).post(sign_in_form))
         .route("/sign-out", get(sign_out))
         .route("/me", get(me))
+        .route("/devices", get(devices))
+        .route("/devices/end-others", post(end_others))
+        .route("/devices/{public_id}/end", post(end_device))
         .fallback(not_found)
         .layer(sessions)
 }
@@ -137,43 +172,100 @@ async fn counter(session: SessionStorage) -> Response {
     if let Err(e) = session.set_item(VISITS, &visits.to_string()) {
         return session_failed(e);
     }
+    let signed_in = match session.get_item(USER_ID) {
+        Some(user) => format!(
+            "<p>Signed in as <span id=\"user\">{}</span>: \
+             <a id=\"devices\" href=\"/devices\">your devices</a></p>\n",
+            html_escape(&user)
+        ),
+        None => String::new(),
+    };
     page(
         StatusCode::OK,
         "Session demo",
         &format!(
             "<p id=\"visits\">visits: {visits}</p>\n\
-             <p id=\"who\">{}</p>\n\
+             {}{signed_in}\
              <p>Reload to count up: each visit writes the counter into the session.</p>\n",
-            html_escape(&who(&session))
+            who(&session)
         ),
     )
 }
 
-/// The query of `/sign-in`.
+/// The query of `GET /sign-in` and the form of `POST /sign-in`.
 #[derive(Deserialize)]
 struct SignIn {
     user: Option<String>,
+    /// "remember me": `1` (the checkbox's value) when ticked.
+    remember: Option<String>,
 }
 
-/// `GET /sign-in?user=NAME`: remembers the user and gives the session a new id.
-async fn sign_in(session: SessionStorage, Query(query): Query<SignIn>) -> Response {
-    let Some(user) = query.user.filter(|u| is_user_name(u)) else {
-        return page(StatusCode::BAD_REQUEST, "Cannot sign in", BAD_USER);
+/// `GET /sign-in?user=NAME[&remember=1]`: signs in and shows the result
+/// (the one-line curl way).
+async fn sign_in_link(session: SessionStorage, Query(query): Query<SignIn>) -> Response {
+    match sign_in(&session, query) {
+        Ok(user) => page(
+            StatusCode::OK,
+            "Signed in",
+            &format!(
+                "<p id=\"who\">signed in as: {}</p>\n\
+                 <p>The session got a new id; the counter moved with it. \
+                 <a href=\"/devices\">Your devices</a></p>\n",
+                html_escape(&user)
+            ),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /sign-in` (the form, `user` and `remember`): signs in and sends
+/// the browser to the devices page.
+async fn sign_in_form(session: SessionStorage, Form(form): Form<SignIn>) -> Response {
+    match sign_in(&session, form) {
+        Ok(_) => Redirect::to("/devices").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Signs `form.user` in: remembers the user, links the session to them (the
+/// devices page lists the sessions linked so), gives it a new id, and with
+/// "remember me" a 30-day idle timeout and a persistent cookie.
+fn sign_in(session: &SessionStorage, form: SignIn) -> Result<String, SignInError> {
+    let Some(user) = form.user.filter(|u| is_user_name(u)) else {
+        return Err(SignInError::BadUser);
     };
-    if let Err(e) = session.set_item(USER_ID, &user) {
-        return session_failed(e);
+    session.set_item(USER_ID, &user)?;
+    session.link(USER_LINK, &user)?;
+    if form.remember.as_deref() == Some("1") {
+        session.set_idle_timeout(REMEMBER_FOR);
+        session.set_persistent_cookie(true);
     }
     // A privilege change: move the session to a fresh id (the old one dies).
     session.cycle_id();
-    page(
-        StatusCode::OK,
-        "Signed in",
-        &format!(
-            "<p id=\"who\">signed in as: {}</p>\n\
-             <p>The session got a new id; the counter moved with it.</p>\n",
-            html_escape(&user)
-        ),
-    )
+    Ok(user)
+}
+
+/// Why a sign-in was refused.
+enum SignInError {
+    /// Not a user name [`is_user_name`] accepts: `400`.
+    BadUser,
+    /// The session refused a write: `500`.
+    Session(SessionError),
+}
+
+impl From<SessionError> for SignInError {
+    fn from(e: SessionError) -> Self {
+        Self::Session(e)
+    }
+}
+
+impl IntoResponse for SignInError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadUser => page(StatusCode::BAD_REQUEST, "Cannot sign in", BAD_USER),
+            Self::Session(e) => session_failed(e),
+        }
+    }
 }
 
 /// `GET /sign-out`: deletes the session, if there is one, and expires its
@@ -200,11 +292,123 @@ async fn me(session: SessionStorage) -> Response {
         StatusCode::OK,
         "Who am I",
         &format!(
-            "<p id=\"who\">{}</p>\n\
-             <p>This page only reads the session: it never sets a cookie.</p>\n",
-            html_escape(&who(&session))
+            "{}<p>This page only reads the session: it never sets a cookie.</p>\n",
+            who(&session)
         ),
     )
+}
+
+/// `GET /devices`: the signed-in user's sessions, this one marked, each
+/// other one with a button that signs it out.
+async fn devices(
+    session: SessionStorage,
+    Extension(registry): Extension<SessionRegistry>,
+) -> Response {
+    let Some(user) = session.get_item(USER_ID) else {
+        return page(StatusCode::OK, "Your devices", &who(&session));
+    };
+    let sessions = match registry.list(USER_LINK, &user).await {
+        Ok(sessions) => sessions,
+        Err(e) => return store_failed(&e),
+    };
+    let current = session.public_id();
+    let mut list = String::from("<ul id=\"devices\">\n");
+    for s in &sessions {
+        let public_id = s.public_id();
+        let this = Some(public_id) == current;
+        list.push_str(&format!(
+            "<li class=\"device{}\" data-public-id=\"{public_id}\">\
+             signed in <span class=\"created\">{}</span>, \
+             last seen <span class=\"last-seen\">{}</span>{}",
+            if this { " current" } else { "" },
+            utc(s.created_at()),
+            utc(s.last_seen()),
+            if s.persistent_cookie() == Some(true) {
+                ", remembered"
+            } else {
+                ""
+            },
+        ));
+        if this {
+            list.push_str(" (this device)");
+        } else {
+            list.push_str(&format!(
+                " <form method=\"post\" action=\"/devices/{public_id}/end\">\
+                 <button class=\"end\" type=\"submit\">Sign out that device</button></form>"
+            ));
+        }
+        list.push_str("</li>\n");
+    }
+    list.push_str("</ul>\n");
+    page(
+        StatusCode::OK,
+        "Your devices",
+        &format!(
+            "<p id=\"who\">signed in as: {}</p>\n\
+             <p>Where <span id=\"user\">{0}</span> is signed in ({} sessions):</p>\n\
+             {list}\
+             <form method=\"post\" action=\"/devices/end-others\">\
+             <button id=\"end-others\" type=\"submit\">Sign out everywhere else</button></form>\n",
+            html_escape(&user),
+            sessions.len(),
+        ),
+    )
+}
+
+/// `POST /devices/{public_id}/end`: signs out one of the signed-in user's
+/// sessions. `400` for a malformed id, `404` for one that is not theirs.
+async fn end_device(
+    session: SessionStorage,
+    Extension(registry): Extension<SessionRegistry>,
+    Path(public_id): Path<String>,
+) -> Response {
+    let Ok(public_id) = public_id.parse::<PublicId>() else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Not a device",
+            "<p>not a device id: expected 32 lowercase hex digits</p>\n",
+        );
+    };
+    let not_theirs = || {
+        page(
+            StatusCode::NOT_FOUND,
+            "No such device",
+            "<p>none of your devices has that id</p>\n",
+        )
+    };
+    let Some(user) = session.get_item(USER_ID) else {
+        return not_theirs();
+    };
+    // A public id names a session, not whose it is: end it only if it is
+    // one of this user's.
+    let theirs = match registry.list(USER_LINK, &user).await {
+        Ok(sessions) => sessions.iter().any(|s| s.public_id() == public_id),
+        Err(e) => return store_failed(&e),
+    };
+    if !theirs {
+        return not_theirs();
+    }
+    if session.public_id() == Some(public_id) {
+        // This device: a plain sign-out, which also expires the cookie.
+        session.destroy();
+    } else if let Err(e) = registry.end(&public_id).await {
+        return store_failed(&e);
+    }
+    Redirect::to("/devices").into_response()
+}
+
+/// `POST /devices/end-others`: signs out every session of the signed-in
+/// user but this one.
+async fn end_others(
+    session: SessionStorage,
+    Extension(registry): Extension<SessionRegistry>,
+) -> Response {
+    if let (Some(user), Some(current)) = (session.get_item(USER_ID), session.public_id()) {
+        if let Err(e) = registry.end_all(USER_LINK, &user, Some(&current)).await {
+            return store_failed(&e);
+        }
+    }
+    Redirect::to("/devices").into_response()
 }
 
 /// Any other path: a `404` page with the way back.
@@ -212,10 +416,14 @@ async fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, "Not found", "<p>not found</p>\n")
 }
 
+/// Who is signed in, as HTML: `signed in as: NAME`, or `not signed in` with
+/// a `<p id="signed-out">` that a page reload can look for.
 fn who(session: &SessionStorage) -> String {
     match session.get_item(USER_ID) {
-        Some(user) => format!("signed in as: {user}"),
-        None => "not signed in".to_owned(),
+        Some(user) => format!("<p id=\"who\">signed in as: {}</p>\n", html_escape(&user)),
+        None => "<p id=\"who\">not signed in</p>\n\
+                 <p id=\"signed-out\">Signed out. <a href=\"/\">Sign in</a></p>\n"
+            .to_owned(),
     }
 }
 
@@ -239,6 +447,15 @@ fn session_failed(e: SessionError) -> Response {
     )
 }
 
+/// The registry could not reach the store.
+fn store_failed(e: &StoreError) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Store error",
+        &format!("<p>session store: {}</p>\n", html_escape(&e.to_string())),
+    )
+}
+
 /// An HTML page: `body`, then the way on to every step of the demo.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -246,14 +463,38 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n{body}\
          <hr>\n\
          <p><a id=\"visit\" href=\"/\">Count a visit</a></p>\n\
-         <form id=\"sign-in\" action=\"/sign-in\"><label>User \
-         <input name=\"user\" value=\"alice\" maxlength=\"32\"></label> \
-         <button>Sign in</button></form>\n\
-         <p><a id=\"me\" href=\"/me\">Who am I?</a></p>\n\
+         <form id=\"sign-in-form\" method=\"post\" action=\"/sign-in\"><label>User \
+         <input name=\"user\" placeholder=\"alice\" maxlength=\"32\"></label> \
+         <label><input type=\"checkbox\" name=\"remember\" value=\"1\"> remember me</label> \
+         <button id=\"sign-in\" type=\"submit\">Sign in</button></form>\n\
+         <p><a id=\"me\" href=\"/me\">Who am I?</a> · \
+         <a href=\"/devices\">Your devices</a></p>\n\
          <form id=\"sign-out\" action=\"/sign-out\"><button>Sign out</button></form>\n\
          </body>\n</html>\n"
     );
     (status, Html(html)).into_response()
+}
+
+/// `t` as `2025-01-31 23:59:59 UTC`.
+pub(crate) fn utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 fn html_escape(s: &str) -> String {

@@ -1,22 +1,36 @@
 //! OpenID Connect sign-in with the tokens kept server-side, through the
-//! `Storage` contract only: the use case this crate exists for.
+//! `Storage` contract only (the use case this crate exists for), and
+//! OpenID Connect Back-Channel Logout: the provider signs a user out, and
+//! the app ends that user's sessions through the [`SessionRegistry`].
 //!
 //! ```text
 //! cargo run --example signin
 //! ```
 //!
-//! Two servers start on `127.0.0.1`: a stand-in OpenID provider (an OS-picked
-//! port) and the web app (the port in `PORT`, default 3000; if that port is
-//! busy, the OS picks one). Open `http://localhost:3000/` or
-//! `http://127.0.0.1:3000/` in a browser and click through (every page,
+//! Two servers start, both listening on `127.0.0.1` only: the web app (the
+//! port in `PORT`, default 3000; if that port is busy, the OS picks one),
+//! addressed as `http://127.0.0.1:PORT`, and a stand-in OpenID provider (an
+//! OS-picked port) addressed as `http://localhost:PORT2`. `localhost` and
+//! `127.0.0.1` are different sites to a browser, as a real provider and the
+//! app are: the way back from the provider's consent page to the app's
+//! `/callback` is a cross-site navigation. That is what the default
+//! `SameSite=Lax` cookie is for: it is sent on a cross-site top-level GET,
+//! so the callback finds the sign-in state in the session. Start the demo
+//! with `SAME_SITE=strict` to see the alternative fail: the browser leaves
+//! the cookie out of the callback, and the app answers "no sign-in in
+//! progress".
+//!
+//! Open `http://127.0.0.1:3000/` in a browser and click through (every page,
 //! errors included, links to the next step), or follow the flow with curl
-//! (the jar file plays the browser's cookie store; `-L` follows the
-//! redirects through the provider and back):
+//! (the jar file plays the browser's cookie store):
 //!
 //! ```text
-//! curl -L -b jar.txt -c jar.txt http://127.0.0.1:3000/sign-in   # signed in as Alice Example
+//! curl -s -o /dev/null -w '%{redirect_url}\n' -b jar.txt -c jar.txt http://127.0.0.1:3000/sign-in
+//! curl -L -b jar.txt -c jar.txt -d account=alice 'AUTHORIZE_URL'   # the consent button; lands on /me
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/me
-//! curl -L -b jar.txt -c jar.txt -d '' http://127.0.0.1:3000/sign-out   # POST: the Sign out button
+//! curl http://localhost:PORT2/                                     # the provider's logins, with their sid
+//! curl -d sid=SID http://localhost:PORT2/logout                    # provider sign-out: back-channel logout
+//! curl -b jar.txt -c jar.txt http://127.0.0.1:3000/me              # 401: the session was ended
 //! ```
 //!
 //! # The flow
@@ -24,34 +38,50 @@
 //! 1. `GET /sign-in` stores a PKCE code verifier, a random `state` and the
 //!    redirect URI in the session, and redirects to the provider's
 //!    `/authorize` with the S256 code challenge.
-//! 2. The stand-in provider signs "Alice" in without asking (a real one shows
-//!    a login page) and redirects back to `/callback?code=…&state=…`.
+//! 2. The stand-in provider shows a consent page (pick Alice or Bob, click
+//!    "Continue"), as a real provider shows its login page. The click starts
+//!    a provider login with its own `sid` (or reuses the browser's login at
+//!    the provider for the same account) and redirects back to
+//!    `/callback?code=…&state=…`.
 //! 3. `GET /callback` takes the sign-in state out of the session (one use
 //!    only: a forged, missing or replayed `state` gets `400`), exchanges the
-//!    code and the verifier at the provider's `/token`, fetches an access
-//!    token for each API resource with the refresh token, stores the ID
-//!    token, the refresh token and the access-token map (over 6 KB together:
-//!    no cookie could hold them), and calls `cycle_id()`: the session moves
-//!    to a new id and the pre-sign-in id stops working.
+//!    code and the verifier at the provider's `/token`, verifies the ID
+//!    token (EdDSA signature with the provider's key, `iss`, `aud`, `exp`),
+//!    fetches an access token for each API resource with the refresh token,
+//!    stores the ID token, the refresh token and the access-token map (over
+//!    6 KB together: no cookie could hold them), links the session to the
+//!    user (`user = sub`) and to the provider login (`sid = sid`), and calls
+//!    `cycle_id()`: the session moves to a new id and the pre-sign-in id
+//!    stops working.
 //! 4. `GET /me` shows the user from the stored ID token.
 //! 5. `POST /sign-out` (the "Sign out" button on every page) blanks every
 //!    token with `set_item(key, "")` (the way Logto's Go SDK signs out
 //!    through its `Storage`), destroys the session and sends the browser
 //!    home. `GET /sign-out` (a typed URL) only shows the button: a link
 //!    elsewhere cannot sign the user out.
+//! 6. Signing out at the provider (its page `GET /` lists its logins, each
+//!    with a "Sign out at the provider" button; or `POST /logout` with `sid`
+//!    or `sub`) makes the provider post a logout token (OpenID Connect
+//!    Back-Channel Logout 1.0: a signed JWT with `sub` and/or `sid` and the
+//!    back-channel `events` claim) to the app's `POST /backchannel-logout`.
+//!    The app verifies it with `jsonwebtoken` (signature, `iss`, `aud`,
+//!    `iat`, `exp` when present, `events`, no `nonce`, `sub` and/or `sid`)
+//!    and ends the matching sessions with
+//!    [`SessionRegistry::end_all`]: those linked to the `sid`, or with only
+//!    a `sub`, every session of that user. `200` when it is done; anything
+//!    invalid gets `400` and ends nothing.
 //!
-//! The app answers on `localhost` and on `127.0.0.1`, and a sign-in stays on
-//! the host it started on: the provider knows a callback URL for each
-//! (`http://localhost:PORT/callback` and `http://127.0.0.1:PORT/callback`),
-//! and `/sign-in` picks the one whose host the browser used. Cookies belong
-//! to a host name, so a callback on the other host would arrive without the
-//! session that holds the sign-in state. Any other `Host` is sent to
-//! `http://127.0.0.1:PORT/sign-in` first.
+//! The app also answers on `localhost:PORT` (the provider knows a callback
+//! URL for each host, and `/sign-in` picks the one whose host the browser
+//! used: cookies belong to a host name, so a callback on the other host
+//! would arrive without the session). Opened that way it is on the
+//! provider's site, and the SameSite demonstration does not apply. Any other
+//! `Host` is sent to `http://127.0.0.1:PORT/sign-in` first.
 //!
 //! The sign-in logic (module `sdk`) sees the session only as
 //! `&dyn Storage`: `get_item`, `set_item`, `remove_item`, the contract auth
 //! SDKs are written against. Only the app's handlers use `SessionStorage`
-//! itself, for `cycle_id()` and `destroy()`.
+//! itself, for `link()`, `cycle_id()` and `destroy()`.
 //!
 //! The cookie keeps the default `Secure` flag, even though the demo speaks
 //! plain HTTP: Chromium-based browsers and curl keep a `Secure` cookie set
@@ -60,11 +90,11 @@
 //! or address they refuse it, and every request starts a new session: serve
 //! such hosts over HTTPS.
 //!
-//! Demo shortcuts, each marked where it is made: plain HTTP, a provider that
-//! signs anyone in as Alice, and ID tokens whose signature is not checked (a
-//! real app verifies it against the provider's keys; an SDK does that for
-//! you). Cookies do not care about ports, so a browser on `127.0.0.1` also
-//! sends the app's cookie to the provider, which ignores it.
+//! Demo shortcuts, each marked where it is made: plain HTTP, a provider
+//! with two made-up accounts and no password, a consent form without a CSRF
+//! token, and a provider key made at start-up and handed to the app in
+//! process (a real app fetches the provider's JWKS, which the stand-in also
+//! serves at `/jwks`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -72,18 +102,23 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::{Form, Query, State};
-use axum::http::{header::HOST, HeaderMap, StatusCode};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
-use tower_session_storage::{SessionLayer, SessionStorage, SessionStore, Storage};
+use tower_session_storage::{
+    SameSite, SessionLayer, SessionRegistry, SessionStorage, SessionStore, Storage,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -97,24 +132,60 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> std::io::Result<()> {
+    let same_site = same_site_from_env()?;
     let app = bind().await?;
     let provider = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let demo = start(app, provider, tower_session_storage::MemoryStore::new()).await?;
+    let demo = start(
+        app,
+        provider,
+        tower_session_storage::MemoryStore::new(),
+        same_site,
+    )
+    .await?;
     let url = &demo.app;
+    let op = &demo.provider;
     println!(
-        "sign-in demo: app on {url}/, stand-in OpenID provider on {}/",
-        demo.provider
+        "sign-in demo: app on {url}/ (session cookie SameSite={}), \
+         stand-in OpenID provider on {op}/ (another site)",
+        if same_site == SameSite::Strict {
+            "Strict"
+        } else {
+            "Lax"
+        }
     );
+    if let Some(kid) = &demo.signer.jwk().common.key_id {
+        println!("provider key: Ed25519 (EdDSA), kid {kid}, published at {op}/jwks");
+    }
+    println!("open {url}/ in a browser, or try:");
     println!(
-        "open {}/ or {url}/ in a browser, or try:",
-        demo.app.replace("127.0.0.1", "localhost")
+        "  curl -s -o /dev/null -w '%{{redirect_url}}\\n' -b jar.txt -c jar.txt {url}/sign-in"
     );
-    println!("  curl -L -b jar.txt -c jar.txt {url}/sign-in");
+    println!("  curl -L -b jar.txt -c jar.txt -d account=alice 'AUTHORIZE_URL_FROM_ABOVE'");
     println!("  curl -b jar.txt -c jar.txt {url}/me");
+    println!("  curl {op}/                 # the provider's logins and their sid");
+    println!("  curl -d sid=SID {op}/logout  # sign out at the provider: back-channel logout");
     println!("  curl -L -b jar.txt -c jar.txt -d '' {url}/sign-out");
     println!("Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// `SAME_SITE=lax` (the default) or `SAME_SITE=strict`: the app's cookie
+/// attribute, to show that `Strict` loses the cookie on the way back from
+/// the provider.
+fn same_site_from_env() -> std::io::Result<SameSite> {
+    parse_same_site(&std::env::var("SAME_SITE").unwrap_or_default())
+}
+
+/// `lax` (or empty) or `strict`, in any case.
+pub(crate) fn parse_same_site(value: &str) -> std::io::Result<SameSite> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "lax" => Ok(SameSite::Lax),
+        "strict" => Ok(SameSite::Strict),
+        _ => Err(std::io::Error::other(format!(
+            "SAME_SITE={value:?}: expected lax or strict"
+        ))),
+    }
 }
 
 /// Binds `127.0.0.1:$PORT` (default 3000), or an OS-picked port if that fails.
@@ -132,12 +203,15 @@ async fn bind() -> std::io::Result<TcpListener> {
     }
 }
 
-/// The base URLs of the two running servers (no trailing slash), on
-/// `127.0.0.1`. The app also answers as `localhost` on the same port.
+/// The two running servers: base URLs (no trailing slash), the app on
+/// `127.0.0.1` (it also answers as `localhost` on the same port), the
+/// provider on `localhost`; and the provider's signing key (tests sign
+/// their own logout tokens with it).
 #[derive(Debug, Clone)]
 pub(crate) struct Demo {
     pub(crate) app: String,
     pub(crate) provider: String,
+    pub(crate) signer: provider::Signer,
 }
 
 /// The client id the app is registered under at the provider.
@@ -148,43 +222,58 @@ pub(crate) const RESOURCES: [&str; 3] = [
     "https://api.example.com/billing",
     "https://api.example.com/analytics",
 ];
+/// The app's back-channel logout endpoint.
+pub(crate) const BACKCHANNEL_PATH: &str = "/backchannel-logout";
 
-/// Starts the provider and the app (sessions kept in `store`) on the two
-/// listeners, each in its own task.
+/// Starts the provider and the app (sessions kept in `store`, its cookie
+/// with `same_site`) on the two listeners, each in its own task.
 pub(crate) async fn start<S: SessionStore>(
     app: TcpListener,
     provider: TcpListener,
     store: S,
+    same_site: SameSite,
 ) -> std::io::Result<Demo> {
     let app_port = app.local_addr()?.port();
-    let demo = Demo {
-        app: format!("http://127.0.0.1:{app_port}"),
-        provider: format!("http://{}", provider.local_addr()?),
-    };
+    let app_url = format!("http://127.0.0.1:{app_port}");
+    let issuer = format!("http://localhost:{}", provider.local_addr()?.port());
+    let signer = provider::Signer::generate().map_err(std::io::Error::other)?;
     let config = sdk::Config {
-        provider: demo.provider.clone(),
+        provider: issuer.clone(),
+        // Demo shortcut: handed over in process; a real app reads the
+        // provider's JWKS (`/jwks`).
+        provider_key: signer.decoding_key().map_err(std::io::Error::other)?,
         client_id: CLIENT_ID.to_owned(),
         // One callback per host name the app answers on; the first is the
         // default.
         redirect_uris: vec![
-            format!("http://127.0.0.1:{app_port}/callback"),
+            format!("{app_url}/callback"),
             format!("http://localhost:{app_port}/callback"),
         ],
         resources: RESOURCES.iter().map(|r| (*r).to_owned()).collect(),
     };
-    let provider_router = provider::router(&demo.provider, CLIENT_ID, &config.redirect_uris);
+    let provider_router = provider::router(provider::Client {
+        issuer: issuer.clone(),
+        client_id: CLIENT_ID.to_owned(),
+        redirect_uris: config.redirect_uris.clone(),
+        backchannel_logout_uri: format!("{app_url}{BACKCHANNEL_PATH}"),
+        signer: signer.clone(),
+    });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(provider, provider_router).await {
             eprintln!("provider stopped: {e}");
         }
     });
-    let app_router = app_router(store, config);
+    let app_router = app_router(store, config, same_site);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(app, app_router).await {
             eprintln!("app stopped: {e}");
         }
     });
-    Ok(demo)
+    Ok(Demo {
+        app: app_url,
+        provider: issuer,
+        signer,
+    })
 }
 
 // ------------------------------------------------------------------ the app
@@ -193,14 +282,28 @@ pub(crate) async fn start<S: SessionStore>(
 struct App {
     config: sdk::Config,
     http: reqwest::Client,
+    /// Finds and ends sessions outside their own requests: the back-channel
+    /// logout.
+    registry: SessionRegistry,
 }
 
+/// The link names the app gives a signed-in session.
+const USER_LINK: &str = "user";
+const SID_LINK: &str = "sid";
+
 /// The web app: its routes behind a [`SessionLayer`] over `store`.
-pub(crate) fn app_router<S: SessionStore>(store: S, config: sdk::Config) -> Router {
+pub(crate) fn app_router<S: SessionStore>(
+    store: S,
+    config: sdk::Config,
+    same_site: SameSite,
+) -> Router {
     // The defaults, `Secure` included: browsers and curl (and reqwest's
     // cookie jar) send a `Secure` cookie over plain http:// to `localhost`
     // and `127.0.0.1` only. Anywhere else, serve over HTTPS.
-    let sessions = SessionLayer::new(store).with_idle_timeout(Duration::from_secs(8 * 3600));
+    let sessions = SessionLayer::new(store)
+        .with_idle_timeout(Duration::from_secs(8 * 3600))
+        .with_same_site(same_site);
+    let registry = sessions.registry();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(10))
@@ -212,8 +315,13 @@ pub(crate) fn app_router<S: SessionStore>(store: S, config: sdk::Config) -> Rout
         .route("/callback", get(callback))
         .route("/me", get(me))
         .route("/sign-out", get(sign_out_page).post(sign_out))
+        .route(BACKCHANNEL_PATH, post(backchannel_logout))
         .fallback(not_found)
-        .with_state(Arc::new(App { config, http }))
+        .with_state(Arc::new(App {
+            config,
+            http,
+            registry,
+        }))
         .layer(sessions)
 }
 
@@ -232,7 +340,7 @@ async fn home(session: SessionStorage) -> Response {
 
 const NOT_SIGNED_IN: &str = "<p id=\"who\">Not signed in.</p>\n\
     <p><a id=\"start\" href=\"/sign-in\">Sign in</a> with the stand-in provider \
-    (it signs anyone in as Alice, without asking).</p>\n";
+    (on another site; it asks which account, without a password).</p>\n";
 
 /// `GET /sign-in`: stores the sign-in state and sends the browser to the
 /// provider, with the callback on the host the browser used.
@@ -256,7 +364,8 @@ async fn sign_in(
 }
 
 /// `GET /callback?code=…&state=…`: checks the state, exchanges the code,
-/// stores the tokens, and moves the session to a new id.
+/// stores the tokens, links the session to the user and the provider login,
+/// and moves the session to a new id.
 async fn callback(
     State(app): State<Arc<App>>,
     session: SessionStorage,
@@ -275,6 +384,22 @@ async fn callback(
     if let Err(e) = sdk::save_tokens(&session, &tokens) {
         return e.into_response();
     }
+    // The links the registry finds the session by: every session of the
+    // user (`user`), and the provider login it came from (`sid`), which a
+    // back-channel logout names.
+    let claims = tokens.claims();
+    let linked = session
+        .link(USER_LINK, &claims.sub)
+        .and_then(|()| match &claims.sid {
+            Some(sid) => session.link(SID_LINK, sid),
+            None => {
+                session.unlink(SID_LINK);
+                Ok(())
+            }
+        });
+    if let Err(e) = linked {
+        return sdk::AuthError::Session(e).into_response();
+    }
     // Signed in: a privilege change. The session moves to a fresh id, so an
     // id planted or seen before sign-in (session fixation) is worth nothing.
     session.cycle_id();
@@ -291,10 +416,14 @@ async fn me(session: SessionStorage) -> Response {
         "Who am I",
         &format!(
             "<p id=\"who\">Signed in as {} &lt;{}&gt; (sub {}).</p>\n\
+             <p>ID token from {} for {}; provider login: <span id=\"sid\">{}</span></p>\n\
              <p>tokens kept server-side: {} bytes; the cookie holds only the session id.</p>\n",
             html_escape(&user.name),
             html_escape(&user.email),
             html_escape(&user.sub),
+            html_escape(&user.iss),
+            html_escape(&user.aud),
+            html_escape(user.sid.as_deref().unwrap_or("")),
             sdk::token_bytes(&session)
         ),
     )
@@ -322,9 +451,159 @@ async fn sign_out(session: SessionStorage) -> Response {
     Redirect::to("/").into_response()
 }
 
+/// `POST /backchannel-logout` (OpenID Connect Back-Channel Logout 1.0):
+/// the provider posts `logout_token=JWT`; a valid token ends the sessions
+/// it names, anything else gets `400` and ends nothing. Both answers carry
+/// `Cache-Control: no-store`.
+async fn backchannel_logout(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let verified = match backchannel::logout_token(&headers, body).await {
+        Ok(token) => backchannel::verify(&token, &app.config, now_secs()),
+        Err(e) => Err(e),
+    };
+    let target = match verified {
+        Ok(target) => target,
+        Err(why) => return backchannel::refused(why),
+    };
+    // `sid` names one provider login: end the sessions linked to it. Only a
+    // `sub`: the user signed out of everything at the provider.
+    let ended = match &target {
+        backchannel::Target::Sid(sid) => app.registry.end_all(SID_LINK, sid, None).await,
+        backchannel::Target::Sub(sub) => app.registry.end_all(USER_LINK, sub, None).await,
+    };
+    match ended {
+        Ok(n) => (
+            StatusCode::OK,
+            [(CACHE_CONTROL, "no-store")],
+            format!("ended {n} sessions\n"),
+        )
+            .into_response(),
+        // The spec's answer to a logout that failed is a 400 too.
+        Err(e) => backchannel::refused(format!("the session store failed: {e}")),
+    }
+}
+
 /// Any other path: a `404` page with the way back.
 async fn not_found() -> Response {
     page(StatusCode::NOT_FOUND, "Not found", "<p>not found</p>\n")
+}
+
+/// Checking a back-channel logout token.
+pub(crate) mod backchannel {
+    use super::*;
+
+    /// The `events` member that makes a JWT a logout token.
+    pub(crate) const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+    /// The largest request body read: a logout token is well under 2 KB.
+    pub(crate) const MAX_BODY: usize = 16 * 1024;
+    /// Clock skew allowed on `iat` (in the future) and `exp`, in seconds.
+    pub(crate) const LEEWAY: u64 = 30;
+    /// The oldest `iat` accepted, in seconds: a logout token is sent at
+    /// once, so an old one is a replay.
+    pub(crate) const MAX_AGE: u64 = 300;
+
+    /// What a valid logout token ends.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(crate) enum Target {
+        /// The sessions of one provider login.
+        Sid(String),
+        /// Every session of the user.
+        Sub(String),
+    }
+
+    /// The `400` answer, with an OAuth-style error body.
+    pub(crate) fn refused(why: String) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            [(CACHE_CONTROL, "no-store")],
+            Json(json!({ "error": "invalid_request", "error_description": why })),
+        )
+            .into_response()
+    }
+
+    /// The one `logout_token` of an `application/x-www-form-urlencoded`
+    /// body of at most [`MAX_BODY`] bytes.
+    pub(crate) async fn logout_token(headers: &HeaderMap, body: Body) -> Result<String, String> {
+        let form = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form {
+            return Err("content type must be application/x-www-form-urlencoded".into());
+        }
+        let bytes = axum::body::to_bytes(body, MAX_BODY)
+            .await
+            .map_err(|_| format!("body unreadable or over {MAX_BODY} bytes"))?;
+        let mut tokens = form_urlencoded::parse(&bytes)
+            .filter(|(k, _)| k == "logout_token")
+            .map(|(_, v)| v.into_owned());
+        match (tokens.next(), tokens.next()) {
+            (Some(token), None) if !token.is_empty() => Ok(token),
+            (Some(_), Some(_)) => Err("more than one logout_token".into()),
+            _ => Err("no logout_token".into()),
+        }
+    }
+
+    /// Verifies a logout token (OpenID Connect Back-Channel Logout 1.0,
+    /// section 2.6) at `now` (seconds since the epoch): the provider's
+    /// signature, `iss`, `aud`, `iat`, `exp` when present, the `events`
+    /// claim, no `nonce`, and a `sub` and/or a `sid`.
+    pub(crate) fn verify(token: &str, config: &sdk::Config, now: u64) -> Result<Target, String> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.provider]);
+        validation.set_audience(&[&config.client_id]);
+        // `iss` and `aud` must be there; `exp` is checked when it is.
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        validation.validate_exp = true;
+        validation.leeway = LEEWAY;
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &config.provider_key,
+            &validation,
+        )
+        .map_err(|e| format!("not a valid token from the provider: {e}"))?
+        .claims;
+
+        let iat = claims
+            .get("iat")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or("no iat")?;
+        if iat > now.saturating_add(LEEWAY) {
+            return Err("iat is in the future".into());
+        }
+        if iat.saturating_add(MAX_AGE) < now {
+            return Err("iat is too old".into());
+        }
+        let event = claims
+            .get("events")
+            .and_then(serde_json::Value::as_object)
+            .and_then(|events| events.get(EVENT));
+        if !event.is_some_and(serde_json::Value::is_object) {
+            return Err(format!("events claim lacks {EVENT} with an object value"));
+        }
+        if claims.contains_key("nonce") {
+            return Err("a logout token must not have a nonce".into());
+        }
+        let text = |name: &str| -> Result<Option<String>, String> {
+            match claims.get(name) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+                Some(_) => Err(format!("{name} is not a non-empty string")),
+            }
+        };
+        match (text("sid")?, text("sub")?) {
+            (Some(sid), _) => Ok(Target::Sid(sid)),
+            (None, Some(sub)) => Ok(Target::Sub(sub)),
+            (None, None) => Err("neither sub nor sid".into()),
+        }
+    }
 }
 
 /// An HTML page: `body`, then the way on to every step.
@@ -370,7 +649,7 @@ fn code_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -410,7 +689,10 @@ pub(crate) mod sdk {
     /// The app's registration at the provider.
     #[derive(Debug, Clone)]
     pub(crate) struct Config {
+        /// The provider's issuer URL, also the base of its endpoints.
         pub(crate) provider: String,
+        /// The provider's public key, which its tokens are signed with.
+        pub(crate) provider_key: DecodingKey,
         pub(crate) client_id: String,
         /// The callback URLs registered at the provider, one per host name
         /// the app answers on; the first is the default.
@@ -608,6 +890,14 @@ pub(crate) mod sdk {
         id_token: String,
         refresh_token: String,
         access_tokens: BTreeMap<String, AccessToken>,
+        claims: Claims,
+    }
+
+    impl Tokens {
+        /// The verified ID token's claims.
+        pub(crate) fn claims(&self) -> &Claims {
+            &self.claims
+        }
     }
 
     async fn token_request(
@@ -649,13 +939,7 @@ pub(crate) mod sdk {
         let (Some(id_token), Some(refresh_token)) = (first.id_token, first.refresh_token) else {
             return Err(AuthError::Rejected("no ID token or refresh token".into()));
         };
-        let claims = decode_claims(&id_token)
-            .ok_or_else(|| AuthError::Rejected("unreadable ID token".into()))?;
-        // A real app verifies the ID token's signature against the provider's
-        // keys first (an SDK does). The demo checks who it is from and for.
-        if claims.iss != config.provider || claims.aud != config.client_id {
-            return Err(AuthError::Rejected("ID token not for this app".into()));
-        }
+        let claims = verify_id_token(&id_token, config)?;
         let now = now_secs();
         let mut access_tokens = BTreeMap::new();
         access_tokens.insert(
@@ -687,7 +971,21 @@ pub(crate) mod sdk {
             id_token,
             refresh_token,
             access_tokens,
+            claims,
         })
+    }
+
+    /// The ID token's claims, once its signature (the provider's key),
+    /// issuer, audience and expiry check out.
+    pub(crate) fn verify_id_token(id_token: &str, config: &Config) -> Result<Claims, AuthError> {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[&config.provider]);
+        validation.set_audience(&[&config.client_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        jsonwebtoken::decode::<Claims>(id_token, &config.provider_key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| AuthError::Rejected(format!("ID token refused: {e}")))
     }
 
     /// Stores the tokens.
@@ -707,9 +1005,14 @@ pub(crate) mod sdk {
         pub(crate) sub: String,
         pub(crate) name: String,
         pub(crate) email: String,
+        /// The provider login this sign-in belongs to (the back-channel
+        /// logout names it).
+        #[serde(default)]
+        pub(crate) sid: Option<String>,
     }
 
-    /// The claims of a JWT, read without checking its signature.
+    /// The claims of a JWT, read without checking its signature (for the
+    /// stored ID token, checked when it was received).
     pub(crate) fn decode_claims(jwt: &str) -> Option<Claims> {
         let payload = jwt.split('.').nth(1)?;
         let json = URL_SAFE_NO_PAD.decode(payload).ok()?;
@@ -742,46 +1045,189 @@ pub(crate) mod sdk {
 
 // ------------------------------------------------- the stand-in provider
 
-/// A stand-in OpenID provider: just enough of `/authorize` and `/token`
-/// (authorization code with PKCE S256, refresh token with `resource`) for the
-/// demo. It signs anyone in as Alice without asking.
+/// A stand-in OpenID provider: just enough of `/authorize` (with a consent
+/// page), `/token` (authorization code with PKCE S256, refresh token with
+/// `resource`), `/jwks`, and back-channel logout (its page `/` lists its
+/// logins; `POST /logout` signs one out and tells the app) for the demo.
+/// Two accounts, Alice and Bob, and no password.
 pub(crate) mod provider {
     use super::*;
+    use jsonwebtoken::jwk::{Jwk, JwkSet};
+    use jsonwebtoken::{EncodingKey, Header};
 
     /// How long an authorization code can be exchanged.
     const CODE_LIFETIME: Duration = Duration::from_secs(60);
-    /// How long the access tokens it issues live.
+    /// How long the tokens it issues live.
     const TOKEN_LIFETIME: u64 = 3600;
+    /// How long a logout token is valid.
+    const LOGOUT_TOKEN_LIFETIME: u64 = 120;
+    /// The provider's own cookie: which login this browser has at the
+    /// provider.
+    const LOGIN_COOKIE: &str = "op_login";
+
+    /// A user at the provider.
+    #[derive(Debug)]
+    pub(crate) struct Account {
+        pub(crate) key: &'static str,
+        pub(crate) sub: &'static str,
+        pub(crate) given_name: &'static str,
+        pub(crate) email: &'static str,
+    }
+
+    /// Everybody who can sign in; the first is the consent page's default.
+    pub(crate) const ACCOUNTS: [Account; 2] = [
+        Account {
+            key: "alice",
+            sub: "user_7f3c9a2e41d8",
+            given_name: "Alice",
+            email: "alice@example.com",
+        },
+        Account {
+            key: "bob",
+            sub: "user_2d4b8e61a0c7",
+            given_name: "Bob",
+            email: "bob@example.com",
+        },
+    ];
+
+    /// The provider's signing key (Ed25519, `EdDSA`), made at start-up.
+    #[derive(Clone)]
+    pub(crate) struct Signer {
+        key: EncodingKey,
+        jwk: Jwk,
+    }
+
+    impl std::fmt::Debug for Signer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Signer")
+                .field("jwk", &self.jwk)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Signer {
+        /// A fresh Ed25519 key: a random 32-byte seed (from two UUID v4s,
+        /// 244 bits from the OS-seeded CSPRNG) in its PKCS#8 wrapping.
+        pub(crate) fn generate() -> jsonwebtoken::errors::Result<Self> {
+            // PKCS#8 v1 for Ed25519 (RFC 8410): a fixed header, then the seed.
+            const PKCS8_ED25519: [u8; 16] = [
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ];
+            let mut der = PKCS8_ED25519.to_vec();
+            der.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            der.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            let key = EncodingKey::from_ed_der(&der);
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA)?;
+            jwk.common.key_id = Some(uuid::Uuid::new_v4().simple().to_string());
+            Ok(Self { key, jwk })
+        }
+
+        /// The public half, as a JWK (what `/jwks` serves).
+        pub(crate) fn jwk(&self) -> &Jwk {
+            &self.jwk
+        }
+
+        /// The public key to verify this signer's tokens with.
+        pub(crate) fn decoding_key(&self) -> jsonwebtoken::errors::Result<DecodingKey> {
+            DecodingKey::from_jwk(&self.jwk)
+        }
+
+        /// `claims` as a JWT of type `typ` signed with this key.
+        pub(crate) fn sign(
+            &self,
+            typ: &str,
+            claims: &serde_json::Value,
+        ) -> jsonwebtoken::errors::Result<String> {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.typ = Some(typ.to_owned());
+            header.kid = self.jwk.common.key_id.clone();
+            jsonwebtoken::encode(&header, claims, &self.key)
+        }
+    }
+
+    /// A logout token (OpenID Connect Back-Channel Logout 1.0, section 2.4)
+    /// for `sub` and/or `sid`, issued now.
+    pub(crate) fn logout_claims(
+        issuer: &str,
+        client_id: &str,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> serde_json::Value {
+        let now = now_secs();
+        let mut claims = json!({
+            "iss": issuer,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_LIFETIME,
+            "jti": random_token(),
+            "events": { backchannel::EVENT: {} },
+        });
+        if let Some(sub) = sub {
+            claims["sub"] = json!(sub);
+        }
+        if let Some(sid) = sid {
+            claims["sid"] = json!(sid);
+        }
+        claims
+    }
+
+    /// The app as the provider knows it.
+    pub(crate) struct Client {
+        pub(crate) issuer: String,
+        pub(crate) client_id: String,
+        pub(crate) redirect_uris: Vec<String>,
+        pub(crate) backchannel_logout_uri: String,
+        pub(crate) signer: Signer,
+    }
 
     struct Provider {
-        issuer: String,
-        client_id: String,
-        redirect_uris: Vec<String>,
+        client: Client,
+        http: reqwest::Client,
         codes: Mutex<HashMap<String, Grant>>,
-        refresh_tokens: Mutex<HashMap<String, String>>,
+        /// Refresh token -> the account it was issued to.
+        refresh_tokens: Mutex<HashMap<String, &'static Account>>,
+        logins: Mutex<Vec<Login>>,
+    }
+
+    /// A sign-in at the provider: one `sid`, shared by every app sign-in
+    /// the same browser makes with the same account.
+    struct Login {
+        /// The browser's `op_login` cookie value (never shown to apps).
+        secret: String,
+        sid: String,
+        account: &'static Account,
+        since: SystemTime,
     }
 
     /// What a code stands for until it is exchanged.
     struct Grant {
         challenge: String,
         redirect_uri: String,
+        account: &'static Account,
+        sid: String,
         issued: Instant,
     }
 
-    /// The user everybody signs in as.
-    const SUB: &str = "user_7f3c9a2e41d8";
-
-    pub(crate) fn router(issuer: &str, client_id: &str, redirect_uris: &[String]) -> Router {
+    pub(crate) fn router(client: Client) -> Router {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
         let provider = Arc::new(Provider {
-            issuer: issuer.to_owned(),
-            client_id: client_id.to_owned(),
-            redirect_uris: redirect_uris.to_vec(),
+            client,
+            http,
             codes: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
+            logins: Mutex::new(Vec::new()),
         });
         Router::new()
-            .route("/authorize", get(authorize))
+            .route("/", get(logins_page))
+            .route("/authorize", get(authorize).post(consent))
             .route("/token", post(token))
+            .route("/jwks", get(jwks))
+            .route("/logout", post(logout))
             .with_state(provider)
     }
 
@@ -795,35 +1241,143 @@ pub(crate) mod provider {
         code_challenge_method: Option<String>,
     }
 
+    /// An authorization request that checked out.
+    struct Request {
+        redirect_uri: String,
+        challenge: String,
+        state: Option<String>,
+    }
+
     fn bad(msg: &'static str) -> Response {
         (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response()
     }
 
-    /// `GET /authorize`: checks the client and its redirect URI, then "signs
-    /// the user in" and redirects back with a code and the same `state`.
-    async fn authorize(
-        State(p): State<Arc<Provider>>,
-        Query(q): Query<AuthorizeQuery>,
-    ) -> Response {
+    /// Checks the client, its redirect URI and the PKCE challenge.
+    fn check(p: &Provider, q: AuthorizeQuery) -> Result<Request, &'static str> {
         // Never redirect to a URI the client did not register.
         let registered = q
             .redirect_uri
-            .as_ref()
-            .filter(|uri| p.redirect_uris.contains(uri));
+            .filter(|uri| p.client.redirect_uris.contains(uri));
         let (true, Some(redirect_uri)) = (
-            q.client_id.as_deref() == Some(p.client_id.as_str()),
+            q.client_id.as_deref() == Some(p.client.client_id.as_str()),
             registered,
         ) else {
-            return bad("unknown client_id or redirect_uri");
+            return Err("unknown client_id or redirect_uri");
         };
         if q.response_type.as_deref() != Some("code") {
-            return bad("response_type must be code");
+            return Err("response_type must be code");
         }
         if q.code_challenge_method.as_deref() != Some("S256") {
-            return bad("code_challenge_method must be S256");
+            return Err("code_challenge_method must be S256");
         }
         let Some(challenge) = q.code_challenge.filter(|c| c.len() == 43) else {
-            return bad("code_challenge missing or malformed");
+            return Err("code_challenge missing or malformed");
+        };
+        Ok(Request {
+            redirect_uri,
+            challenge,
+            state: q.state,
+        })
+    }
+
+    /// `GET /authorize`: checks the request, then shows the consent page,
+    /// whose form posts back to the same URL.
+    async fn authorize(
+        State(p): State<Arc<Provider>>,
+        uri: axum::http::Uri,
+        Query(q): Query<AuthorizeQuery>,
+    ) -> Response {
+        if let Err(why) = check(&p, q) {
+            return bad(why);
+        }
+        let action = html_escape(&uri.to_string());
+        let accounts: String = ACCOUNTS
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                format!(
+                    "<label><input type=\"radio\" name=\"account\" value=\"{}\"{}> \
+                     {} Example &lt;{}&gt;</label><br>\n",
+                    a.key,
+                    if i == 0 { " checked" } else { "" },
+                    a.given_name,
+                    a.email
+                )
+            })
+            .collect();
+        let html = format!(
+            "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+             <title>Stand-in provider: sign in</title></head>\n<body>\n\
+             <h1>Sign in to {}</h1>\n\
+             <p>The stand-in OpenID provider, on another site than the app. \
+             Pick an account (no password in this demo):</p>\n\
+             <form id=\"consent-form\" method=\"post\" action=\"{action}\">\n{accounts}\
+             <button id=\"consent\" type=\"submit\">Continue</button> \
+             <button id=\"deny\" type=\"submit\" name=\"deny\" value=\"1\">Cancel</button>\n\
+             </form>\n</body>\n</html>\n",
+            html_escape(&p.client.client_id)
+        );
+        Html(html).into_response()
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct ConsentForm {
+        account: Option<String>,
+        deny: Option<String>,
+    }
+
+    /// `POST /authorize` (the consent button): signs the browser in at the
+    /// provider (a new login with a new `sid`, or its current one for the
+    /// same account) and redirects back to the app with a code.
+    async fn consent(
+        State(p): State<Arc<Provider>>,
+        headers: HeaderMap,
+        Query(q): Query<AuthorizeQuery>,
+        Form(f): Form<ConsentForm>,
+    ) -> Response {
+        let request = match check(&p, q) {
+            Ok(request) => request,
+            Err(why) => return bad(why),
+        };
+        let mut back = form_urlencoded::Serializer::new(String::new());
+        if f.deny.is_some() {
+            back.append_pair("error", "access_denied");
+            if let Some(state) = &request.state {
+                back.append_pair("state", state);
+            }
+            let to = format!("{}?{}", request.redirect_uri, back.finish());
+            return Redirect::to(&to).into_response();
+        }
+        let account_key = f.account.as_deref().unwrap_or(ACCOUNTS[0].key);
+        let Some(account) = ACCOUNTS.iter().find(|a| a.key == account_key) else {
+            return bad("unknown account");
+        };
+        let cookie = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(LOGIN_COOKIE)?.strip_prefix('='))
+            .map(str::to_owned);
+        let (secret, sid) = {
+            let mut logins = p.logins.lock().unwrap_or_else(PoisonError::into_inner);
+            let current = logins
+                .iter()
+                .find(|l| Some(&l.secret) == cookie.as_ref() && l.account.sub == account.sub);
+            match current {
+                Some(login) => (login.secret.clone(), login.sid.clone()),
+                None => {
+                    let login = Login {
+                        secret: random_token(),
+                        sid: random_token(),
+                        account,
+                        since: SystemTime::now(),
+                    };
+                    let out = (login.secret.clone(), login.sid.clone());
+                    logins.push(login);
+                    out
+                }
+            }
         };
         let code = random_token();
         {
@@ -832,18 +1386,200 @@ pub(crate) mod provider {
             codes.insert(
                 code.clone(),
                 Grant {
-                    challenge,
-                    redirect_uri: redirect_uri.clone(),
+                    challenge: request.challenge,
+                    redirect_uri: request.redirect_uri.clone(),
+                    account,
+                    sid,
                     issued: Instant::now(),
                 },
             );
         }
-        let mut back = form_urlencoded::Serializer::new(String::new());
         back.append_pair("code", &code);
-        if let Some(state) = &q.state {
+        if let Some(state) = &request.state {
             back.append_pair("state", state);
         }
-        Redirect::to(&format!("{redirect_uri}?{}", back.finish())).into_response()
+        let to = format!("{}?{}", request.redirect_uri, back.finish());
+        (
+            [(
+                SET_COOKIE,
+                format!("{LOGIN_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax"),
+            )],
+            Redirect::to(&to),
+        )
+            .into_response()
+    }
+
+    /// `GET /`: the provider's logins, each with a button that signs it out
+    /// (and tells the app through the back channel).
+    async fn logins_page(State(p): State<Arc<Provider>>) -> Response {
+        let items: String = {
+            let logins = p.logins.lock().unwrap_or_else(PoisonError::into_inner);
+            logins
+                .iter()
+                .map(|l| {
+                    format!(
+                        "<li class=\"login\" data-sid=\"{sid}\" data-sub=\"{sub}\">\
+                         {name} (sub <span class=\"sub\">{sub}</span>, \
+                         sid <span class=\"sid\">{sid}</span>, since {since:?})\
+                         <form method=\"post\" action=\"/logout\">\
+                         <input type=\"hidden\" name=\"sid\" value=\"{sid}\">\
+                         <button class=\"provider-sign-out\" type=\"submit\">\
+                         Sign out at the provider</button></form></li>\n",
+                        sid = html_escape(&l.sid),
+                        sub = l.account.sub,
+                        name = l.account.given_name,
+                        since = l
+                            .since
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    )
+                })
+                .collect()
+        };
+        let everywhere: String = ACCOUNTS
+            .iter()
+            .map(|a| {
+                format!(
+                    "<form method=\"post\" action=\"/logout\">\
+                     <input type=\"hidden\" name=\"sub\" value=\"{}\">\
+                     <button class=\"provider-sign-out-user\" type=\"submit\">\
+                     Sign {} out everywhere</button></form>\n",
+                    a.sub, a.given_name
+                )
+            })
+            .collect();
+        provider_page(
+            StatusCode::OK,
+            &format!("<ul id=\"logins\">\n{items}</ul>\n{everywhere}"),
+        )
+    }
+
+    fn provider_page(status: StatusCode, body: &str) -> Response {
+        let html = format!(
+            "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\">\
+             <title>Stand-in provider</title></head>\n<body>\n\
+             <h1>Stand-in provider: logins</h1>\n{body}\
+             <p><a id=\"logins-link\" href=\"/\">Logins</a></p>\n</body>\n</html>\n"
+        );
+        (status, Html(html)).into_response()
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    struct LogoutTarget {
+        sid: Option<String>,
+        sub: Option<String>,
+    }
+
+    /// `POST /logout` with `sid` (one login) or `sub` (every login of that
+    /// user), in the query or the form: ends the logins and posts a logout
+    /// token to the app's back-channel endpoint.
+    async fn logout(
+        State(p): State<Arc<Provider>>,
+        Query(query): Query<LogoutTarget>,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let form = form_fields(&body);
+        let sid = query.sid.or(form.sid).filter(|s| !s.is_empty());
+        let sub = query.sub.or(form.sub).filter(|s| !s.is_empty());
+        // The token names the sid and its user, or only the user.
+        let (sub, sid) = {
+            let mut logins = p.logins.lock().unwrap_or_else(PoisonError::into_inner);
+            let named = match (&sid, &sub) {
+                (Some(sid), _) => logins
+                    .iter()
+                    .find(|l| &l.sid == sid)
+                    .map(|l| (l.account.sub.to_owned(), Some(sid.clone()))),
+                (None, Some(sub)) => ACCOUNTS
+                    .iter()
+                    .find(|a| a.sub == sub)
+                    .map(|a| (a.sub.to_owned(), None)),
+                (None, None) => None,
+            };
+            let Some((sub, sid)) = named else {
+                return provider_page(
+                    StatusCode::NOT_FOUND,
+                    "<p id=\"backchannel-result\">no such login or user</p>\n",
+                );
+            };
+            logins.retain(|l| match &sid {
+                Some(sid) => &l.sid != sid,
+                None => l.account.sub != sub,
+            });
+            (sub, sid)
+        };
+        let claims = logout_claims(
+            &p.client.issuer,
+            &p.client.client_id,
+            Some(&sub),
+            sid.as_deref(),
+        );
+        let token = match p.client.signer.sign("logout+jwt", &claims) {
+            Ok(token) => token,
+            Err(e) => {
+                return provider_page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("<p id=\"backchannel-result\">cannot sign: {e}</p>\n"),
+                )
+            }
+        };
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("logout_token", &token)
+            .finish();
+        let sent = p
+            .http
+            .post(&p.client.backchannel_logout_uri)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await;
+        let (status, said) = match sent {
+            Ok(res) => {
+                let code = res.status();
+                let text = res.text().await.unwrap_or_default();
+                let status = if code == reqwest::StatusCode::OK {
+                    StatusCode::OK
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                (status, format!("the app answered {code}: {}", text.trim()))
+            }
+            Err(e) => (
+                StatusCode::BAD_GATEWAY,
+                format!("the app is unreachable: {e}"),
+            ),
+        };
+        provider_page(
+            status,
+            &format!(
+                "<p id=\"backchannel-result\" data-status=\"{}\">signed out at the provider; \
+                 {}</p>\n",
+                status.as_u16(),
+                html_escape(&said)
+            ),
+        )
+    }
+
+    /// `sid` and `sub` out of a form body (any content type; unknown names
+    /// ignored).
+    fn form_fields(body: &[u8]) -> LogoutTarget {
+        let mut out = LogoutTarget::default();
+        for (k, v) in form_urlencoded::parse(body) {
+            match &*k {
+                "sid" => out.sid = Some(v.into_owned()),
+                "sub" => out.sub = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// `GET /jwks`: the provider's public key, as a real provider publishes
+    /// it for apps to verify its tokens with.
+    async fn jwks(State(p): State<Arc<Provider>>) -> Response {
+        Json(JwkSet {
+            keys: vec![p.client.signer.jwk().clone()],
+        })
+        .into_response()
     }
 
     #[derive(Debug, Deserialize)]
@@ -865,10 +1601,18 @@ pub(crate) mod provider {
             .into_response()
     }
 
+    fn server_error(e: &jsonwebtoken::errors::Error) -> Response {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "server_error", "error_description": e.to_string() })),
+        )
+            .into_response()
+    }
+
     /// `POST /token`: `authorization_code` (PKCE S256 checked, code used
     /// once) or `refresh_token` (an access token for `resource`).
     async fn token(State(p): State<Arc<Provider>>, Form(f): Form<TokenForm>) -> Response {
-        if f.client_id.as_deref() != Some(p.client_id.as_str()) {
+        if f.client_id.as_deref() != Some(p.client.client_id.as_str()) {
             return invalid_grant("unknown client");
         }
         match f.grant_type.as_deref() {
@@ -892,39 +1636,52 @@ pub(crate) mod provider {
                 if !verified {
                     return invalid_grant("code_verifier does not match code_challenge");
                 }
+                let signed = p.id_token(grant.account, &grant.sid).and_then(|id| {
+                    let userinfo = format!("{}/userinfo", p.client.issuer);
+                    Ok((id, p.access_token(grant.account, &userinfo)?))
+                });
+                let (id_token, access_token) = match signed {
+                    Ok(tokens) => tokens,
+                    Err(e) => return server_error(&e),
+                };
                 let refresh = random_token();
                 p.refresh_tokens
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(refresh.clone(), SUB.to_owned());
+                    .insert(refresh.clone(), grant.account);
                 Json(json!({
                     "token_type": "Bearer",
                     "expires_in": TOKEN_LIFETIME,
                     "scope": "openid profile email offline_access",
-                    "id_token": p.id_token(),
-                    "access_token": p.access_token(&format!("{}/userinfo", p.issuer)),
+                    "id_token": id_token,
+                    "access_token": access_token,
                     "refresh_token": refresh,
                 }))
                 .into_response()
             }
             Some("refresh_token") => {
-                let known = f.refresh_token.as_deref().is_some_and(|t| {
+                let account = f.refresh_token.as_deref().and_then(|t| {
                     p.refresh_tokens
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .contains_key(t)
+                        .get(t)
+                        .copied()
                 });
-                if !known {
+                let Some(account) = account else {
                     return invalid_grant("unknown refresh token");
-                }
+                };
                 let Some(resource) = f.resource.filter(|r| RESOURCES.contains(&r.as_str())) else {
                     return invalid_grant("unknown resource");
+                };
+                let access_token = match p.access_token(account, &resource) {
+                    Ok(token) => token,
+                    Err(e) => return server_error(&e),
                 };
                 Json(json!({
                     "token_type": "Bearer",
                     "expires_in": TOKEN_LIFETIME,
                     "scope": scopes(&resource).join(" "),
-                    "access_token": p.access_token(&resource),
+                    "access_token": access_token,
                 }))
                 .into_response()
             }
@@ -948,60 +1705,59 @@ pub(crate) mod provider {
     }
 
     impl Provider {
-        /// A JWT-shaped token. The "signature" is a stand-in of the right
-        /// size: this demo provider has no keys, and the demo app does not
-        /// verify it (a real app must).
-        fn jwt(&self, claims: serde_json::Value) -> String {
-            let header =
-                URL_SAFE_NO_PAD.encode(br#"{"alg":"ES384","typ":"JWT","kid":"demo-key-1"}"#);
-            let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-            let mut sig = Sha256::digest(format!("{header}.{payload}").as_bytes()).to_vec();
-            sig.extend_from_slice(&Sha256::digest(&sig));
-            sig.extend_from_slice(&Sha256::digest(&sig));
-            format!("{header}.{payload}.{}", URL_SAFE_NO_PAD.encode(sig))
+        fn id_token(&self, account: &Account, sid: &str) -> jsonwebtoken::errors::Result<String> {
+            let now = now_secs();
+            let id = account.sub.trim_start_matches("user_");
+            self.client.signer.sign(
+                "JWT",
+                &json!({
+                    "iss": self.client.issuer,
+                    "aud": self.client.client_id,
+                    "sub": account.sub,
+                    "sid": sid,
+                    "iat": now,
+                    "exp": now + TOKEN_LIFETIME,
+                    "auth_time": now,
+                    "at_hash": random_token(),
+                    "name": format!("{} Example", account.given_name),
+                    "given_name": account.given_name,
+                    "family_name": "Example",
+                    "email": account.email,
+                    "email_verified": true,
+                    "picture": format!("https://avatars.example.com/u/{id}?size=256&format=webp"),
+                    "locale": "en-GB",
+                    "zoneinfo": "Europe/London",
+                    "roles": ["admin", "billing:viewer", "support:agent", "analytics:analyst"],
+                    "organizations": ["org_2b7d61f0", "org_9ac4e5d2", "org_11f0b7a3"],
+                    "organization_roles": ["org_2b7d61f0:owner", "org_9ac4e5d2:member", "org_11f0b7a3:guest"],
+                    "custom_data": {
+                        "plan": "enterprise",
+                        "onboarded": true,
+                        "preferences": { "theme": "dark", "density": "compact", "newsletter": false },
+                    },
+                }),
+            )
         }
 
-        fn id_token(&self) -> String {
+        fn access_token(
+            &self,
+            account: &Account,
+            resource: &str,
+        ) -> jsonwebtoken::errors::Result<String> {
             let now = now_secs();
-            self.jwt(json!({
-                "iss": self.issuer,
-                "aud": self.client_id,
-                "sub": SUB,
-                "iat": now,
-                "exp": now + TOKEN_LIFETIME,
-                "auth_time": now,
-                "at_hash": random_token(),
-                "name": "Alice Example",
-                "given_name": "Alice",
-                "family_name": "Example",
-                "email": "alice@example.com",
-                "email_verified": true,
-                "picture": "https://avatars.example.com/u/7f3c9a2e41d8?size=256&format=webp",
-                "locale": "en-GB",
-                "zoneinfo": "Europe/London",
-                "roles": ["admin", "billing:viewer", "support:agent", "analytics:analyst"],
-                "organizations": ["org_2b7d61f0", "org_9ac4e5d2", "org_11f0b7a3"],
-                "organization_roles": ["org_2b7d61f0:owner", "org_9ac4e5d2:member", "org_11f0b7a3:guest"],
-                "custom_data": {
-                    "plan": "enterprise",
-                    "onboarded": true,
-                    "preferences": { "theme": "dark", "density": "compact", "newsletter": false },
-                },
-            }))
-        }
-
-        fn access_token(&self, resource: &str) -> String {
-            let now = now_secs();
-            self.jwt(json!({
-                "iss": self.issuer,
-                "aud": resource,
-                "sub": SUB,
-                "client_id": self.client_id,
-                "iat": now,
-                "exp": now + TOKEN_LIFETIME,
-                "jti": random_token(),
-                "scope": scopes(resource).join(" "),
-            }))
+            self.client.signer.sign(
+                "at+jwt",
+                &json!({
+                    "iss": self.client.issuer,
+                    "aud": resource,
+                    "sub": account.sub,
+                    "client_id": self.client.client_id,
+                    "iat": now,
+                    "exp": now + TOKEN_LIFETIME,
+                    "jti": random_token(),
+                    "scope": scopes(resource).join(" "),
+                }),
+            )
         }
     }
 }

@@ -178,8 +178,9 @@ impl SessionInfo {
         self.public_id
     }
 
-    /// When the session was created (its sign-in, when the app cycles the
-    /// id then; a cycle keeps the creation time).
+    /// When the session was created. `cycle_id` keeps it: for a session
+    /// made before the sign-in (to hold the sign-in's state), it is that
+    /// moment, not the sign-in's.
     pub fn created_at(&self) -> SystemTime {
         self.created_at.to_system_time()
     }

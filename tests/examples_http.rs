@@ -386,3 +386,393 @@ mod axum_pages {
         assert_eq!(a.set_id, Some((String::new(), Some(0))));
     }
 }
+
+/// The axum demo's devices page: the sessions of the signed-in user
+/// (`SessionRegistry::list`), "sign out that device" (`end`), "sign out
+/// everywhere else" (`end_all` with a keep), and "remember me"
+/// (`set_idle_timeout` + `set_persistent_cookie`).
+mod axum_devices {
+    use super::*;
+    use reqwest::header::{LOCATION, SET_COOKIE};
+    use reqwest::redirect::Policy;
+
+    /// One browser: a client that follows redirects and one that stops at
+    /// each, sharing a cookie jar.
+    struct Device {
+        follow: Client,
+        step: Client,
+        jar: Arc<Jar>,
+    }
+
+    impl Device {
+        fn new() -> Self {
+            let (follow, jar) = browser();
+            let step = Client::builder()
+                .cookie_provider(jar.clone())
+                .redirect(Policy::none())
+                .no_proxy()
+                .build()
+                .unwrap();
+            Self { follow, step, jar }
+        }
+
+        /// Signs in with the form, as the sign-in button does; returns the
+        /// `303` response (not followed).
+        async fn sign_in(&self, base: &Url, user: &str, remember: bool) -> reqwest::Response {
+            let mut form = vec![("user", user)];
+            if remember {
+                form.push(("remember", "1"));
+            }
+            let res = self
+                .step
+                .post(base.join("/sign-in").unwrap())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::SEE_OTHER, "{user}");
+            assert_eq!(res.headers()[LOCATION], "/devices");
+            res
+        }
+
+        async fn page(&self, base: &Url, path: &str) -> Answer {
+            get(&self.follow, base, path).await
+        }
+
+        async fn devices(&self, base: &Url) -> Vec<Listed> {
+            let a = self.page(base, "/devices").await;
+            assert_eq!(a.status, StatusCode::OK, "{a:?}");
+            listed(&a.raw)
+        }
+
+        /// `POST path`, not followed: the status.
+        async fn post(&self, base: &Url, path: &str) -> (StatusCode, Option<String>) {
+            let res = self
+                .step
+                .post(base.join(path).unwrap())
+                .send()
+                .await
+                .unwrap();
+            let location = res
+                .headers()
+                .get(LOCATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            (res.status(), location)
+        }
+
+        async fn signed_in_as(&self, base: &Url, user: &str) -> bool {
+            let a = self.page(base, "/me").await;
+            a.shows(&[&format!("signed in as: {user}")])
+        }
+
+        async fn signed_out(&self, base: &Url) -> bool {
+            let a = self.page(base, "/me").await;
+            a.shows(&["not signed in"]) && a.raw.contains("<p id=\"signed-out\">")
+        }
+    }
+
+    /// One `<li class="device…">` of the devices page.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Listed {
+        public_id: String,
+        current: bool,
+        /// Whether it offers "Sign out that device".
+        has_end_button: bool,
+        created: String,
+        last_seen: String,
+    }
+
+    fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
+        let from = s.find(start).unwrap() + start.len();
+        let len = s[from..].find(end).unwrap();
+        &s[from..from + len]
+    }
+
+    fn listed(raw: &str) -> Vec<Listed> {
+        let list = between(raw, "<ul id=\"devices\">", "</ul>");
+        list.split("<li ")
+            .skip(1)
+            .map(|li| {
+                let class = between(li, "class=\"", "\"");
+                assert!(class.split(' ').any(|c| c == "device"), "{li}");
+                let current = class.split(' ').any(|c| c == "current");
+                let public_id = between(li, "data-public-id=\"", "\"").to_owned();
+                let has_end_button = li.contains(&format!(
+                    "<form method=\"post\" action=\"/devices/{public_id}/end\">\
+                     <button class=\"end\" type=\"submit\">Sign out that device</button></form>"
+                ));
+                if current {
+                    assert!(li.contains("this device"), "{li}");
+                }
+                Listed {
+                    public_id,
+                    current,
+                    has_end_button,
+                    created: between(li, "<span class=\"created\">", "</span>").to_owned(),
+                    last_seen: between(li, "<span class=\"last-seen\">", "</span>").to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    fn current(list: &[Listed]) -> &Listed {
+        let mut it = list.iter().filter(|d| d.current);
+        let one = it.next().expect("this device is marked");
+        assert!(it.next().is_none(), "one current device: {list:?}");
+        one
+    }
+
+    fn ids(list: &[Listed]) -> Vec<String> {
+        let mut ids: Vec<_> = list.iter().map(|d| d.public_id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn the_devices_page_lists_the_users_sessions_and_marks_this_one() {
+        let base = start(Demo::Axum).await;
+        let (laptop, phone, bobs) = (Device::new(), Device::new(), Device::new());
+        laptop.sign_in(&base, "alice", false).await;
+        phone.sign_in(&base, "alice", false).await;
+        bobs.sign_in(&base, "bob", false).await;
+
+        let from_laptop = laptop.devices(&base).await;
+        let from_phone = phone.devices(&base).await;
+        assert_eq!(from_laptop.len(), 2, "{from_laptop:?}");
+        assert_eq!(ids(&from_laptop), ids(&from_phone), "the same two sessions");
+        let (l, p) = (current(&from_laptop), current(&from_phone));
+        assert_ne!(l.public_id, p.public_id, "each marks itself");
+        for d in &from_laptop {
+            assert_eq!(d.public_id.len(), 32);
+            assert_eq!(d.has_end_button, !d.current, "{d:?}");
+            assert!(
+                d.created.ends_with(" UTC") && d.created.len() == 23,
+                "{d:?}"
+            );
+            assert!(
+                d.last_seen.ends_with(" UTC") && d.last_seen >= d.created,
+                "{d:?}"
+            );
+        }
+        let page = laptop.page(&base, "/devices").await;
+        assert!(page.raw.contains(
+            "<form method=\"post\" action=\"/devices/end-others\">\
+             <button id=\"end-others\" type=\"submit\">Sign out everywhere else</button></form>"
+        ));
+
+        // Bob sees his own session only; a public id is not a cookie.
+        let bob = bobs.devices(&base).await;
+        assert_eq!(bob.len(), 1);
+        assert!(bob[0].current && !ids(&from_laptop).contains(&bob[0].public_id));
+        let a = get_with_id(&base, "/me", &bob[0].public_id).await;
+        assert!(a.shows(&["not signed in"]), "{a:?}");
+
+        // Home says who, with the way to the devices page.
+        let home = laptop.page(&base, "/").await;
+        assert!(
+            home.raw.contains("<span id=\"user\">alice</span>"),
+            "{home:?}"
+        );
+        assert!(home.raw.contains("<a id=\"devices\" href=\"/devices\">"));
+    }
+
+    #[tokio::test]
+    async fn signed_out_the_devices_page_says_so() {
+        let base = start(Demo::Axum).await;
+        let stranger = Device::new();
+        let a = stranger.page(&base, "/devices").await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert!(a.raw.contains("<p id=\"signed-out\">"), "{a:?}");
+        assert!(a.raw.contains("href=\"/\""));
+        assert!(!a.raw.contains("<ul id=\"devices\">"));
+        assert_eq!(a.set_id, None);
+        assert!(jar_id(&stranger.jar, &base).is_none());
+    }
+
+    #[tokio::test]
+    async fn ending_the_other_device_signs_it_out_on_its_next_request() {
+        let base = start(Demo::Axum).await;
+        let (laptop, phone) = (Device::new(), Device::new());
+        laptop.sign_in(&base, "alice", false).await;
+        phone.sign_in(&base, "alice", false).await;
+        let list = laptop.devices(&base).await;
+        let other = list.iter().find(|d| !d.current).unwrap().public_id.clone();
+
+        let (status, location) = laptop.post(&base, &format!("/devices/{other}/end")).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location.as_deref(), Some("/devices"));
+
+        let list = laptop.devices(&base).await;
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert!(list[0].current && list[0].public_id != other);
+        assert!(laptop.signed_in_as(&base, "alice").await);
+
+        // The phone still holds its cookie, which now names nothing.
+        assert!(jar_id(&phone.jar, &base).is_some());
+        assert!(phone.signed_out(&base).await);
+        let a = phone.page(&base, "/devices").await;
+        assert!(a.raw.contains("<p id=\"signed-out\">"), "{a:?}");
+
+        // Ending it again: no longer one of alice's sessions.
+        let (status, _) = laptop.post(&base, &format!("/devices/{other}/end")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn sign_out_everywhere_else_keeps_this_one_and_other_users() {
+        let base = start(Demo::Axum).await;
+        let devices: Vec<Device> = (0..3).map(|_| Device::new()).collect();
+        for d in &devices {
+            d.sign_in(&base, "alice", false).await;
+        }
+        let bobs = Device::new();
+        bobs.sign_in(&base, "bob", false).await;
+        let mine = current(&devices[0].devices(&base).await).public_id.clone();
+
+        let (status, location) = devices[0].post(&base, "/devices/end-others").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location.as_deref(), Some("/devices"));
+
+        let list = devices[0].devices(&base).await;
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0].public_id, mine);
+        assert!(devices[0].signed_in_as(&base, "alice").await);
+        for d in &devices[1..] {
+            assert!(d.signed_out(&base).await);
+        }
+        assert!(bobs.signed_in_as(&base, "bob").await);
+        assert_eq!(bobs.devices(&base).await.len(), 1);
+
+        // Signed out, the button ends nothing and says where to go.
+        let (status, location) = devices[1].post(&base, "/devices/end-others").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(location.as_deref(), Some("/devices"));
+        assert!(devices[0].signed_in_as(&base, "alice").await);
+    }
+
+    #[tokio::test]
+    async fn another_users_device_is_404_and_a_malformed_id_is_400() {
+        let base = start(Demo::Axum).await;
+        let (alice, bob, stranger) = (Device::new(), Device::new(), Device::new());
+        alice.sign_in(&base, "alice", false).await;
+        bob.sign_in(&base, "bob", false).await;
+        let bobs_id = current(&bob.devices(&base).await).public_id.clone();
+
+        let (status, _) = alice.post(&base, &format!("/devices/{bobs_id}/end")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Signed out, no public id is yours.
+        let (status, _) = stranger
+            .post(&base, &format!("/devices/{bobs_id}/end"))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // A well-formed id nobody has.
+        let (status, _) = alice
+            .post(&base, &format!("/devices/{}/end", "0".repeat(32)))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(bob.signed_in_as(&base, "bob").await);
+
+        let long = "a".repeat(10_000);
+        for bad in [
+            "nope",
+            &bobs_id.to_uppercase(),
+            &bobs_id[..31],
+            &format!("{bobs_id}0"),
+            "%00%00",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "%F0%9F%92%A9",
+            &long,
+        ] {
+            let (status, _) = alice.post(&base, &format!("/devices/{bad}/end")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:.40}");
+        }
+        // Only POST ends a device.
+        let a = alice.page(&base, &format!("/devices/{bobs_id}/end")).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(bob.signed_in_as(&base, "bob").await);
+        assert!(alice.signed_in_as(&base, "alice").await);
+    }
+
+    #[tokio::test]
+    async fn ending_this_device_by_its_id_signs_it_out() {
+        let base = start(Demo::Axum).await;
+        let alice = Device::new();
+        alice.sign_in(&base, "alice", false).await;
+        let mine = current(&alice.devices(&base).await).public_id.clone();
+        let res = alice
+            .step
+            .post(base.join(&format!("/devices/{mine}/end")).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        let expired = res.headers()[SET_COOKIE].to_str().unwrap();
+        assert!(expired.starts_with("id=;") && expired.contains("Max-Age=0"));
+        assert!(alice.signed_out(&base).await);
+    }
+
+    /// The `Max-Age` of the `id` cookie a response sets, if it sets one.
+    fn id_cookie(res: &reqwest::Response) -> (String, Option<u64>) {
+        let cookies: Vec<_> = res.cookies().filter(|c| c.name() == "id").collect();
+        assert_eq!(cookies.len(), 1, "one id cookie");
+        let c = &cookies[0];
+        (c.value().to_owned(), c.max_age().map(|d| d.as_secs()))
+    }
+
+    #[tokio::test]
+    async fn remember_me_gives_the_cookie_a_30_day_max_age_and_without_it_none() {
+        let base = start(Demo::Axum).await;
+        let thirty_days = axum_example::REMEMBER_FOR.as_secs();
+        assert_eq!(thirty_days, 30 * 86_400);
+
+        let remembered = Device::new();
+        let res = remembered.sign_in(&base, "alice", true).await;
+        let (id, max_age) = id_cookie(&res);
+        assert_eq!(id.len(), 36);
+        let max_age = max_age.expect("remember me: a persistent cookie");
+        assert!(
+            (thirty_days - 120..=thirty_days).contains(&max_age),
+            "Max-Age {max_age}"
+        );
+
+        let forgotten = Device::new();
+        let res = forgotten.sign_in(&base, "alice", false).await;
+        let (id, max_age) = id_cookie(&res);
+        assert_eq!(id.len(), 36);
+        assert_eq!(max_age, None, "a browser-session cookie");
+
+        // The choice is the session's own: the devices page shows it, and
+        // a later request on the forgotten one gets no Max-Age either.
+        let list = remembered.devices(&base).await;
+        let page = remembered.page(&base, "/devices").await;
+        assert_eq!(list.len(), 2);
+        assert_eq!(page.raw.matches(", remembered").count(), 1, "{page:?}");
+        assert!(forgotten.signed_in_as(&base, "alice").await);
+        let a = forgotten.page(&base, "/").await;
+        assert!(!matches!(a.set_id, Some((_, Some(_)))), "{a:?}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_sign_in_form_is_refused_and_stores_nothing() {
+        let base = start(Demo::Axum).await;
+        let d = Device::new();
+        for form in [
+            vec![],
+            vec![("user", "")],
+            vec![("user", "<script>")],
+            vec![("user", "a b")],
+            vec![("name", "alice")],
+        ] {
+            let res = d
+                .step
+                .post(base.join("/sign-in").unwrap())
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{form:?}");
+            assert!(res.headers().get(SET_COOKIE).is_none());
+        }
+        assert!(jar_id(&d.jar, &base).is_none());
+    }
+}

@@ -1708,8 +1708,13 @@ pub(crate) mod suite {
             .await
             .new_id()
             .unwrap();
+        // Shortened later: the new timeout counts from that request, even
+        // though the stored expiry was later.
+        let shortened = call(&app, "set=u:c", None).await.new_id().unwrap();
+        call(&app, "idle=1", Some(&cookie(&shortened))).await.ok();
         clock.pass(Duration::from_millis(1500)).await;
         assert_eq!(user_of(&app, &short).await, "-", "its own 1 s idle timeout");
+        assert_eq!(user_of(&app, &shortened).await, "-", "shortened at once");
         assert_eq!(user_of(&app, &long).await, "b");
         clock.pass(Duration::from_millis(1200)).await;
         assert_eq!(
