@@ -438,7 +438,8 @@ impl fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// The prefix of every session key: a session's key is
-    /// `{prefix}{<id>}`, its move pointer's `{prefix}moved:{<public id>}`.
+    /// `{prefix}{<id>}`, its move pointer's `{prefix}moved:{<public id>}`,
+    /// the index of a link `{prefix}link:<name>:{<value>}`.
     /// Apps that share sessions must use the same prefix; apps that must
     /// not, different ones. The default is [`DEFAULT_KEY_PREFIX`]
     /// (`session:`).
