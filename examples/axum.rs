@@ -70,7 +70,7 @@ use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tower_session_storage::{
@@ -300,10 +300,7 @@ async fn me(session: SessionStorage) -> Response {
 
 /// `GET /devices`: the signed-in user's sessions, this one marked, each
 /// other one with a button that signs it out.
-async fn devices(
-    session: SessionStorage,
-    Extension(registry): Extension<SessionRegistry>,
-) -> Response {
+async fn devices(session: SessionStorage, registry: SessionRegistry) -> Response {
     let Some(user) = session.get_item(USER_ID) else {
         return page(StatusCode::OK, "Your devices", &who(&session));
     };
@@ -359,7 +356,7 @@ async fn devices(
 /// sessions. `400` for a malformed id, `404` for one that is not theirs.
 async fn end_device(
     session: SessionStorage,
-    Extension(registry): Extension<SessionRegistry>,
+    registry: SessionRegistry,
     Path(public_id): Path<String>,
 ) -> Response {
     let Ok(public_id) = public_id.parse::<PublicId>() else {
@@ -399,10 +396,7 @@ async fn end_device(
 
 /// `POST /devices/end-others`: signs out every session of the signed-in
 /// user but this one.
-async fn end_others(
-    session: SessionStorage,
-    Extension(registry): Extension<SessionRegistry>,
-) -> Response {
+async fn end_others(session: SessionStorage, registry: SessionRegistry) -> Response {
     if let (Some(user), Some(current)) = (session.get_item(USER_ID), session.public_id()) {
         if let Err(e) = registry.end_all(USER_LINK, &user, Some(&current)).await {
             return store_failed(&e);

@@ -49,14 +49,27 @@ const USER_ID: &str = "12345";
 /// 32 characters, the size of a typical CSRF token in hex.
 const CSRF: &str = "0123456789abcdef0123456789abcdef";
 
-const LAYERS: [(&str, &str); 2] = [
+const LAYERS: [(&str, &str); 3] = [
     ("ours", "tower-session-storage (MemoryStore)"),
+    ("linked", "  the same, linked (user, sid)"),
     ("theirs", "tower-sessions 0.15 (MemoryStore)"),
 ];
 
 async fn ours(Extension(session): Extension<SessionStorage>) -> &'static str {
     session.set_item("user_id", USER_ID).unwrap();
     session.set_item("csrf", CSRF).unwrap();
+    "ok"
+}
+
+/// As `ours`, and linked for the registry as a sign-in does: `user` (the
+/// same for every session, as for one busy user) and a per-session `sid`.
+async fn linked(Extension(session): Extension<SessionStorage>) -> &'static str {
+    session.set_item("user_id", USER_ID).unwrap();
+    session.set_item("csrf", CSRF).unwrap();
+    session.link("user", USER_ID).unwrap();
+    session
+        .link("sid", &uuid::Uuid::new_v4().simple().to_string())
+        .unwrap();
     "ok"
 }
 
@@ -112,12 +125,17 @@ fn child(which: &str, n: usize) {
         .build()
         .unwrap();
     let grown = match which {
-        "ours" => {
+        "ours" | "linked" => {
             // Capped just above what is created, as an app would size it
             // (the cap also sets how finely the map is sharded).
             let store = MemoryStore::new().with_max_sessions(n + 1);
+            let handler = if which == "ours" {
+                get(ours)
+            } else {
+                get(linked)
+            };
             let app = Router::new()
-                .route("/", get(ours))
+                .route("/", handler)
                 .layer(SessionLayer::new(store.clone()));
             let grown = grow(&rt, app, n);
             assert_eq!(store.len(), n + 1);

@@ -55,9 +55,11 @@ pub fn is_valid_link(name: &str, value: &str) -> bool {
 /// settings (an idle timeout and cookie persistence that override the
 /// layer's for this session).
 ///
-/// One pointer wide: a session with no links and the layer's settings costs
-/// nothing here; otherwise the data is one shared allocation, so cloning a
-/// record does not copy it.
+/// Compact, as [`Items`](super::Items) are: a session with no links and the
+/// layer's settings holds nothing here; otherwise everything is packed into
+/// **one** shared allocation, so cloning a record does not copy it, and a
+/// signed-in session in the memory store costs one small block for all of
+/// it. Changes build a new buffer (they are rare: a sign-in, a sign-out).
 ///
 /// # Example
 ///
@@ -74,21 +76,78 @@ pub fn is_valid_link(name: &str, value: &str) -> bool {
 /// assert_eq!(meta.persistent_cookie(), None, "the layer's setting");
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Meta(Option<Arc<MetaData>>);
+pub struct Meta(Option<Arc<str>>);
 
-#[derive(Clone, Default, PartialEq, Eq)]
-struct MetaData {
-    /// Sorted by name, unique names.
-    links: Vec<(Box<str>, Box<str>)>,
-    idle_timeout: Option<Duration>,
-    persistent_cookie: Option<bool>,
+/// `Meta`'s buffer: `<idle ms>\0<persistent>\0` (each may be empty: the
+/// layer's; persistent is `0` or `1`), then `<name>\0<value>\0` per link in
+/// name order. Names and values hold no control character (the link
+/// rules), so NUL separates them unambiguously; [`Meta::set_link`] refuses
+/// anything else.
+struct Unpacked<'a> {
+    idle: Option<Duration>,
+    persistent: Option<bool>,
+    links: Vec<(&'a str, &'a str)>,
 }
 
-impl MetaData {
-    fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.idle_timeout.is_none() && self.persistent_cookie.is_none()
+fn split_head(buf: &str) -> (&str, &str, &str) {
+    let mut parts = buf.splitn(3, '\0');
+    let idle = parts.next().unwrap_or("");
+    let persistent = parts.next().unwrap_or("");
+    (idle, persistent, parts.next().unwrap_or(""))
+}
+
+fn pack(
+    idle: Option<Duration>,
+    persistent: Option<bool>,
+    links: &[(&str, &str)],
+) -> Option<Arc<str>> {
+    if idle.is_none() && persistent.is_none() && links.is_empty() {
+        return None;
+    }
+    let mut buf = String::new();
+    if let Some(d) = idle {
+        buf.push_str(&d.as_millis().min(u128::from(u64::MAX)).to_string());
+    }
+    buf.push('\0');
+    match persistent {
+        Some(true) => buf.push('1'),
+        Some(false) => buf.push('0'),
+        None => {}
+    }
+    buf.push('\0');
+    for (n, v) in links {
+        buf.push_str(n);
+        buf.push('\0');
+        buf.push_str(v);
+        buf.push('\0');
+    }
+    Some(Arc::from(buf))
+}
+
+/// The links of a [`Meta`], in name order.
+#[derive(Clone, Debug)]
+pub struct LinksIter<'a> {
+    rest: &'a str,
+    left: usize,
+}
+
+impl<'a> Iterator for LinksIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (name, rest) = self.rest.split_once('\0')?;
+        let (value, rest) = rest.split_once('\0')?;
+        self.rest = rest;
+        self.left = self.left.saturating_sub(1);
+        Some((name, value))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
+
+impl ExactSizeIterator for LinksIter<'_> {}
 
 impl Meta {
     /// No links, the layer's settings.
@@ -101,13 +160,18 @@ impl Meta {
         self.0.is_none()
     }
 
+    /// Whether the session holds at least one link.
+    pub fn has_links(&self) -> bool {
+        self.links().len() > 0
+    }
+
     /// The links, sorted by name.
-    pub fn links(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.0
-            .as_deref()
-            .map_or(&[][..], |d| &d.links[..])
-            .iter()
-            .map(|(n, v)| (&**n, &**v))
+    pub fn links(&self) -> LinksIter<'_> {
+        let rest = self.0.as_deref().map_or("", |b| split_head(b).2);
+        LinksIter {
+            rest,
+            left: rest.bytes().filter(|&b| b == 0).count() / 2,
+        }
     }
 
     /// The value linked under `name`.
@@ -117,71 +181,96 @@ impl Meta {
 
     /// The session's own idle timeout; `None`: the layer's.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.0.as_deref().and_then(|d| d.idle_timeout)
+        let idle = split_head(self.0.as_deref()?).0;
+        idle.parse().ok().map(Duration::from_millis)
     }
 
     /// The session's own cookie persistence; `None`: the layer's.
     pub fn persistent_cookie(&self) -> Option<bool> {
-        self.0.as_deref().and_then(|d| d.persistent_cookie)
-    }
-
-    fn edit(&mut self, f: impl FnOnce(&mut MetaData)) {
-        let data = self.0.get_or_insert_with(Default::default);
-        f(Arc::make_mut(data));
-        if data.is_empty() {
-            self.0 = None;
+        match split_head(self.0.as_deref()?).1 {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
         }
     }
 
     /// Links the session as `name = value`, replacing its value for `name`.
     /// For stores rebuilding a record; a handler uses
     /// [`SessionStorage::link`](crate::SessionStorage::link), which checks
-    /// the name, the value and the count.
+    /// the count as well. A name or value that breaks the link rules
+    /// ([`is_valid_link`]) is not set.
     pub fn set_link(&mut self, name: &str, value: &str) {
-        self.edit(
-            |d| match d.links.binary_search_by(|(n, _)| (**n).cmp(name)) {
-                Ok(i) => d.links[i].1 = value.into(),
-                Err(i) => d.links.insert(i, (name.into(), value.into())),
-            },
-        );
+        if self.link(name) != Some(value) {
+            let mut c = ChangeSet::new();
+            c.link(name, value);
+            self.apply(&c);
+        }
     }
 
     /// Removes the link named `name`, if any.
     pub fn remove_link(&mut self, name: &str) {
         if self.link(name).is_some() {
-            self.edit(|d| d.links.retain(|(n, _)| &**n != name));
+            let mut c = ChangeSet::new();
+            c.unlink(name);
+            self.apply(&c);
         }
     }
 
-    /// Sets (or, with `None`, drops) the session's own idle timeout.
+    /// Sets (or, with `None`, drops) the session's own idle timeout
+    /// (milliseconds are kept).
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
         if self.idle_timeout() != timeout {
-            self.edit(|d| d.idle_timeout = timeout);
+            self.0 = pack(
+                timeout,
+                self.persistent_cookie(),
+                &self.links().collect::<Vec<_>>(),
+            );
         }
     }
 
     /// Sets (or, with `None`, drops) the session's own cookie persistence.
     pub fn set_persistent_cookie(&mut self, persistent: Option<bool>) {
         if self.persistent_cookie() != persistent {
-            self.edit(|d| d.persistent_cookie = persistent);
+            self.0 = pack(
+                self.idle_timeout(),
+                persistent,
+                &self.links().collect::<Vec<_>>(),
+            );
         }
     }
 
     /// Applies the link and lifetime changes of `changes` (its item changes
-    /// are for [`Items::apply`](super::Items::apply)).
+    /// are for [`Items::apply`](super::Items::apply)), building one new
+    /// buffer.
     pub fn apply(&mut self, changes: &ChangeSet) {
+        if !changes.changes_meta() {
+            return;
+        }
+        let mut u = Unpacked {
+            idle: self.idle_timeout(),
+            persistent: self.persistent_cookie(),
+            links: self.links().collect(),
+        };
         for (name, value) in changes.links() {
-            match value {
-                Some(v) => self.set_link(name, v),
-                None => self.remove_link(name),
+            let at = u.links.binary_search_by(|(n, _)| (*n).cmp(name));
+            match (value, at) {
+                (Some(v), _) if !is_valid_link(name, v) => {}
+                (Some(v), Ok(i)) => u.links[i].1 = v,
+                (Some(v), Err(i)) => u.links.insert(i, (name, v)),
+                (None, Ok(i)) => {
+                    u.links.remove(i);
+                }
+                (None, Err(_)) => {}
             }
         }
         if let Some(t) = changes.idle_timeout() {
-            self.set_idle_timeout(Some(t));
+            u.idle = Some(t);
         }
         if let Some(p) = changes.persistent_cookie() {
-            self.set_persistent_cookie(Some(p));
+            u.persistent = Some(p);
         }
+        let packed = pack(u.idle, u.persistent, &u.links);
+        self.0 = packed;
     }
 
     /// A copy with the changes of `changes` applied.
@@ -238,10 +327,19 @@ mod tests {
         m.set_link("sid", "s");
         m.set_link("user", "b");
         assert_eq!(m.links().collect::<Vec<_>>(), [("sid", "s"), ("user", "b")]);
+        m.set_idle_timeout(Some(Duration::from_millis(1500)));
+        m.set_persistent_cookie(Some(false));
+        assert_eq!(m.idle_timeout(), Some(Duration::from_millis(1500)));
+        assert_eq!(m.persistent_cookie(), Some(false));
+        assert_eq!(m.links().len(), 2);
+        m.set_link("bad name", "x");
+        m.set_link("user", "a\0b");
+        assert_eq!(m.links().len(), 2, "nothing that breaks the rules is set");
         m.remove_link("user");
         m.remove_link("sid");
-        assert!(m.is_empty(), "back to one null pointer");
-        assert_eq!(std::mem::size_of::<Meta>(), 8);
+        m.set_idle_timeout(None);
+        m.set_persistent_cookie(None);
+        assert!(m.is_empty(), "back to a null pointer");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod redis;
 pub use self::future::StoreFuture;
 pub use self::items::{ChangeSet, Items, ItemsIter};
 pub(crate) use self::meta::link_problem;
-pub use self::meta::{is_valid_link, Meta, MAX_LINKS, MAX_LINK_NAME, MAX_LINK_VALUE};
+pub use self::meta::{is_valid_link, LinksIter, Meta, MAX_LINKS, MAX_LINK_NAME, MAX_LINK_VALUE};
 pub use crate::time::Timestamp;
 
 use crate::id::{PublicId, SessionId};

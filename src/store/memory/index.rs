@@ -60,25 +60,27 @@ impl Inner {
 
     /// Files the session `public_id` under the link `name = value`.
     pub(super) fn index(&self, name: &str, value: &str, public_id: PublicId) {
-        let mut ids = self.links.entry(link_key(name, value)).or_default();
-        if !ids.contains(&public_id) {
-            ids.push(public_id);
+        match self.links.entry(self.link_key(name, value)) {
+            Entry::Occupied(mut e) => e.get_mut().push(public_id),
+            Entry::Vacant(e) => {
+                e.insert(Linked::One(public_id));
+            }
         }
+    }
+
+    /// The index key of the link `name = value`.
+    pub(super) fn link_key(&self, name: &str, value: &str) -> u64 {
+        self.link_hasher.hash_one((name, value))
     }
 
     /// Takes the session `public_id` out of the link `name = value`'s
     /// entry, and the entry out of the index when it is left empty.
     pub(super) fn unindex(&self, name: &str, value: &str, public_id: &PublicId) {
-        let key = link_key(name, value);
-        let emptied = match self.links.get_mut(&key) {
-            Some(mut ids) => {
-                ids.retain(|p| p != public_id);
-                ids.is_empty()
+        let key = self.link_key(name, value);
+        if let Entry::Occupied(mut e) = self.links.entry(key) {
+            if e.get_mut().remove(public_id) {
+                e.remove();
             }
-            None => false,
-        };
-        if emptied {
-            self.links.remove_if(&key, |_, ids| ids.is_empty());
         }
     }
 
@@ -106,7 +108,7 @@ impl Inner {
         }
         record.meta.apply(changes);
         if let Some(id) = at {
-            if record.meta.links().len() > 0 && !is_moved(record.created_at) {
+            if record.meta.has_links() && !is_moved(record.created_at) {
                 self.moves.insert(record.public_id, *id);
                 record.created_at = flag_moved(record.created_at, true);
             }

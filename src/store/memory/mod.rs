@@ -171,19 +171,60 @@ type IdMap = DashMap<SessionId, Record, Hasher>;
 /// For each session cycled at least once or holding a link: the id it
 /// lives under now.
 type MoveMap = DashMap<PublicId, SessionId, Hasher>;
-/// The link index: `name NUL value` to the public ids of the sessions
-/// linked so. Keys are chosen by the app (and through it, maybe by users),
-/// so they are hashed with a keyed hash.
-type LinkMap = DashMap<Box<str>, Vec<PublicId>>;
+/// The link index: a keyed hash of `(name, value)` to the public ids of
+/// the sessions linked so. The key is 8 bytes whatever the link (no copy of
+/// the name and value), and the usual single session per value is held
+/// inline. Two links may share a key (a 64-bit hash collision, which a
+/// client cannot aim for: the hash is keyed per store), so every reader
+/// checks the session's own link before it lists or ends it.
+type LinkMap = DashMap<u64, Linked, Hasher>;
 
-/// The key of the link `name = value` in the index. Names hold no NUL
-/// and values no control character, so the key is unambiguous.
-fn link_key(name: &str, value: &str) -> Box<str> {
-    let mut key = String::with_capacity(name.len() + 1 + value.len());
-    key.push_str(name);
-    key.push('\0');
-    key.push_str(value);
-    key.into_boxed_str()
+/// The sessions filed under one link key.
+#[derive(Debug)]
+enum Linked {
+    One(PublicId),
+    Many(Vec<PublicId>),
+}
+
+impl Linked {
+    fn push(&mut self, p: PublicId) {
+        match self {
+            Linked::One(q) if *q == p => {}
+            Linked::One(q) => *self = Linked::Many(vec![*q, p]),
+            Linked::Many(v) if v.contains(&p) => {}
+            Linked::Many(v) => v.push(p),
+        }
+    }
+
+    /// Removes `p`; whether none is left.
+    fn remove(&mut self, p: &PublicId) -> bool {
+        match self {
+            Linked::One(q) => q == p,
+            Linked::Many(v) => {
+                v.retain(|q| q != p);
+                let empty = v.is_empty();
+                if let [only] = v[..] {
+                    *self = Linked::One(only);
+                }
+                empty
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<PublicId> {
+        match self {
+            Linked::One(p) => vec![*p],
+            Linked::Many(v) => v.clone(),
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        match self {
+            Linked::One(_) => 1,
+            Linked::Many(v) => v.len(),
+        }
+    }
 }
 
 /// A cycle's hold on its new id while it moves the session there: not a
@@ -225,6 +266,8 @@ struct Inner {
     map: IdMap,
     moves: MoveMap,
     links: LinkMap,
+    /// The key of the link index's hash (random per store).
+    link_hasher: std::collections::hash_map::RandomState,
     stripes: Box<[Mutex<()>]>,
     max_sessions: AtomicUsize,
     /// Sessions held: a create reserves its place here before it inserts,
@@ -331,7 +374,8 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 map: new_map(shards),
                 moves: new_map(shards),
-                links: DashMap::new(),
+                links: DashMap::default(),
+                link_hasher: std::collections::hash_map::RandomState::new(),
                 stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
                 max_sessions: AtomicUsize::new(DEFAULT_MAX_SESSIONS),
                 len: AtomicUsize::new(0),

@@ -87,7 +87,7 @@ impl Inner {
                 // (`MOVED`), and `u64::MAX` marks a cycle's reservation: a
                 // caller's record can set neither (no real time reaches that
                 // bit; such a record simply expires by its `expires_at`).
-                let linked = record.meta.links().len() > 0;
+                let linked = record.meta.has_links();
                 record.created_at = flag_moved(record.created_at, linked);
                 if linked {
                     // Indexed and tracked before the session appears, so
@@ -248,12 +248,13 @@ impl Inner {
                 let record = self.map.get(&at)?;
                 (record.public_id == public_id
                     && !is_reservation(&record)
-                    && record.expires_at > now)
-                    .then(|| {
-                        let mut l = Listed::of(&record);
-                        l.created_at = flag_moved(l.created_at, false);
-                        l
-                    })
+                    && record.expires_at > now
+                    && record.meta.link(name) == Some(value))
+                .then(|| {
+                    let mut l = Listed::of(&record);
+                    l.created_at = flag_moved(l.created_at, false);
+                    l
+                })
             })
             .collect();
         Listed::newest(listed, limit)
@@ -263,8 +264,8 @@ impl Inner {
     /// once it returns).
     fn linked(&self, name: &str, value: &str) -> Vec<PublicId> {
         self.links
-            .get(&*link_key(name, value))
-            .map(|ids| ids.clone())
+            .get(&self.link_key(name, value))
+            .map(|ids| ids.to_vec())
             .unwrap_or_default()
     }
 
@@ -273,8 +274,9 @@ impl Inner {
         let mut candidates: Vec<(Timestamp, PublicId)> = ids
             .into_iter()
             .map(|p| {
-                // A session not found now is ended anyway (a no-op): its
-                // creation time only matters to `keep.newest`.
+                // A session not found now (a cycle moving it) is still a
+                // candidate: its creation time only matters to
+                // `keep.newest`, and ending it waits for the cycle.
                 // (The `moves` guard is released before the map is read:
                 // writers take the map's lock, then `moves`'.)
                 let at = self.moves.get(&p).map(|at| *at);
@@ -286,20 +288,27 @@ impl Inner {
             .collect();
         keep.victims(&mut candidates)
             .iter()
-            .filter(|p| self.end_public(p))
+            .filter(|p| self.end_tracked(p, |r| r.meta.link(name) == Some(value)))
             .count()
     }
 
     /// Ends the tracked session named `public_id` wherever it lives.
     pub(super) fn end_public(&self, public_id: &PublicId) -> bool {
+        self.end_tracked(public_id, |_| true)
+    }
+
+    /// Ends the tracked (cycled or linked) session named `public_id` if
+    /// `check` accepts it. Under the session's stripe lock, so no cycle of
+    /// it is halfway and `moves` says where it is.
+    fn end_tracked(&self, public_id: &PublicId, check: impl Fn(&Record) -> bool) -> bool {
         let _stripe = self.stripe(public_id);
-        let Some((_, at)) = self.moves.remove(public_id) else {
+        let Some(at) = self.moves.get(public_id).map(|at| *at) else {
             return false;
         };
-        match self
-            .map
-            .remove_if(&at, |_, r| r.public_id == *public_id && !is_reservation(r))
-        {
+        // Removing it forgets the move too (a tracked record has the flag).
+        match self.map.remove_if(&at, |_, r| {
+            r.public_id == *public_id && !is_reservation(r) && check(r)
+        }) {
             Some((_, record)) => {
                 self.forget(&at, &record);
                 true

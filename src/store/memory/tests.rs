@@ -664,3 +664,18 @@ async fn capacity_is_given_back_after_a_mass_expiry() {
 fn an_entry_is_80_bytes() {
     assert_eq!(std::mem::size_of::<(SessionId, Record)>(), 80);
 }
+
+/// The index holds one session inline, several in a vector, and drops the
+/// entry with its last session.
+#[test]
+fn a_link_entry_goes_from_one_to_many_and_back() {
+    let (a, b) = (PublicId::generate(), PublicId::generate());
+    let mut l = Linked::One(a);
+    l.push(a);
+    assert_eq!(l.len(), 1, "no duplicate");
+    l.push(b);
+    assert_eq!(l.len(), 2);
+    assert!(!l.remove(&a));
+    assert!(matches!(l, Linked::One(p) if p == b), "back inline");
+    assert!(l.remove(&b), "empty: the entry goes");
+}
