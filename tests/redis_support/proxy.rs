@@ -9,11 +9,21 @@ use std::sync::Arc;
 // Counting proxy
 // ---------------------------------------------------------------------------
 
+/// What cuts a connection: a pattern, and how many commands holding it
+/// still go through first.
+type Cut = std::sync::Mutex<Option<(Vec<u8>, usize)>>;
+
 /// A TCP proxy on `127.0.0.1:<random port>` in front of a server, counting
-/// the commands (RESP arrays) the clients send through it.
+/// the commands (RESP arrays) the clients send through it, and the round
+/// trips: the bursts of commands a client sends after an answer (a
+/// pipeline is one). It can also cut a connection when a command holding
+/// some bytes comes through ([`cut_on`](Self::cut_on)): that command and
+/// the ones after it on the connection never reach the server.
 pub(crate) struct CountingProxy {
     port: u16,
     commands: Arc<AtomicUsize>,
+    round_trips: Arc<AtomicUsize>,
+    cut: Arc<Cut>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -22,13 +32,15 @@ impl CountingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let commands = Arc::new(AtomicUsize::new(0));
-        let counter = commands.clone();
+        let round_trips = Arc::new(AtomicUsize::new(0));
+        let cut: Arc<Cut> = Arc::default();
+        let (counter, trips, cutter) = (commands.clone(), round_trips.clone(), cut.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let counter = counter.clone();
+                let (counter, trips, cutter) = (counter.clone(), trips.clone(), cutter.clone());
                 tokio::spawn(async move {
                     let Ok(server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
@@ -37,10 +49,29 @@ impl CountingProxy {
                     };
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
+                    let answered = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                    let flag = answered.clone();
                     let down = tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            flag.store(true, Ordering::SeqCst);
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
                     });
-                    forward_counting(&mut cr, &mut sw, &counter).await;
+                    let counts = Counts {
+                        commands: &counter,
+                        round_trips: &trips,
+                        answered: &answered,
+                        cut: &cutter,
+                    };
+                    forward_counting(&mut cr, &mut sw, counts).await;
                     down.abort();
                 });
             }
@@ -48,6 +79,8 @@ impl CountingProxy {
         CountingProxy {
             port,
             commands,
+            round_trips,
+            cut,
             task,
         }
     }
@@ -60,6 +93,26 @@ impl CountingProxy {
     pub(crate) fn commands(&self) -> usize {
         self.commands.load(Ordering::SeqCst)
     }
+
+    /// Round trips so far: bursts of commands a client sent after it got
+    /// an answer (or first on its connection). A pipeline, or commands
+    /// sent together on a multiplexed connection, count once.
+    pub(crate) fn round_trips(&self) -> usize {
+        self.round_trips.load(Ordering::SeqCst)
+    }
+
+    /// From now on, a command holding `pattern` cuts its connection: it
+    /// and everything after it on that connection are dropped. `None`
+    /// stops cutting.
+    pub(crate) fn cut_on(&self, pattern: Option<&[u8]>) {
+        *self.cut.lock().unwrap() = pattern.map(|p| (p.to_vec(), 0));
+    }
+
+    /// As [`cut_on`](Self::cut_on), but the first `skip` commands holding
+    /// `pattern` go through.
+    pub(crate) fn cut_on_after(&self, pattern: &[u8], skip: usize) {
+        *self.cut.lock().unwrap() = Some((pattern.to_vec(), skip));
+    }
 }
 
 impl Drop for CountingProxy {
@@ -68,10 +121,17 @@ impl Drop for CountingProxy {
     }
 }
 
+struct Counts<'a> {
+    commands: &'a AtomicUsize,
+    round_trips: &'a AtomicUsize,
+    answered: &'a std::sync::atomic::AtomicBool,
+    cut: &'a Cut,
+}
+
 async fn forward_counting(
     from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
-    counter: &AtomicUsize,
+    counts: Counts<'_>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut pending: Vec<u8> = Vec::new();
@@ -81,14 +141,34 @@ async fn forward_counting(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        pending.extend_from_slice(&buf[..n]);
-        // Count every complete command before forwarding the bytes, so a
-        // reply can never arrive before its command was counted.
-        while let Some(len) = resp_command_len(&pending) {
-            counter.fetch_add(1, Ordering::SeqCst);
-            pending.drain(..len);
+        if pending.is_empty() && counts.answered.swap(false, Ordering::SeqCst) {
+            counts.round_trips.fetch_add(1, Ordering::SeqCst);
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        pending.extend_from_slice(&buf[..n]);
+        // Count every complete command before forwarding it, so a reply
+        // can never arrive before its command was counted.
+        let mut out = Vec::new();
+        while let Some(len) = resp_command_len(&pending) {
+            let cmd: Vec<u8> = pending.drain(..len).collect();
+            let cut_now = match &mut *counts.cut.lock().unwrap() {
+                Some((p, skip)) if cmd.windows(p.len()).any(|w| w == p.as_slice()) => {
+                    if *skip == 0 {
+                        true
+                    } else {
+                        *skip -= 1;
+                        false
+                    }
+                }
+                _ => false,
+            };
+            if cut_now {
+                let _ = to.write_all(&out).await;
+                return;
+            }
+            counts.commands.fetch_add(1, Ordering::SeqCst);
+            out.extend_from_slice(&cmd);
+        }
+        if to.write_all(&out).await.is_err() {
             return;
         }
     }

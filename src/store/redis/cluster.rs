@@ -12,7 +12,7 @@ use super::scripts::{ENDED, SCRIPTS};
 use super::{int, warn_corrupted, RedisStore};
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
-use crate::store::{ChangeSet, CycleOutcome, Record, Renewal};
+use crate::store::{ChangeSet, CycleOutcome, Record, Renewal, Timestamp};
 
 impl RedisStore {
     /// The longest a cluster `cycle` may take from sending step 1 to the
@@ -41,18 +41,19 @@ impl RedisStore {
         let old_key = self.key(old);
         // Step 1: take the old session (read and delete, one script).
         let taken = self
-            .eval(&SCRIPTS.take, &[&old_key], |cmd| {
-                cmd.arg(clamp(now));
+            .eval(&SCRIPTS.take, &[&old_key, &self.taken_key(old)], |cmd| {
+                cmd.arg(clamp(now))
+                    .arg(self.ended_mark_ttl().as_millis() as u64);
             })
             .await?;
-        let original = match taken {
+        let (original, old_horizon) = match taken {
             Value::Int(0) => return Ok(CycleOutcome::Gone),
             Value::Int(-1) => {
                 warn_corrupted(old, "not a session hash");
                 return Ok(CycleOutcome::Gone);
             }
             v => match parse_hash(v) {
-                Parsed::Found(r) => r,
+                Parsed::Found(r, h) => (r, h),
                 Parsed::Absent => return Ok(CycleOutcome::Gone),
                 Parsed::Corrupt(reason) => {
                     warn_corrupted(old, reason);
@@ -60,31 +61,87 @@ impl RedisStore {
                 }
             },
         };
+        let public_id = original.public_id;
         let mut items = original.items.clone();
         items.apply(changes);
+        let meta = original.meta.applied(changes);
         if items.is_empty() {
+            let mut all = original.meta.clone();
+            for (n, v) in meta.links() {
+                all.set_link(n, v);
+            }
+            let links: Vec<(String, String)> = original
+                .meta
+                .links()
+                .chain(meta.links())
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+            self.unindex(&public_id, &links, Timestamp::now()).await;
             return Ok(CycleOutcome::Deleted);
         }
+        let dropped: Vec<(String, String)> = original
+            .meta
+            .links()
+            .filter(|(n, v)| meta.link(n) != Some(v))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
         let moved = Record {
             items,
             created_at: original.created_at,
-            expires_at: original.expires_at.max(expires_at),
-            public_id: original.public_id,
-            meta: original.meta.clone(),
+            expires_at: if changes.sets_idle_timeout() {
+                expires_at
+            } else {
+                original.expires_at.max(expires_at)
+            },
+            public_id,
+            meta,
         };
+        let put_back = || async {
+            if let Err(e) = self
+                .create_key(&old_key, &original, None, old_horizon)
+                .await
+            {
+                tracing::warn!(session = ?old, error = %crate::error::Chain(&e), "RedisStore: could not restore a session after a failed cycle");
+            }
+        };
+        // The index step, again for every link: a pruner may have taken an
+        // entry out while the session was between its two ids (its pointer
+        // still names the old one). Fresh entries are not pruned until the
+        // new session's deadline has passed.
+        let mut deadline = None;
+        let mut horizon = 0;
+        if moved.meta.links().len() > 0 {
+            horizon = old_horizon.max(super::ops::horizon(now, clamp(moved.expires_at)));
+            let sent = Timestamp::now();
+            match self
+                .index_step(&public_id, None, moved.meta.links(), horizon, false)
+                .await
+            {
+                Ok(ready) => deadline = ready.map(|r| r.deadline),
+                Err(e) => {
+                    put_back().await;
+                    return Err(e);
+                }
+            }
+            let _ = sent;
+        }
         // Step 2: create the new session (insert-if-absent).
         let new_key = self.key(new);
-        if !self.create_key(&new_key, &moved).await? {
-            // The new id is taken: put the session back, unchanged, and let
-            // the layer retry with another id. Nobody creates under `old`
-            // meanwhile (ids are made fresh for every creation).
-            if !self.create_key(&old_key, &original).await? {
-                tracing::warn!(
-                    session = ?old,
-                    "RedisStore: could not restore a session after an id collision in cycle"
-                );
+        match self.create_key(&new_key, &moved, deadline, horizon).await? {
+            Some(true) => {}
+            Some(false) => {
+                // The new id is taken: put the session back, unchanged, and let
+                // the layer retry with another id. Nobody creates under `old`
+                // meanwhile (ids are made fresh for every creation).
+                put_back().await;
+                return Ok(CycleOutcome::Collision);
             }
-            return Ok(CycleOutcome::Collision);
+            None => {
+                put_back().await;
+                return Err(StoreError::unavailable(
+                    "cycle_id on Redis Cluster took longer than its window; the session was not moved",
+                ));
+            }
         }
         // Step 3: point the move pointer at the new id, unless a logout
         // marked it ended meanwhile.
@@ -93,7 +150,8 @@ impl RedisStore {
                 &SCRIPTS.point,
                 &[&self.pointer_key(&moved.public_id)],
                 |cmd| {
-                    cmd.arg(new.encode().as_str()).arg(clamp(moved.expires_at));
+                    cmd.arg(new.encode().as_str())
+                        .arg(clamp(moved.expires_at).max(horizon));
                 },
             )
             .await?;
@@ -113,6 +171,7 @@ impl RedisStore {
                 self.cycle_budget()
             )));
         }
+        self.unindex(&public_id, &dropped, Timestamp::now()).await;
         Ok(CycleOutcome::Moved)
     }
 

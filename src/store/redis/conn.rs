@@ -59,7 +59,7 @@ impl Conn {
     /// Sends a pipeline on one connection. On a cluster it goes to the node
     /// of its first command that has a key (redis-rs routes a pipeline by
     /// its first keyed command; `WAIT` has none).
-    async fn query_pipe(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
+    pub(super) async fn query_pipe(&self, pipe: &Pipeline) -> Result<Vec<Value>, RedisError> {
         match self {
             Conn::Standalone(m) => {
                 let mut m = m.clone();
@@ -228,7 +228,7 @@ impl RedisStore {
     /// Loads every script into the server's script cache (every primary, on
     /// a cluster), so the first `EVALSHA`s hit. Best effort: a failure only
     /// means the first use of a script falls back to `EVAL`.
-    async fn preload_scripts(&self) {
+    pub(super) async fn preload_scripts(&self) {
         for lua in SCRIPTS.all() {
             let mut cmd = redis::cmd("SCRIPT");
             cmd.arg("LOAD").arg(lua.code);
@@ -276,7 +276,7 @@ impl RedisStore {
         self.run_for(self.timeout, op).await
     }
 
-    async fn run_for<T>(
+    pub(super) async fn run_for<T>(
         &self,
         limit: Duration,
         op: impl Future<Output = Result<T, RedisError>>,

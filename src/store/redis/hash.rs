@@ -1,9 +1,11 @@
 //! A session's Redis hash: its metadata fields and how a reply is read.
 
+use std::time::Duration;
+
 use redis::Value;
 
 use crate::id::PublicId;
-use crate::store::{Record, Timestamp};
+use crate::store::{Meta, Record, Timestamp};
 
 /// The field holding the creation time. Starts with `0xFF`, which no UTF-8
 /// string (so no item name) contains.
@@ -13,6 +15,63 @@ pub(super) const EXPIRES_FIELD: &[u8] = b"\xffexpires_at";
 /// The field holding the public id (32 lowercase hex digits); see
 /// [`CREATED_FIELD`].
 pub(super) const PUBLIC_FIELD: &[u8] = b"\xffpublic_id";
+
+/// The field holding the session's links, encoded by [`encode_links`]
+/// (absent when it has none); see [`CREATED_FIELD`].
+pub(super) const LINKS_FIELD: &[u8] = b"\xffl";
+/// The field holding the session's own idle timeout, in milliseconds.
+pub(super) const IDLE_FIELD: &[u8] = b"\xffi";
+/// The field holding the session's own cookie persistence, `1` or `0`.
+pub(super) const PERSIST_FIELD: &[u8] = b"\xffp";
+/// The field holding the horizon: the time (milliseconds) until which the
+/// session's index keys and move pointer are known to live. Present while
+/// the session has links.
+pub(super) const HORIZON_FIELD: &[u8] = b"\xffh";
+
+/// Separates a link's name from its value in [`LINKS_FIELD`] (ASCII unit
+/// separator: a control character, which neither can hold).
+const NAME_END: char = '\u{1f}';
+/// Separates two links in [`LINKS_FIELD`] (ASCII record separator).
+const LINK_END: char = '\u{1e}';
+
+/// A session's links as one field value: `name US value RS name US value`,
+/// sorted by name. Unambiguous: names and values hold no control
+/// characters.
+pub(super) fn encode_links(meta: &Meta) -> String {
+    let mut s = String::new();
+    for (i, (n, v)) in meta.links().enumerate() {
+        if i > 0 {
+            s.push(LINK_END);
+        }
+        s.push_str(n);
+        s.push(NAME_END);
+        s.push_str(v);
+    }
+    s
+}
+
+/// Reads [`LINKS_FIELD`] into `meta`; `None` when it is malformed.
+pub(super) fn decode_links(b: &[u8], meta: &mut Meta) -> Option<()> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() {
+        return Some(());
+    }
+    for link in s.split(LINK_END) {
+        let (n, v) = link.split_once(NAME_END)?;
+        if !crate::store::is_valid_link(n, v) {
+            return None;
+        }
+        meta.set_link(n, v);
+    }
+    Some(())
+}
+
+/// A duration in whole milliseconds, clamped as times are ([`clamp`]).
+pub(super) fn duration_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_MILLIS)
+}
 
 /// Times are clamped to 2^53 - 1 ms (the year 285,000) so the scripts' Lua
 /// numbers (doubles) hold them exactly.
@@ -26,7 +85,8 @@ pub(super) fn clamp(t: Timestamp) -> u64 {
 pub(super) enum Parsed {
     /// No such key (an empty hash).
     Absent,
-    Found(Record),
+    /// The session, and its [horizon](HORIZON_FIELD) (0 when none).
+    Found(Record, u64),
     Corrupt(&'static str),
 }
 
@@ -52,6 +112,7 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
         return Parsed::Absent;
     }
     let (mut created, mut expires, mut public) = (None, None, None);
+    let (mut meta, mut horizon) = (Meta::new(), 0);
     let mut items: Vec<(String, String)> = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
@@ -61,6 +122,23 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
             created = parse_millis(&v);
         } else if k == EXPIRES_FIELD {
             expires = parse_millis(&v);
+        } else if k == LINKS_FIELD {
+            if decode_links(&v, &mut meta).is_none() {
+                return Parsed::Corrupt("unreadable links");
+            }
+        } else if k == IDLE_FIELD {
+            let Some(ms) = parse_millis(&v) else {
+                return Parsed::Corrupt("unreadable idle timeout");
+            };
+            meta.set_idle_timeout(Some(Duration::from_millis(ms)));
+        } else if k == PERSIST_FIELD {
+            match &v[..] {
+                b"1" => meta.set_persistent_cookie(Some(true)),
+                b"0" => meta.set_persistent_cookie(Some(false)),
+                _ => return Parsed::Corrupt("unreadable cookie persistence"),
+            }
+        } else if k == HORIZON_FIELD {
+            horizon = parse_millis(&v).unwrap_or(0);
         } else if k == PUBLIC_FIELD {
             public = std::str::from_utf8(&v)
                 .ok()
@@ -77,13 +155,16 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
     };
     // Sorted first, so building `Items` appends instead of shifting.
     items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Parsed::Found(Record {
-        items: items.into_iter().collect(),
-        created_at: Timestamp::from_millis(created_at),
-        expires_at: Timestamp::from_millis(expires_at),
-        public_id,
-        meta: crate::store::Meta::new(),
-    })
+    Parsed::Found(
+        Record {
+            items: items.into_iter().collect(),
+            created_at: Timestamp::from_millis(created_at),
+            expires_at: Timestamp::from_millis(expires_at),
+            public_id,
+            meta,
+        },
+        horizon,
+    )
 }
 
 /// Strict decimal milliseconds: 1 to 16 ASCII digits.
@@ -100,7 +181,15 @@ mod tests {
 
     #[test]
     fn metadata_fields_cannot_be_item_names() {
-        for f in [CREATED_FIELD, EXPIRES_FIELD, PUBLIC_FIELD] {
+        for f in [
+            CREATED_FIELD,
+            EXPIRES_FIELD,
+            PUBLIC_FIELD,
+            LINKS_FIELD,
+            IDLE_FIELD,
+            PERSIST_FIELD,
+            HORIZON_FIELD,
+        ] {
             assert!(std::str::from_utf8(f).is_err());
         }
     }
@@ -122,7 +211,7 @@ mod tests {
             bulk(EXPIRES_FIELD),
             bulk(b"61000"),
         ]);
-        let Parsed::Found(r) = parse_hash(reply) else {
+        let Parsed::Found(r, _) = parse_hash(reply) else {
             panic!("a good hash")
         };
         assert_eq!(r.items.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
@@ -175,6 +264,48 @@ mod tests {
                 "{pid:?}"
             );
         }
+    }
+
+    #[test]
+    fn links_round_trip_and_junk_is_refused() {
+        let mut meta = Meta::new();
+        meta.set_link("user", "a{b}:c");
+        meta.set_link("sid", "s 1");
+        let encoded = encode_links(&meta);
+        assert_eq!(encoded, "sid\u{1f}s 1\u{1e}user\u{1f}a{b}:c");
+        let mut back = Meta::new();
+        assert!(decode_links(encoded.as_bytes(), &mut back).is_some());
+        assert_eq!(back, meta);
+        for bad in [&b"user"[..], b"us:er\x1fv", b"user\x1f", b"\xff\x1fv"] {
+            assert!(decode_links(bad, &mut Meta::new()).is_none(), "{bad:?}");
+        }
+        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
+        let reply = Value::Array(vec![
+            bulk(CREATED_FIELD),
+            bulk(b"1"),
+            bulk(EXPIRES_FIELD),
+            bulk(b"5"),
+            bulk(PUBLIC_FIELD),
+            bulk(PID),
+            bulk(LINKS_FIELD),
+            bulk(encoded.as_bytes()),
+            bulk(IDLE_FIELD),
+            bulk(b"60000"),
+            bulk(PERSIST_FIELD),
+            bulk(b"1"),
+            bulk(HORIZON_FIELD),
+            bulk(b"9"),
+            bulk(b"k"),
+            bulk(b"v"),
+        ]);
+        let Parsed::Found(r, horizon) = parse_hash(reply) else {
+            panic!("a good hash")
+        };
+        assert_eq!(horizon, 9);
+        assert_eq!(r.items.len(), 1);
+        assert_eq!(r.meta.link("user"), Some("a{b}:c"));
+        assert_eq!(r.meta.idle_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(r.meta.persistent_cookie(), Some(true));
     }
 
     #[test]

@@ -5,14 +5,14 @@
 use redis::Value;
 
 use super::conn::{redis_code, Conn};
-use super::hash::{clamp, parse_hash, Parsed};
-use super::scripts::{push_changes, SCRIPTS};
+use super::hash::{clamp, duration_millis, encode_links, parse_hash, Parsed};
+use super::scripts::{push_changes, push_meta, Ready, SCRIPTS};
 use super::RedisStore;
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
 use crate::store::{
-    ChangeSet, CycleOutcome, Keep, Listed, Record, Renewal, SaveOutcome, SessionStore, StoreFuture,
-    Timestamp,
+    is_valid_link, ChangeSet, CycleOutcome, Keep, Listed, Meta, Record, Renewal, SaveOutcome,
+    SessionStore, StoreFuture, Timestamp,
 };
 
 impl RedisStore {
@@ -49,19 +49,113 @@ impl RedisStore {
         Ok(int(&self.write(&cmd).await?)? > 0)
     }
 
-    /// Creates `record` under `key` if the key is free.
-    pub(super) async fn create_key(&self, key: &[u8], record: &Record) -> Result<bool, StoreError> {
+    /// Creates `record` under `key` if the key is free; with links, its
+    /// index step must have run (`ready`), or `horizon` must be the one the
+    /// index keys already reach (a cluster `cycle` putting a session back).
+    /// `Ok(None)` when the deadline of `ready` passed before Redis ran it.
+    pub(super) async fn create_key(
+        &self,
+        key: &[u8],
+        record: &Record,
+        deadline: Option<u64>,
+        horizon: u64,
+    ) -> Result<Option<bool>, StoreError> {
         let v = self
             .eval(&SCRIPTS.create, &[key], |cmd| {
                 cmd.arg(clamp(record.created_at))
                     .arg(clamp(record.expires_at))
                     .arg(record.public_id.to_string());
+                match deadline {
+                    Some(d) => cmd.arg(d),
+                    None => cmd.arg(""),
+                };
+                cmd.arg(horizon).arg(encode_links(&record.meta));
+                match record.meta.idle_timeout() {
+                    Some(t) => cmd.arg(duration_millis(t)),
+                    None => cmd.arg(""),
+                };
+                match record.meta.persistent_cookie() {
+                    Some(p) => cmd.arg(if p { "1" } else { "0" }),
+                    None => cmd.arg(""),
+                };
                 for (k, v) in record.items.iter() {
                     cmd.arg(k).arg(v);
                 }
             })
             .await?;
-        Ok(int(&v)? == 1)
+        Ok(match int(&v)? {
+            -2 => None,
+            n => Some(n == 1),
+        })
+    }
+}
+
+/// The horizon a linking write gives the session's index keys and move
+/// pointer: twice as far ahead as the session's expiry, so that the
+/// session's own refreshes move past it only about once per idle timeout
+/// (each time costing the index step again).
+pub(super) fn horizon(now: Timestamp, expires_at: u64) -> u64 {
+    let ahead = expires_at.saturating_sub(clamp(now));
+    expires_at
+        .saturating_add(ahead)
+        .min(clamp(Timestamp::from_millis(u64::MAX)))
+}
+
+/// A write script's reply: `{code, public id, …}`, see `SAVE_LUA`.
+pub(super) struct Reply {
+    pub(super) code: i64,
+    pub(super) public_id: Option<PublicId>,
+    /// For code 4: the session's stored expiry.
+    pub(super) stored: u64,
+    pub(super) links: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub(super) fn parse(v: Value) -> Result<Reply, StoreError> {
+        let Value::Array(v) = v else {
+            return Ok(Reply {
+                code: int(&v)?,
+                public_id: None,
+                stored: 0,
+                links: Vec::new(),
+            });
+        };
+        let mut it = v.into_iter();
+        let code = int(&it.next().unwrap_or(Value::Nil))?;
+        let mut texts = it.map(|v| match v {
+            Value::BulkString(b) => String::from_utf8(b).unwrap_or_default(),
+            Value::SimpleString(s) => s,
+            Value::Int(n) => n.to_string(),
+            _ => String::new(),
+        });
+        let public_id = texts.next().and_then(|p| p.parse().ok());
+        let stored = if code == 4 {
+            texts.next().and_then(|e| e.parse().ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        let mut links = Vec::new();
+        while let (Some(n), Some(v)) = (texts.next(), texts.next()) {
+            links.push((n, v));
+        }
+        Ok(Reply {
+            code,
+            public_id,
+            stored,
+            links,
+        })
+    }
+
+    /// The links the session has once `changes` are applied (for code 4).
+    fn links_after(&self, changes: Option<&ChangeSet>) -> Meta {
+        let mut meta = Meta::new();
+        for (n, v) in &self.links {
+            meta.set_link(n, v);
+        }
+        if let Some(c) = changes {
+            meta.apply(c);
+        }
+        meta
     }
 }
 
@@ -100,8 +194,8 @@ impl RedisStore {
         match parse_hash(reply) {
             Parsed::Absent => Ok(None),
             // Expired by the app's clock: Redis's TTL removes the key.
-            Parsed::Found(r) if r.expires_at <= now => Ok(None),
-            Parsed::Found(r) => Ok(Some(r)),
+            Parsed::Found(r, _) if r.expires_at <= now => Ok(None),
+            Parsed::Found(r, _) => Ok(Some(r)),
             Parsed::Corrupt(reason) => {
                 self.drop_corrupted(id, &key, reason).await;
                 Ok(None)
@@ -110,30 +204,104 @@ impl RedisStore {
     }
 
     async fn create_now(&self, id: &SessionId, record: &Record) -> Result<bool, StoreError> {
-        self.create_key(&self.key(id), record).await
+        let key = self.key(id);
+        if record.meta.links().len() == 0 {
+            return Ok(self.create_key(&key, record, None, 0).await? == Some(true));
+        }
+        let h = horizon(record.created_at, clamp(record.expires_at));
+        let Some(ready) = self
+            .index_step(&record.public_id, Some(id), record.meta.links(), h, true)
+            .await?
+        else {
+            // The fresh public id's pointer is marked ended: cannot happen
+            // for a new session; report the id as taken so the layer
+            // retries with new ones.
+            return Ok(false);
+        };
+        match self
+            .create_key(&key, record, Some(ready.deadline), h)
+            .await?
+        {
+            Some(created) => Ok(created),
+            None => Err(late()),
+        }
     }
 
     async fn save_now(
         &self,
         id: &SessionId,
         changes: &ChangeSet,
-        Renewal { now, expires_at }: Renewal,
+        at: Renewal,
     ) -> Result<SaveOutcome, StoreError> {
-        let v = self
-            .eval(&SCRIPTS.save, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now)).arg(clamp(expires_at));
-                push_changes(cmd, changes);
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => SaveOutcome::Saved,
-            2 => SaveOutcome::Deleted,
-            -1 => {
-                warn_corrupted(id, "not a session hash");
-                SaveOutcome::Gone
+        let key = self.key(id);
+        let mut ready = None;
+        for _ in 0..3 {
+            let sent = Timestamp::now();
+            let v = self
+                .eval(&SCRIPTS.save, &[&key], |cmd| {
+                    cmd.arg(clamp(at.now)).arg(clamp(at.expires_at));
+                    push_meta(cmd, Some(changes), ready);
+                    push_changes(cmd, changes);
+                })
+                .await?;
+            let r = Reply::parse(v)?;
+            match r.code {
+                4 => match self.index_first(id, &r, Some(changes), at).await? {
+                    Some(rd) => ready = Some(rd),
+                    None => return Ok(SaveOutcome::Gone),
+                },
+                1 | 2 => {
+                    if let Some(p) = r.public_id {
+                        self.unindex(&p, &r.links, sent).await;
+                    }
+                    return Ok(if r.code == 1 {
+                        SaveOutcome::Saved
+                    } else {
+                        SaveOutcome::Deleted
+                    });
+                }
+                -2 => return Err(late()),
+                -1 => {
+                    warn_corrupted(id, "not a session hash");
+                    return Ok(SaveOutcome::Gone);
+                }
+                _ => return Ok(SaveOutcome::Gone),
             }
-            _ => SaveOutcome::Gone,
-        })
+        }
+        Err(StoreError::other(
+            "RedisStore: a write kept asking for its index step",
+        ))
+    }
+
+    /// The index step a script asked for (reply code 4): the session's
+    /// links once `changes` apply, covered to the horizon of its new expiry.
+    pub(super) async fn index_first(
+        &self,
+        id: &SessionId,
+        r: &Reply,
+        changes: Option<&ChangeSet>,
+        at: Renewal,
+    ) -> Result<Option<Ready>, StoreError> {
+        let Some(public_id) = r.public_id else {
+            return Err(StoreError::other(
+                "RedisStore: a script's reply lacks the public id",
+            ));
+        };
+        let meta = r.links_after(changes);
+        let exact = changes.is_some_and(ChangeSet::sets_idle_timeout);
+        let exp = if exact {
+            clamp(at.expires_at)
+        } else {
+            clamp(at.expires_at).max(r.stored)
+        };
+        self.index_step(
+            &public_id,
+            Some(id),
+            meta.links(),
+            horizon(at.now, exp),
+            false,
+        )
+        .await
     }
 
     async fn cycle_now(
@@ -147,24 +315,47 @@ impl RedisStore {
         if matches!(self.conn, Conn::Cluster(_)) {
             return self.cycle_cluster(old, new, changes, at).await;
         }
-        let v = self
-            .eval(&SCRIPTS.cycle, &[&self.key(old), &self.key(new)], |cmd| {
-                cmd.arg(clamp(now))
-                    .arg(clamp(expires_at))
-                    .arg(&*self.prefix);
-                push_changes(cmd, changes);
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => CycleOutcome::Moved,
-            2 => CycleOutcome::Deleted,
-            3 => CycleOutcome::Collision,
-            -1 => {
-                warn_corrupted(old, "not a session hash");
-                CycleOutcome::Gone
+        let (old_key, new_key) = (self.key(old), self.key(new));
+        let mut ready = None;
+        for _ in 0..3 {
+            let sent = Timestamp::now();
+            let v = self
+                .eval(&SCRIPTS.cycle, &[&old_key, &new_key], |cmd| {
+                    cmd.arg(clamp(now))
+                        .arg(clamp(expires_at))
+                        .arg(&*self.prefix);
+                    push_meta(cmd, Some(changes), ready);
+                    push_changes(cmd, changes);
+                })
+                .await?;
+            let r = Reply::parse(v)?;
+            match r.code {
+                4 => match self.index_first(old, &r, Some(changes), at).await? {
+                    Some(rd) => ready = Some(rd),
+                    None => return Ok(CycleOutcome::Gone),
+                },
+                1 | 2 => {
+                    if let Some(p) = r.public_id {
+                        self.unindex(&p, &r.links, sent).await;
+                    }
+                    return Ok(if r.code == 1 {
+                        CycleOutcome::Moved
+                    } else {
+                        CycleOutcome::Deleted
+                    });
+                }
+                3 => return Ok(CycleOutcome::Collision),
+                -2 => return Err(late()),
+                -1 => {
+                    warn_corrupted(old, "not a session hash");
+                    return Ok(CycleOutcome::Gone);
+                }
+                _ => return Ok(CycleOutcome::Gone),
             }
-            _ => CycleOutcome::Gone,
-        })
+        }
+        Err(StoreError::other(
+            "RedisStore: a write kept asking for its index step",
+        ))
     }
 
     async fn delete_now(&self, id: &SessionId) -> Result<(), StoreError> {
@@ -183,25 +374,41 @@ impl RedisStore {
         .map(drop)
     }
 
-    async fn touch_now(
-        &self,
-        id: &SessionId,
-        Renewal { now, expires_at }: Renewal,
-    ) -> Result<bool, StoreError> {
-        let v = self
-            .eval(&SCRIPTS.touch, &[&self.key(id)], |cmd| {
-                cmd.arg(clamp(now)).arg(clamp(expires_at));
-            })
-            .await?;
-        Ok(match int(&v)? {
-            1 => true,
-            -1 => {
-                warn_corrupted(id, "not a session hash");
-                false
+    async fn touch_now(&self, id: &SessionId, at: Renewal) -> Result<bool, StoreError> {
+        let key = self.key(id);
+        let mut ready = None;
+        for _ in 0..3 {
+            let v = self
+                .eval(&SCRIPTS.touch, &[&key], |cmd| {
+                    cmd.arg(clamp(at.now)).arg(clamp(at.expires_at));
+                    push_meta(cmd, None, ready);
+                })
+                .await?;
+            let r = Reply::parse(v)?;
+            match r.code {
+                4 => match self.index_first(id, &r, None, at).await? {
+                    Some(rd) => ready = Some(rd),
+                    None => return Ok(false),
+                },
+                1 => return Ok(true),
+                -1 => {
+                    warn_corrupted(id, "not a session hash");
+                    return Ok(false);
+                }
+                _ => return Ok(false),
             }
-            _ => false,
-        })
+        }
+        Err(StoreError::other(
+            "RedisStore: a write kept asking for its index step",
+        ))
     }
+}
+
+/// A linking write whose session step reached Redis after its deadline.
+fn late() -> StoreError {
+    StoreError::unavailable(
+        "a RedisStore write that links a session took longer than its window; nothing was written",
+    )
 }
 
 impl SessionStore for RedisStore {
@@ -246,22 +453,30 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.touch_now(&id, at).await })
     }
 
-    // TODO(links): the index of links; until then the registry reports an error.
-    fn list(&self, _: &str, _: &str, _: Timestamp, _: usize) -> StoreFuture<Vec<Listed>> {
-        StoreFuture::ready(Err(StoreError::other(
-            "RedisStore does not index links yet",
-        )))
+    fn list(
+        &self,
+        name: &str,
+        value: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> StoreFuture<Vec<Listed>> {
+        if !is_valid_link(name, value) {
+            return StoreFuture::ready(Ok(Vec::new()));
+        }
+        let (this, name, value) = (self.clone(), name.to_owned(), value.to_owned());
+        StoreFuture::new(async move { this.list_now(&name, &value, now, limit).await })
     }
 
-    fn end_linked(&self, _: &str, _: &str, _: Keep) -> StoreFuture<usize> {
-        StoreFuture::ready(Err(StoreError::other(
-            "RedisStore does not index links yet",
-        )))
+    fn end_linked(&self, name: &str, value: &str, keep: Keep) -> StoreFuture<usize> {
+        if !is_valid_link(name, value) {
+            return StoreFuture::ready(Ok(0));
+        }
+        let (this, name, value) = (self.clone(), name.to_owned(), value.to_owned());
+        StoreFuture::new(async move { this.end_linked_now(&name, &value, keep).await })
     }
 
-    fn end_public(&self, _: &PublicId) -> StoreFuture<bool> {
-        StoreFuture::ready(Err(StoreError::other(
-            "RedisStore does not index links yet",
-        )))
+    fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
+        let (this, public_id) = (self.clone(), *public_id);
+        StoreFuture::new(async move { this.end_public_now(&public_id).await })
     }
 }
