@@ -486,7 +486,8 @@ impl RedisStore {
             })
             .collect();
         let victims = keep.victims(&mut found);
-        let (ended, links) = self.end_all_public(&victims).await?;
+        // The survey found these linked so: no need to check again.
+        let (ended, links) = self.end_all_public(&victims, false).await?;
         // Their entries, in this index and the others they were in.
         let mut ops: Vec<Op> = Vec::new();
         if !victims.is_empty() {
@@ -519,7 +520,9 @@ impl RedisStore {
     }
 
     pub(super) async fn end_public_now(&self, public_id: &PublicId) -> Result<bool, StoreError> {
-        let (ended, links) = self.end_all_public(std::slice::from_ref(public_id)).await?;
+        let (ended, links) = self
+            .end_all_public(std::slice::from_ref(public_id), true)
+            .await?;
         let ops: Vec<Op> = links
             .iter()
             .map(|(p, n, v)| {
@@ -534,8 +537,53 @@ impl RedisStore {
         Ok(ended > 0)
     }
 
+    /// Of `pids`, the linked sessions (or ones a Cluster cycle is
+    /// carrying, which only linked sessions leave a note for): read each
+    /// pointer, then check the session it names, one batch each.
+    async fn linked_of(&self, pids: &[PublicId]) -> Result<Vec<PublicId>, StoreError> {
+        let gets: Vec<Op> = pids
+            .iter()
+            .map(|p| {
+                let mut get = redis::cmd("GET");
+                get.arg(self.pointer_key(p));
+                Op::Cmd(get)
+            })
+            .collect();
+        let mut at = Vec::new();
+        for (p, r) in pids.iter().zip(self.many(&gets).await?) {
+            // Not a string (no pointer, or not ours): nothing to end here.
+            let Ok(v) = r else { continue };
+            if let Some(to) = text(&v).and_then(SessionId::parse_bytes) {
+                at.push((*p, to));
+            }
+        }
+        let checks: Vec<Op> = at
+            .iter()
+            .map(|(p, to)| {
+                Op::Lua(
+                    &SCRIPTS.is_linked,
+                    vec![self.key(to), self.taken_key(to)],
+                    vec![bytes(p)],
+                )
+            })
+            .collect();
+        let mut linked = Vec::new();
+        for ((p, _), r) in at.iter().zip(self.many(&checks).await?) {
+            if matches!(r?, Value::Int(1)) {
+                linked.push(*p);
+            }
+        }
+        Ok(linked)
+    }
+
     /// Ends the sessions named by `pids` wherever they live now: how many
-    /// were live, and the links of those (to unindex).
+    /// were live, and the links of those (to unindex). With `linked_only`,
+    /// a session that holds no link is left alone (it has a pointer only
+    /// because it was cycled: not the registry's to end).
+    ///
+    /// On Cluster, that check comes first (two batches: read the pointers,
+    /// then one script per session); a session unlinked between the check
+    /// and the end is ended anyway, as if the end had come first.
     ///
     /// Standalone: one script per session, all in one pipeline, each
     /// deleting the pointer and the session it names atomically. Cluster:
@@ -545,7 +593,15 @@ impl RedisStore {
     async fn end_all_public(
         &self,
         pids: &[PublicId],
+        linked_only: bool,
     ) -> Result<(usize, Vec<(PublicId, String, String)>), StoreError> {
+        let checked;
+        let pids = if linked_only && matches!(self.conn, Conn::Cluster(_)) {
+            checked = self.linked_of(pids).await?;
+            &checked[..]
+        } else {
+            pids
+        };
         let replies: Vec<(PublicId, Result<Value, StoreError>)> =
             if matches!(self.conn, Conn::Cluster(_)) {
                 let ttl = self.ended_mark_ttl().as_millis() as u64;
@@ -593,7 +649,11 @@ impl RedisStore {
                         Op::lua(
                             &SCRIPTS.end_public,
                             self.pointer_key(p),
-                            vec![bytes(&*self.prefix), bytes(p)],
+                            vec![
+                                bytes(&*self.prefix),
+                                bytes(p),
+                                bytes(if linked_only { "1" } else { "0" }),
+                            ],
                         )
                     })
                     .collect();

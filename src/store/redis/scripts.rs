@@ -434,22 +434,46 @@ return {1, m[2] or ''}
 );
 
 /// Standalone only: ending a session by its public id. `KEYS[1]` the move
-/// pointer; `ARGV`: the key prefix, the public id. Deletes the pointer and
-/// the session it names (when it holds that public id), atomically (so a
-/// `cycle` runs wholly before or after). Returns as [`DROP_LUA`].
+/// pointer; `ARGV`: the key prefix, the public id, and `1` to end it only
+/// if it holds a link (the registry's `end`: a session that has a pointer
+/// only because it was cycled is not the registry's; its pointer and the
+/// session are then left alone). Deletes the pointer and the session it
+/// names (when it holds that public id), atomically (so a `cycle` runs
+/// wholly before or after). Returns as [`DROP_LUA`].
 const END_PUBLIC_LUA: &str = concat!(
     lua_prelude!(),
     r#"
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return {0} end
 local to = redis.call('GET', KEYS[1])
-redis.call('DEL', KEYS[1])
-if not id_ok(to) then return {0} end
+if not id_ok(to) then redis.call('DEL', KEYS[1]) return {0} end
 local key = ARGV[1] .. '{' .. to .. '}'
-if redis.call('TYPE', key)['ok'] ~= 'hash' then return {0} end
+if redis.call('TYPE', key)['ok'] ~= 'hash' then redis.call('DEL', KEYS[1]) return {0} end
 local m = redis.call('HMGET', key, P, L)
-if m[1] ~= ARGV[2] then return {0} end
+if m[1] ~= ARGV[2] then redis.call('DEL', KEYS[1]) return {0} end
+if ARGV[3] == '1' and (not m[2] or m[2] == '') then return {0} end
+redis.call('DEL', KEYS[1])
 redis.call('DEL', key)
 return {1, m[2] or ''}
+"#
+);
+
+/// Cluster only: whether the session under `KEYS[1]` (with its "taken"
+/// note `KEYS[2]`, same slot) is the linked session `ARGV[1]`, or one a
+/// cycle is carrying (the note is left for linked sessions only). `1` or
+/// `0`.
+const IS_LINKED_LUA: &str = concat!(
+    lua_prelude!(),
+    r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
+  if redis.call('TYPE', KEYS[2])['ok'] == 'string'
+    and redis.call('GET', KEYS[2]) == ARGV[1] then
+    return 1
+  end
+  return 0
+end
+local m = redis.call('HMGET', KEYS[1], P, L)
+if m[1] == ARGV[1] and m[2] and m[2] ~= '' then return 1 end
+return 0
 "#
 );
 
@@ -486,11 +510,12 @@ pub(super) struct Scripts {
     pub(super) prune: Lua,
     pub(super) drop: Lua,
     pub(super) end_public: Lua,
+    pub(super) is_linked: Lua,
 }
 
 impl Scripts {
     /// Every script, for `SCRIPT LOAD`.
-    pub(super) fn all(&self) -> [&Lua; 13] {
+    pub(super) fn all(&self) -> [&Lua; 14] {
         [
             &self.create,
             &self.save,
@@ -505,6 +530,7 @@ impl Scripts {
             &self.prune,
             &self.drop,
             &self.end_public,
+            &self.is_linked,
         ]
     }
 }
@@ -523,6 +549,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     prune: Lua::new(PRUNE_LUA),
     drop: Lua::new(DROP_LUA),
     end_public: Lua::new(END_PUBLIC_LUA),
+    is_linked: Lua::new(IS_LINKED_LUA),
 });
 
 /// What the app did before a write that needs the index first: the index
