@@ -108,12 +108,19 @@ const STRIPES: usize = 64;
 /// # Memory to plan for
 ///
 /// Measured with `examples/memory.rs` (1M sessions created through the
-/// layer, each holding two items, 48 bytes of keys and values): about 233
-/// heap bytes and 250 resident bytes a session: the map entry (64 bytes,
+/// layer, each holding two items, 48 bytes of keys and values): about 266
+/// heap bytes and 289 resident bytes a session: the map entry (80 bytes,
 /// in tables between 44% and 88% full), the items' buffer, and 16 bytes in
 /// the expiry index. Add about 60 bytes for each session cycled at least
 /// once (its remembered move), at most 16 bytes a live session (plus 16 KiB)
 /// for stale index ids, and 256 bytes a shard (1 MB at most).
+///
+/// A session linked for the [registry](crate::SessionRegistry) costs more:
+/// its links and own settings in one block, an entry in the link index per
+/// link (8 bytes of key and the session inline; a vector once one value
+/// has several sessions), and its remembered place. Measured with
+/// `examples/memory.rs`, linked as `user` (one value for all) and `sid`
+/// (one each): about 240 heap bytes more a session, in one more block.
 ///
 /// Plan the resident set for the peak. Capacity given back after a mass
 /// expiry returns to the allocator; how much of it reaches the operating
@@ -230,7 +237,7 @@ impl Linked {
 /// A cycle's hold on its new id while it moves the session there: not a
 /// session (no items, created at the end of time, expired at its start),
 /// invisible to every other operation. The map holds plain [`Record`]s, so
-/// an entry costs what the record does (64 bytes with its id).
+/// an entry costs what the record does (80 bytes with its id).
 fn reservation(public_id: PublicId) -> Record {
     Record {
         items: Items::new(),
