@@ -112,7 +112,9 @@ async fn run() -> std::io::Result<()> {
     println!("  curl -b jar.txt -c jar.txt {url}/me");
     println!("  curl -b jar.txt -c jar.txt {url}/devices");
     println!("  curl -b jar.txt -c jar.txt -d user=alice -d remember=1 {url}/sign-in");
-    println!("  curl -b jar.txt -c jar.txt -X POST {url}/devices/PUBLIC_ID/end");
+    println!(
+        "  curl -b jar.txt -c jar.txt -X POST {url}/devices/PUBLIC_ID/end   # PUBLIC_ID: a data-public-id in /devices"
+    );
     println!("  curl -b jar.txt -c jar.txt -X POST {url}/devices/end-others");
     println!("  curl -b jar.txt -c jar.txt {url}/sign-out");
     serve(listener).await
@@ -236,10 +238,10 @@ fn sign_in(session: &SessionStorage, form: SignIn) -> Result<String, SignInError
     };
     session.set_item(USER_ID, &user)?;
     session.link(USER_LINK, &user)?;
-    if form.remember.as_deref() == Some("1") {
-        session.set_idle_timeout(REMEMBER_FOR);
-        session.set_persistent_cookie(true);
-    }
+    // Either way, so a sign-in without the box undoes an earlier one with it.
+    let remember = form.remember.as_deref() == Some("1");
+    session.set_idle_timeout(if remember { REMEMBER_FOR } else { IDLE_TIMEOUT });
+    session.set_persistent_cookie(remember);
     // A privilege change: move the session to a fresh id (the old one dies).
     session.cycle_id();
     Ok(user)
@@ -315,7 +317,7 @@ async fn devices(session: SessionStorage, registry: SessionRegistry) -> Response
         let this = Some(public_id) == current;
         list.push_str(&format!(
             "<li class=\"device{}\" data-public-id=\"{public_id}\">\
-             signed in <span class=\"created\">{}</span>, \
+             since <span class=\"created\">{}</span>, \
              last seen <span class=\"last-seen\">{}</span>{}",
             if this { " current" } else { "" },
             utc(s.created_at()),

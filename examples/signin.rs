@@ -285,6 +285,10 @@ struct App {
     /// Finds and ends sessions outside their own requests: the back-channel
     /// logout.
     registry: SessionRegistry,
+    /// The `jti` of every logout token accepted in the last
+    /// [`backchannel::MAX_AGE`] seconds (and when it was issued): a token
+    /// is accepted once. Older ones are refused by their `iat` anyway.
+    seen: Mutex<HashMap<String, u64>>,
 }
 
 /// The link names the app gives a signed-in session.
@@ -321,6 +325,7 @@ pub(crate) fn app_router<S: SessionStore>(
             config,
             http,
             registry,
+            seen: Mutex::new(HashMap::new()),
         }))
         .layer(sessions)
 }
@@ -460,19 +465,31 @@ async fn backchannel_logout(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let now = now_secs();
     let verified = match backchannel::logout_token(&headers, body).await {
-        Ok(token) => backchannel::verify(&token, &app.config, now_secs()),
+        Ok(token) => backchannel::verify(&token, &app.config, now),
         Err(e) => Err(e),
     };
-    let target = match verified {
-        Ok(target) => target,
+    let token = match verified {
+        Ok(token) => token,
         Err(why) => return backchannel::refused(why),
     };
-    // `sid` names one provider login: end the sessions linked to it. Only a
-    // `sub`: the user signed out of everything at the provider.
-    let ended = match &target {
-        backchannel::Target::Sid(sid) => app.registry.end_all(SID_LINK, sid, None).await,
-        backchannel::Target::Sub(sub) => app.registry.end_all(USER_LINK, sub, None).await,
+    // Each token once (its `jti`), as long as its `iat` would let it in.
+    {
+        let mut seen = app.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|_, iat| iat.saturating_add(backchannel::MAX_AGE + backchannel::LEEWAY) >= now);
+        if seen.insert(token.jti.clone(), token.iat).is_some() {
+            return backchannel::refused("this logout token was already used".into());
+        }
+    }
+    // `sid` names one provider login: end the sessions linked to it (with a
+    // `sub` too, only those that are that user's). Only a `sub`: the user
+    // signed out of everything at the provider.
+    let ended = match (&token.sid, &token.sub) {
+        (Some(sid), None) => app.registry.end_all(SID_LINK, sid, None).await,
+        (None, Some(sub)) => app.registry.end_all(USER_LINK, sub, None).await,
+        (Some(sid), Some(sub)) => end_login_of(&app.registry, sid, sub).await,
+        (None, None) => Ok(0), // `verify` refuses such a token
     };
     match ended {
         Ok(n) => (
@@ -484,6 +501,23 @@ async fn backchannel_logout(
         // The spec's answer to a logout that failed is a 400 too.
         Err(e) => backchannel::refused(format!("the session store failed: {e}")),
     }
+}
+
+/// Ends the sessions linked to the provider login `sid` that belong to
+/// `sub`: a token naming another user's login ends nothing.
+async fn end_login_of(
+    registry: &SessionRegistry,
+    sid: &str,
+    sub: &str,
+) -> Result<usize, tower_session_storage::StoreError> {
+    let mut ended = 0;
+    for s in registry.list(SID_LINK, sid).await? {
+        let users = s.links().any(|(n, v)| n == USER_LINK && v == sub);
+        if users && registry.end(&s.public_id()).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// Any other path: a `404` page with the way back.
@@ -505,13 +539,18 @@ pub(crate) mod backchannel {
     /// once, so an old one is a replay.
     pub(crate) const MAX_AGE: u64 = 300;
 
-    /// What a valid logout token ends.
+    /// What a valid logout token says: whom to sign out (a `sid`, a
+    /// `sub`, or both), and its id and time, to accept it once.
     #[derive(Debug, Clone, PartialEq, Eq)]
-    pub(crate) enum Target {
-        /// The sessions of one provider login.
-        Sid(String),
-        /// Every session of the user.
-        Sub(String),
+    pub(crate) struct Verified {
+        /// The provider login to end.
+        pub(crate) sid: Option<String>,
+        /// The user to end (with a `sid`: whose login it must be).
+        pub(crate) sub: Option<String>,
+        /// The token's unique id (required by the spec).
+        pub(crate) jti: String,
+        /// When it was issued (seconds since the epoch).
+        pub(crate) iat: u64,
     }
 
     /// The `400` answer, with an OAuth-style error body.
@@ -553,9 +592,10 @@ pub(crate) mod backchannel {
 
     /// Verifies a logout token (OpenID Connect Back-Channel Logout 1.0,
     /// section 2.6) at `now` (seconds since the epoch): the provider's
-    /// signature, `iss`, `aud`, `iat`, `exp` when present, the `events`
-    /// claim, no `nonce`, and a `sub` and/or a `sid`.
-    pub(crate) fn verify(token: &str, config: &sdk::Config, now: u64) -> Result<Target, String> {
+    /// signature, `iss`, `aud`, `iat`, `jti`, `exp` when present, the
+    /// `events` claim, no `nonce`, and a `sub` and/or a `sid`. (That the
+    /// token was not used before is the caller's check, by `jti`.)
+    pub(crate) fn verify(token: &str, config: &sdk::Config, now: u64) -> Result<Verified, String> {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&config.provider]);
         validation.set_audience(&[&config.client_id]);
@@ -598,11 +638,12 @@ pub(crate) mod backchannel {
                 Some(_) => Err(format!("{name} is not a non-empty string")),
             }
         };
-        match (text("sid")?, text("sub")?) {
-            (Some(sid), _) => Ok(Target::Sid(sid)),
-            (None, Some(sub)) => Ok(Target::Sub(sub)),
-            (None, None) => Err("neither sub nor sid".into()),
+        let jti = text("jti")?.ok_or("no jti")?;
+        let (sid, sub) = (text("sid")?, text("sub")?);
+        if sid.is_none() && sub.is_none() {
+            return Err("neither sub nor sid".into());
         }
+        Ok(Verified { sid, sub, jti, iat })
     }
 }
 

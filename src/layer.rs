@@ -321,8 +321,10 @@ impl<Store> SessionLayer<Store> {
     ///
     /// The check runs after the linking write is stored, in the same
     /// response, as one more store call; a store failure there is a `5xx`
-    /// like any other. Two sign-ins at the same moment may each end the
-    /// oldest, leaving fewer than `max`, never more. `max` must be at least
+    /// like any other. Each request spares only the session it linked: two
+    /// sign-ins at the same moment may each end the oldest, or (with a cap
+    /// of 1) each other, leaving fewer than `max`; once both have answered,
+    /// never more. `max` must be at least
     /// 1 and `name` a valid link name (checked when the layer is applied).
     /// Calling it again for the same name replaces the cap.
     ///

@@ -750,6 +750,14 @@ mod axum_devices {
         assert!(forgotten.signed_in_as(&base, "alice").await);
         let a = forgotten.page(&base, "/").await;
         assert!(!matches!(a.set_id, Some((_, Some(_)))), "{a:?}");
+
+        // Signing in again without the box undoes it: a browser-session
+        // cookie again.
+        let res = remembered.sign_in(&base, "alice", false).await;
+        let (_, max_age) = id_cookie(&res);
+        assert_eq!(max_age, None, "remember me is not sticky");
+        let page = remembered.page(&base, "/devices").await;
+        assert_eq!(page.raw.matches(", remembered").count(), 0, "{page:?}");
     }
 
     #[tokio::test]

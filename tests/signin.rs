@@ -805,8 +805,24 @@ const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
 #[tokio::test]
 async fn a_valid_logout_token_by_sid_or_by_sub_ends_the_matching_sessions() {
     let env = Env::start().await;
-    let [(a1, sid1), (a2, _), (bob, _)] = three_browsers(&env).await;
+    let [(a1, sid1), (a2, _), (bob, bob_sid)] = three_browsers(&env).await;
     let issuer = env.provider.as_str().trim_end_matches('/');
+    // A sid with a sub: only that user's sessions of that login. Bob's
+    // login named with Alice's sub ends nothing.
+    let crossed = provider::logout_claims(
+        issuer,
+        signin_example::CLIENT_ID,
+        Some(ALICE),
+        Some(&bob_sid),
+    );
+    let token = env.signer.sign("logout+jwt", &crossed).unwrap();
+    let (status, body) = post_backchannel(&env, FORM, form(&token)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "ended 0 sessions\n")
+    );
+    assert!(signed_in(&bob, &env).await);
+
     let by_sid = provider::logout_claims(issuer, signin_example::CLIENT_ID, None, Some(&sid1));
     let token = env.signer.sign("logout+jwt", &by_sid).unwrap();
     let (status, body) = post_backchannel(&env, FORM, form(&token)).await;
@@ -816,12 +832,12 @@ async fn a_valid_logout_token_by_sid_or_by_sub_ends_the_matching_sessions() {
     );
     assert!(!signed_in(&a1, &env).await);
     assert!(signed_in(&a2, &env).await && signed_in(&bob, &env).await);
-    // Replayed: nothing left to end, still fine.
+    // Replayed: refused (each token once, by its jti), and Alice's other
+    // login is untouched.
     let (status, body) = post_backchannel(&env, FORM, form(&token)).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (StatusCode::OK, "ended 0 sessions\n")
-    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("already used"), "{body}");
+    assert!(signed_in(&a2, &env).await);
 
     // Only a sub: every session of that user. A charset parameter is fine.
     let by_sub = provider::logout_claims(issuer, signin_example::CLIENT_ID, Some(ALICE), None);
@@ -893,6 +909,11 @@ async fn every_invalid_logout_token_is_refused_and_ends_nothing() {
             with(&|c| drop(c.insert("iat".into(), (now - 3600).into()))),
         ),
         ("no iat", with(&|c| drop(c.remove("iat")))),
+        ("no jti", with(&|c| drop(c.remove("jti")))),
+        (
+            "jti empty",
+            with(&|c| drop(c.insert("jti".into(), "".into()))),
+        ),
         (
             "iat not a number",
             with(&|c| drop(c.insert("iat".into(), "yesterday".into()))),
@@ -972,6 +993,8 @@ async fn every_invalid_logout_token_is_refused_and_ends_nothing() {
             "iat in the future" => "iat is in the future",
             "iat too old" => "iat is too old",
             "no iat" | "iat not a number" => "no iat",
+            "no jti" => "no jti",
+            "jti empty" => "jti is not a non-empty string",
             "expired" => "ExpiredSignature",
             "nonce present" | "nonce null" => "nonce",
             "neither sub nor sid" => "neither sub nor sid",
