@@ -1,4 +1,4 @@
-//! Review of issue 10 (links, the registry, per-session lifetimes), as an
+//! Links, the registry and per-session lifetimes, tried as an
 //! attacker: concurrent capped sign-ins, hostile link values, relink and
 //! unlink churn racing `end_all`, extreme per-session lifetimes, and an
 //! audit of the Redis keys such traffic leaves behind (every key must have

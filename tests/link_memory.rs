@@ -1,4 +1,4 @@
-//! Review of issue 10: the memory a `MemoryStore` holds for links and
+//! The memory a `MemoryStore` holds for links and
 //! moves is O(live sessions), seen from outside through a counting global
 //! allocator (a test binary of its own, so no other test's allocations are
 //! counted). Link/unlink/relink churn on live sessions, cycles, and every
