@@ -1239,6 +1239,12 @@ pub(crate) mod suite {
 
     // ----------------------------------------------------------- links
 
+    /// The script app behind `layer`, and the layer's registry.
+    fn with_registry<S: SessionStore>(layer: SessionLayer<S>) -> (Router, SessionRegistry) {
+        let registry = layer.registry();
+        (script_routes().layer(layer), registry)
+    }
+
     /// Signs a fresh client in as `user` (an item, the `user` link, a
     /// cycle) and returns its session id and public id.
     async fn sign_in(app: &Router, user: &str) -> (String, String) {
@@ -1270,9 +1276,7 @@ pub(crate) mod suite {
     /// `end_all` ends exactly those, on their next request they are fresh,
     /// and another user's session is untouched.
     pub(crate) async fn registry_lists_and_ends_all_of_a_users_sessions<S: SessionStore>(store: S) {
-        let layer = dev_layer(store);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store));
         let mut alice = Vec::new();
         for _ in 0..3 {
             alice.push(sign_in(&app, "alice").await);
@@ -1321,9 +1325,7 @@ pub(crate) mod suite {
     /// session; `end` ends one device by its public id, even after that
     /// session moved to a new id, and says whether it found one.
     pub(crate) async fn registry_ends_all_but_one_and_one_by_public_id<S: SessionStore>(store: S) {
-        let layer = dev_layer(store);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store));
         let (a, _) = sign_in(&app, "alice").await;
         let (b, b_pid) = sign_in(&app, "alice").await;
         let (c, _) = sign_in(&app, "alice").await;
@@ -1391,9 +1393,7 @@ pub(crate) mod suite {
     pub(crate) async fn relinking_unlinking_and_ending_keep_the_index_current<S: SessionStore>(
         store: S,
     ) {
-        let layer = dev_layer(store);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store));
         let (id, pid) = sign_in(&app, "alice").await;
         let c = cookie(&id);
         let names = |v: Vec<tower_session_storage::SessionInfo>| -> Vec<String> {
@@ -1459,9 +1459,7 @@ pub(crate) mod suite {
     /// error and records nothing; links alone create no session.
     pub(crate) async fn link_rules_are_enforced<S: SessionStore>(store: S) {
         let store = TestStore::new(store);
-        let layer = dev_layer(store.clone());
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store.clone()));
         let r = call(&app, "link=user:alice", None).await;
         assert!(
             r.set_cookies().is_empty(),
@@ -1487,9 +1485,7 @@ pub(crate) mod suite {
     /// `with_max_sessions_per_link`: a sign-in past the cap ends the oldest
     /// sessions, never the new one, and leaves other users alone.
     pub(crate) async fn a_cap_per_link_ends_the_oldest_sessions<S: SessionStore>(store: S) {
-        let layer = dev_layer(store).with_max_sessions_per_link("user", 2);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store).with_max_sessions_per_link("user", 2));
         let (bob, _) = sign_in(&app, "bob").await;
         let mut ids = Vec::new();
         for _ in 0..4 {
@@ -1526,9 +1522,7 @@ pub(crate) mod suite {
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| Timestamp::now().as_millis());
         eprintln!("end_all race: RACE_SEED={seed}");
-        let layer = dev_layer(store);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store));
         let mut before = Vec::new();
         for _ in 0..4 {
             before.push(sign_in(&app, "alice").await.0);
@@ -1618,9 +1612,7 @@ pub(crate) mod suite {
     pub(crate) async fn per_session_lifetime_is_kept_and_carried_across_cycle<S: SessionStore>(
         store: S,
     ) {
-        let layer = dev_layer(store);
-        let registry = layer.registry();
-        let app = script_routes().layer(layer);
+        let (app, registry) = with_registry(dev_layer(store));
         // The layer's cookie is a browser-session cookie.
         let r = call(&app, "set=u:a", None).await;
         assert_eq!(max_age(&r.set_cookie().unwrap()), None);
