@@ -120,7 +120,6 @@ mod ops;
 mod sql;
 
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,20 +283,18 @@ impl SqliteStore {
     /// spawn it (`tokio::spawn(store.clone().deletion_task(interval))`).
     /// A failed pass is logged and retried at the next tick. Without it,
     /// expired rows are never served but stay in the file.
-    pub fn deletion_task(self, interval: Duration) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match self.delete_expired().await {
-                    Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired sessions deleted"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(
-                        error = %crate::error::Chain(&e),
-                        "sqlite session store: deleting expired sessions failed"
-                    ),
-                }
+    pub async fn deletion_task(self, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.delete_expired().await {
+                Ok(n) if n > 0 => tracing::debug!(deleted = n, "expired sessions deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    error = %crate::error::Chain(&e),
+                    "sqlite session store: deleting expired sessions failed"
+                ),
             }
         }
     }
