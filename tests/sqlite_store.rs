@@ -744,3 +744,30 @@ async fn two_stores_on_one_file_share_sessions() {
     );
     assert_eq!(rows(&b).await, (0, 0));
 }
+
+/// The spawned `deletion_task` deletes an expired row (and its links) by
+/// itself and leaves a live one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deletion_task_deletes_expired_rows_by_itself() {
+    let store = memory_store().await;
+    let live = new_id();
+    store
+        .create(&live, &record(&[("a", "1")], 60_000))
+        .await
+        .unwrap();
+    let mut expired = record(&[("a", "1")], 0);
+    expired.meta.set_link("user", "alice");
+    expired.expires_at = Timestamp::from_millis(Timestamp::now().as_millis() - 1);
+    store.create(&new_id(), &expired).await.unwrap();
+    assert_eq!(rows(&store).await, (2, 1));
+
+    let task = tokio::spawn(store.clone().deletion_task(Duration::from_millis(20)));
+    common::guard(async {
+        while rows(&store).await != (1, 0) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    task.abort();
+    assert!(store.load(&live, Timestamp::now()).await.unwrap().is_some());
+}
