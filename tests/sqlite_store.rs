@@ -566,9 +566,15 @@ async fn a_missing_or_unreadable_database_is_503_and_recovers() {
     let c = cookie(&id);
     assert_eq!(call(&app, "get=user", Some(&c)).await.ok(), "alice");
 
-    // Let the pool close its connections (each lives 1 ms), then take the
-    // file away (the whole directory, so its -wal and -shm go too).
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait until the pool has closed its connections (each lives 1 ms),
+    // then take the file away (the whole directory, so its -wal and -shm
+    // go too).
+    common::guard(async {
+        while store.pool().size() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let aside = dir.0.with_extension("aside");
     std::fs::rename(&dir.0, &aside).unwrap();
     std::fs::create_dir(&dir.0).unwrap();
