@@ -238,16 +238,17 @@ fn model_reference_store() {
 }
 
 /// Runs histories one after another on the current (real-time) runtime.
-async fn run_real<S, F>(setup: Setup, short_run: u64, mut make: F)
+async fn run_real<S, F, Fut>(setup: Setup, short_run: u64, mut make: F)
 where
     S: SessionStore + Clone,
-    F: FnMut() -> (S, Cap),
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (S, Cap)>,
 {
     let mut run = Run::new(setup.name, short_run);
     let mut i = 0;
     while let Some(seed) = run.next_seed(i) {
         i += 1;
-        let (store, cap) = make();
+        let (store, cap) = make().await;
         let (figures, verdict) = run_history(seed, store, &setup, cap).await;
         run.record(seed, &figures, verdict);
     }
@@ -296,7 +297,7 @@ fn model_memory_store_threads() {
         let store = MemoryStore::new().with_max_sessions(4);
         let s = store.clone();
         let cap: Cap = Some((4, Arc::new(move || s.len())));
-        (store, cap)
+        std::future::ready((store, cap))
     }));
 }
 
@@ -340,7 +341,7 @@ mod redis {
                 RedisStore::connect(&urls[0]).await.unwrap()
             };
             run_real(setup, short_run, || {
-                (store.clone().with_key_prefix(unique_prefix()), None)
+                std::future::ready((store.clone().with_key_prefix(unique_prefix()), None))
             })
             .await;
         });
@@ -355,4 +356,37 @@ mod redis {
     fn model_redis_cluster() {
         run_redis(redis_setup("RedisStore cluster"), true, 80);
     }
+}
+
+/// `SqliteStore` on a file, on real time: a fresh table for each history.
+#[cfg(feature = "sqlite")]
+#[test]
+fn model_sqlite_store() {
+    use tower_session_storage::SqliteStore;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tss-model-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("model.db").display());
+    rt.block_on(async {
+        let base = SqliteStore::connect(&url).await.unwrap();
+        let mut n = 0;
+        let setup = Setup {
+            long_step_per_mille: 40,
+            ..real_time_setup("SqliteStore (file)")
+        };
+        run_real(setup, 80, || {
+            n += 1;
+            let store = base.clone().with_table_name(&format!("model_{n}")).unwrap();
+            async move {
+                store.migrate().await.unwrap();
+                (store, None)
+            }
+        })
+        .await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
