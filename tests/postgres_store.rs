@@ -14,6 +14,10 @@
 mod common;
 mod postgres_support;
 
+#[allow(dead_code)]
+#[path = "../examples/postgres.rs"]
+mod postgres_example;
+
 use std::time::{Duration, Instant};
 
 use common::{call, cookie, dev_layer, script_routes, serve_script};
@@ -522,4 +526,52 @@ async fn a_pool_timeout_is_503() {
     assert!(r.set_cookies().is_empty(), "{r:?}");
     drop(held);
     assert_eq!(srv.raw("get=user", Some(&cookie(&id))).await.ok(), "alice");
+}
+
+// ---------------------------------------------------------------------------
+// The example: two instances, one database
+// ---------------------------------------------------------------------------
+
+/// examples/postgres.rs's app, two instances with a pool each on one
+/// database: a session made on A is read on B, a sign-in on A (new id) is
+/// seen on B, a sign-out on B ends it on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_sessions_through_one_database() {
+    let Some(server) = postgres_support::shared() else {
+        return;
+    };
+    let table = unique_table();
+    let mut instances = Vec::new();
+    for name in ["A", "B"] {
+        let store = PostgresStore::connect(&server.url())
+            .await
+            .unwrap()
+            .with_table_name(&table)
+            .unwrap();
+        store.migrate().await.unwrap();
+        instances.push(common::TestServer::start(postgres_example::app(name, store)).await);
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(
+        get(a.url("/")).await,
+        "instance A: visits: 1\nnot signed in\n"
+    );
+    assert_eq!(
+        get(b.url("/")).await,
+        "instance B: visits: 2\nnot signed in\n"
+    );
+    assert!(get(a.url("/sign-in?user=alice"))
+        .await
+        .contains("signed in as: alice"));
+    assert_eq!(get(b.url("/me")).await, "instance B: signed in as: alice\n");
+    assert!(get(b.url("/sign-out")).await.contains("signed out"));
+    assert_eq!(get(a.url("/me")).await, "instance A: not signed in\n");
 }
