@@ -61,7 +61,8 @@
 //! |---|---|
 //! | load | `SELECT` of the row (its links by sub-select), live rows only |
 //! | create | `INSERT … ON CONFLICT (id) DO NOTHING`, links in the same statement: a taken id is a collision, not an error |
-//! | save | one statement: lock the row if it exists and has not expired (`SELECT … FOR UPDATE`), apply the per-key change set in the database (`(items - removed) \|\| set`), delete the row if that left no items, move the expiry (forward only, unless a new idle timeout sets it), and apply link changes |
+//! | save that only sets items (the common write) | one `UPDATE … SET items = items \|\| $set` of the row if it exists and has not expired; the expiry moves forward only, unless a new idle timeout sets it |
+//! | any other save | one statement: lock the row if it exists and has not expired (`SELECT … FOR UPDATE`), apply the per-key change set in the database (`(items - removed) \|\| set`), delete the row if that left no items, move the expiry (forward only, unless a new idle timeout sets it), and apply link changes |
 //! | cycle | the same statement, also moving the row to the new id (`UPDATE … SET id`); a taken new id fails the whole statement with a unique violation, which is [`CycleOutcome::Collision`](crate::store::CycleOutcome::Collision): nothing changed |
 //! | touch | `UPDATE` of the expiry, only forward and only when it moves |
 //! | delete / end | `DELETE … WHERE id = $1` / `… OR public_id = $2` |

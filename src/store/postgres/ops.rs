@@ -251,6 +251,31 @@ impl PostgresStore {
         changes: ChangeSet,
         at: Renewal,
     ) -> Result<SaveOutcome, StoreError> {
+        let only_sets = !changes.cleared()
+            && changes.iter().all(|(_, v)| v.is_some())
+            && changes.links().next().is_none();
+        if only_sets {
+            // The most common write: cannot empty the session, so a plain
+            // UPDATE (no lock, delete or link statements needed).
+            let (_, _, set) = item_params(&changes);
+            let done = sqlx::query(&self.sql.save_sets)
+                .bind(id.to_string())
+                .bind(set)
+                .bind(ms(at.now))
+                .bind(ms(at.expires_at))
+                .bind(changes.sets_idle_timeout())
+                .bind(changes.idle_timeout().map(duration_ms))
+                .bind(changes.persistent_cookie().is_some())
+                .bind(changes.persistent_cookie())
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            return Ok(if done.rows_affected() > 0 {
+                SaveOutcome::Saved
+            } else {
+                SaveOutcome::Gone
+            });
+        }
         let row = apply_query(&self.sql.save, &id, &changes, at)
             .fetch_one(&self.pool)
             .await

@@ -58,6 +58,9 @@ pub(super) struct Queries {
     pub(super) load: String,
     pub(super) create: String,
     pub(super) save: String,
+    /// The save of a change set that only sets items and lifetime
+    /// settings (it cannot empty the session): one plain `UPDATE`.
+    pub(super) save_sets: String,
     pub(super) cycle: String,
     pub(super) delete: String,
     pub(super) end: String,
@@ -164,6 +167,14 @@ impl Queries {
                  ) SELECT count(*) FROM ins"
             ),
             save: apply(&t, &l, None),
+            save_sets: format!(
+                "UPDATE {t} SET items = items || $2::jsonb, \
+                    expires_at = CASE WHEN $5 THEN $4::bigint \
+                        ELSE GREATEST(expires_at, $4::bigint) END, \
+                    idle_timeout_ms = CASE WHEN $5 THEN $6::bigint ELSE idle_timeout_ms END, \
+                    persistent = CASE WHEN $7 THEN $8::boolean ELSE persistent END \
+                 WHERE id = $1 AND expires_at > $3"
+            ),
             cycle: apply(&t, &l, Some("$14")),
             delete: format!("DELETE FROM {t} WHERE id = $1"),
             end: format!("DELETE FROM {t} WHERE id = $1 OR public_id = $2"),
