@@ -107,7 +107,6 @@ mod ops;
 mod sql;
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -254,17 +253,15 @@ impl PostgresStore {
     ///
     /// A failed pass (the database down) is logged and retried at the next
     /// tick. Sessions that have expired are never loaded meanwhile.
-    pub fn deletion_task(self, interval: Duration) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                match self.delete_expired().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(deleted = n, "expired sessions deleted"),
-                    Err(e) => tracing::warn!(error = %e, "expired session cleanup failed"),
-                }
+    pub async fn deletion_task(self, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.delete_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(deleted = n, "expired sessions deleted"),
+                Err(e) => tracing::warn!(error = %e, "expired session cleanup failed"),
             }
         }
     }

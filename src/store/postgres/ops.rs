@@ -83,11 +83,12 @@ fn decode_items(text: &str) -> Result<Items, Corrupt> {
 fn decode_meta(row: &PgRow) -> Result<Meta, sqlx::Error> {
     let idle: Option<i64> = row.try_get("idle_timeout_ms")?;
     let persistent: Option<bool> = row.try_get("persistent")?;
-    let names: Vec<String> = row.try_get("link_names")?;
-    let values: Vec<String> = row.try_get("link_values")?;
+    let links: Option<String> = row.try_get("links")?;
     let mut changes = ChangeSet::new();
-    for (n, v) in names.iter().zip(&values) {
-        changes.link(n, v);
+    for link in links.as_deref().unwrap_or("").split('\x1e') {
+        if let Some((n, v)) = link.split_once('\x1f') {
+            changes.link(n, v);
+        }
     }
     if let Some(ms) = idle {
         changes.set_idle_timeout(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));

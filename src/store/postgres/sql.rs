@@ -107,12 +107,15 @@ fn apply(t: &str, l: &str, new_id: Option<&str>) -> String {
     )
 }
 
-/// The columns a session's meta is rebuilt from, for the row `s`.
+/// The columns a session's meta is rebuilt from, for the row `s`: its
+/// links as one text, `name US value RS name US value` (ASCII unit and
+/// record separators: control characters no link name or value holds), or
+/// NULL.
 fn meta_columns(l: &str) -> String {
     format!(
         "s.idle_timeout_ms, s.persistent, \
-         ARRAY(SELECT k.name FROM {l} k WHERE k.public_id = s.public_id ORDER BY k.name) AS link_names, \
-         ARRAY(SELECT k.value FROM {l} k WHERE k.public_id = s.public_id ORDER BY k.name) AS link_values"
+         (SELECT string_agg(k.name || chr(31) || k.value, chr(30) ORDER BY k.name) \
+            FROM {l} k WHERE k.public_id = s.public_id) AS links"
     )
 }
 
