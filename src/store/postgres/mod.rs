@@ -69,6 +69,12 @@
 //! | list | a `SELECT` joining the links index (newest first, `LIMIT`) |
 //! | end_linked / end_public | one `DELETE` by public id |
 //!
+//! A round trip per statement, plus sqlx's pool's own: with its defaults
+//! it pings a connection before handing it out and again when it comes
+//! back (after the response). `PgPoolOptions::test_before_acquire(false)`
+//! on your pool saves the first; a connection that died while idle then
+//! fails one request with `503` before the pool replaces it.
+//!
 //! So concurrent requests writing different keys of one session keep each
 //! other's writes (the app never writes a whole record back), and a logout
 //! is never undone: a save or cycle after it finds no row and writes
