@@ -399,6 +399,9 @@ pub use crate::registry::{SessionInfo, SessionRegistry, MAX_LISTED};
 pub use crate::service::SessionService;
 pub use crate::storage::{SessionStorage, Storage};
 pub use crate::store::memory::MemoryStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use crate::store::postgres::PostgresStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::redis::RedisStore;
