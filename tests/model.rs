@@ -51,6 +51,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod model_support;
+#[cfg(feature = "postgres")]
+#[allow(dead_code)]
+mod postgres_support;
 #[cfg(feature = "redis")]
 mod redis_support;
 
@@ -389,4 +392,38 @@ fn model_sqlite_store() {
         .await;
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `PostgresStore` on a real PostgreSQL, on real time: a fresh table for
+/// each history.
+#[cfg(feature = "postgres")]
+#[test]
+fn model_postgres_store() {
+    use tower_session_storage::PostgresStore;
+    let Some(server) = postgres_support::shared() else {
+        return; // said so loudly; a failure under CI=true
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let base = PostgresStore::connect(&server.url()).await.unwrap();
+        let setup = Setup {
+            long_step_per_mille: 40,
+            ..real_time_setup("PostgresStore")
+        };
+        run_real(setup, 80, || {
+            let store = base
+                .clone()
+                .with_table_name(&postgres_support::unique_table())
+                .unwrap();
+            async move {
+                store.migrate().await.unwrap();
+                (store, None)
+            }
+        })
+        .await;
+    });
 }
