@@ -179,8 +179,9 @@ struct SignIn {
     user: Option<String>,
 }
 
-/// `GET /sign-in?user=NAME`: remembers the user and gives the session a new
-/// id (the old one dies on every instance at once).
+/// `GET /sign-in?user=NAME`: remembers the user, links the session to them
+/// (so a `SessionRegistry` on any instance finds it), and gives it a new id
+/// (the old one dies on every instance at once).
 async fn sign_in(
     Extension(Instance(name)): Extension<Instance>,
     Extension(session): Extension<SessionStorage>,
@@ -193,7 +194,10 @@ async fn sign_in(
         )
             .into_response();
     };
-    if let Err(e) = session.set_item(USER_ID, &user) {
+    if let Err(e) = session
+        .set_item(USER_ID, &user)
+        .and_then(|()| session.link("user", &user))
+    {
         return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response();
     }
     session.cycle_id();

@@ -52,7 +52,6 @@
 
 mod model_support;
 #[cfg(feature = "postgres")]
-#[allow(dead_code)]
 mod postgres_support;
 #[cfg(feature = "redis")]
 mod redis_support;

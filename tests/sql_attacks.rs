@@ -661,7 +661,6 @@ mod sqlite {
     }
 
     #[tokio::test]
-    #[ignore = "bug: a save setting a key that holds NUL says Saved but SQLite's json_patch drops the key"]
     async fn nul_in_keys() {
         let d = TempDir::new();
         attack::nul_in_keys(store(&d).await).await;
@@ -760,7 +759,6 @@ mod sqlite {
     /// `deletion_task(Duration::ZERO)` (an interval read from config as 0):
     /// the task must run, not panic (PostgresStore clamps it to 1 ms).
     #[tokio::test]
-    #[ignore = "bug: SqliteStore::deletion_task(Duration::ZERO) panics (tokio::time::interval with a zero period)"]
     async fn deletion_task_with_zero_interval() {
         let d = TempDir::new();
         let s = store(&d).await;
@@ -970,7 +968,6 @@ mod sqlite {
     /// Six instances start at once on a new file (the first deploy, or
     /// tests that each make one): each `connect` switches the file to WAL.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: concurrent SqliteStore::connect on a new file fails at once with 'database is locked' (busy timeout not applied to the WAL switch)"]
     async fn connect_concurrently_on_a_new_file() {
         let mut failures = Vec::new();
         for round in 0..30 {
@@ -1028,14 +1025,12 @@ mod postgres {
     }
 
     #[tokio::test]
-    #[ignore = "bug: an item value holding NUL fails the save and the create with 500 (JSONB refuses \\u0000)"]
     async fn nul_in_values() {
         let Some(s) = store().await else { return };
         attack::nul_in_values(s).await;
     }
 
     #[tokio::test]
-    #[ignore = "bug: an item key holding NUL fails the save with 500 (JSONB refuses \\u0000)"]
     async fn nul_in_keys() {
         let Some(s) = store().await else { return };
         attack::nul_in_keys(s).await;
@@ -1092,7 +1087,6 @@ mod postgres {
     /// apps, or one app with two layers): the advisory lock is per table,
     /// so both run `CREATE SCHEMA IF NOT EXISTS` together.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: concurrent migrate of two tables in one new schema fails (CREATE SCHEMA IF NOT EXISTS race)"]
     async fn migrate_two_tables_in_one_new_schema_concurrently() {
         let Some(server) = postgres_support::shared() else {
             return;
@@ -1120,7 +1114,6 @@ mod postgres {
 
     /// `t` and `public.t` are the same table under two names (two lock keys).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: migrate of `t` and `public.t` at once races (advisory lock keyed on the name as given)"]
     async fn migrate_same_table_two_spellings_concurrently() {
         let Some(server) = postgres_support::shared() else {
             return;

@@ -15,6 +15,8 @@
 mod future;
 mod items;
 mod meta;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) mod sql_text;
 
 pub mod memory;
 #[cfg(feature = "postgres")]

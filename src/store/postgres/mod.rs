@@ -209,11 +209,13 @@ impl PostgresStore {
 
     /// Creates the tables and indexes if they do not exist. Idempotent, and
     /// safe to run from many instances at once: it runs in one transaction
-    /// under an advisory lock named after the table.
+    /// under one advisory lock for every table of this crate (a lock per
+    /// table would let two tables in one new schema, or one table spelled
+    /// `t` and `public.t`, race on the catalog).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(ops::store_error)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(lock_key(&self.table_name()))
+            .bind(lock_key("migrate"))
             .execute(&mut *tx)
             .await
             .map_err(ops::store_error)?;
@@ -273,7 +275,7 @@ impl PostgresStore {
     }
 }
 
-/// The advisory lock's key for a table: FNV-1a of its name.
+/// An advisory lock's key: FNV-1a of the crate's name and `name`.
 fn lock_key(name: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in b"tower-session-storage:".iter().chain(name.as_bytes()) {

@@ -1,5 +1,6 @@
 //! The [`SessionStore`] operations: one statement each.
 
+use crate::store::sql_text::{escape, unescape};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -72,11 +73,11 @@ fn decode_items(text: &str) -> Result<Items, Corrupt> {
     let mut pairs = Vec::with_capacity(map.len());
     for (k, v) in &map {
         match v {
-            Value::String(s) => pairs.push((k.as_str(), s.as_str())),
+            Value::String(s) => pairs.push((unescape(k), unescape(s))),
             _ => return Err(Corrupt("an item's value is not a string")),
         }
     }
-    Ok(pairs.into_iter().collect())
+    Ok(pairs.iter().map(|(k, v)| (&**k, &**v)).collect())
 }
 
 /// The session's meta from its row's meta columns.
@@ -112,9 +113,12 @@ fn item_params(changes: &ChangeSet) -> (bool, Vec<String>, String) {
     for (k, v) in changes.iter() {
         match v {
             Some(v) => {
-                set.insert(k.to_owned(), Value::String(v.to_owned()));
+                set.insert(
+                    escape(k).into_owned(),
+                    Value::String(escape(v).into_owned()),
+                );
             }
-            None => removed.push(k.to_owned()),
+            None => removed.push(escape(k).into_owned()),
         }
     }
     (changes.cleared(), removed, Value::Object(set).to_string())
@@ -124,7 +128,12 @@ fn item_params(changes: &ChangeSet) -> (bool, Vec<String>, String) {
 fn items_json(items: &Items) -> String {
     let map: Map<String, Value> = items
         .iter()
-        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .map(|(k, v)| {
+            (
+                escape(k).into_owned(),
+                Value::String(escape(v).into_owned()),
+            )
+        })
         .collect();
     Value::Object(map).to_string()
 }

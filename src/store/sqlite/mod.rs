@@ -215,7 +215,20 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
-        let pool = pool.connect_with(options).await.map_err(ops::store_error)?;
+        // Switching a new file to WAL takes the write lock and cannot wait on
+        // the busy timeout (SQLite runs that pragma before it applies): when
+        // several processes open a new file at once, all but one find it
+        // locked. Try again, for up to the busy timeout.
+        let started = std::time::Instant::now();
+        let pool = loop {
+            match pool.clone().connect_with(options.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if ops::is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(ops::store_error(e)),
+            }
+        };
         Ok(Self::new(pool))
     }
 
@@ -284,7 +297,8 @@ impl SqliteStore {
     /// A failed pass is logged and retried at the next tick. Without it,
     /// expired rows are never served but stay in the file.
     pub async fn deletion_task(self, interval: Duration) {
-        let mut ticks = tokio::time::interval(interval);
+        // `interval` panics on zero: at least a millisecond, as PostgreSQL's.
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

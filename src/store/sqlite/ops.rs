@@ -1,6 +1,7 @@
 //! The store's operations: one statement each, or one `BEGIN IMMEDIATE`
 //! transaction where links change.
 
+use crate::store::sql_text::{escape, unescape};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -47,6 +48,15 @@ const SQLITE_AUTH: i64 = 23;
 /// A sqlx error as a store error: the database unreachable, locked past the
 /// busy timeout, or the pool out of connections or closed is 503; anything
 /// else (constraint, decode, SQL) is 500.
+/// Whether `e` is SQLite's "busy" or "locked": another connection holds the
+/// lock.
+pub(super) fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db
+        .code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)))
+}
+
 pub(super) fn store_error(e: sqlx::Error) -> StoreError {
     let unavailable = match &e {
         sqlx::Error::Io(_)
@@ -85,7 +95,10 @@ pub(super) fn store_error(e: sqlx::Error) -> StoreError {
 pub(super) fn items_json(items: &Items) -> String {
     let map: serde_json::Map<String, serde_json::Value> = items
         .iter()
-        .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+        .map(|(k, v)| {
+            let v = serde_json::Value::String(escape(v).into_owned());
+            (escape(k).into_owned(), v)
+        })
         .collect();
     serde_json::Value::Object(map).to_string()
 }
@@ -97,9 +110,9 @@ fn patch_json(changes: &ChangeSet) -> String {
         .iter()
         .map(|(k, v)| {
             let v = v.map_or(serde_json::Value::Null, |v| {
-                serde_json::Value::String(v.to_owned())
+                serde_json::Value::String(escape(v).into_owned())
             });
-            (k.to_owned(), v)
+            (escape(k).into_owned(), v)
         })
         .collect();
     serde_json::Value::Object(map).to_string()
@@ -155,7 +168,13 @@ fn decode_record(row: &SqliteRow) -> Result<Record, String> {
         return Err("no items".to_owned());
     }
     Ok(Record {
-        items: items.iter().collect(),
+        items: items
+            .iter()
+            .map(|(k, v)| (unescape(k), unescape(v)))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(k, v)| (&**k, &**v))
+            .collect(),
         created_at: listed.created_at,
         expires_at: listed.expires_at,
         public_id: listed.public_id,
