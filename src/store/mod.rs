@@ -331,6 +331,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// least one link need to be found this way (the registry names no
     /// other).
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool>;
+
+    /// Checks that the store can answer now: for a load balancer's
+    /// readiness endpoint. `Ok(())` when a round trip to the backing server
+    /// succeeded (every primary, on a cluster); the store's error otherwise.
+    /// It reads and writes no session.
+    ///
+    /// The default answers `Ok(())` at once: right for an in-process store.
+    fn ping(&self) -> StoreFuture<()> {
+        StoreFuture::ready(Ok(()))
+    }
+
+    /// A short, stable name for the store's kind (`"memory"`, `"redis"`,
+    /// `"postgres"`, `"sqlite"`): the `store` label of the metrics and the
+    /// `store` field of the tracing spans. The default is `"custom"`.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
 }
 
 /// A session as [`SessionStore::list`] reports it: no items, only what a

@@ -530,6 +530,10 @@ impl SessionStore for MemoryStore {
     fn end_public(&self, public_id: &PublicId) -> StoreFuture<bool> {
         StoreFuture::ready(Ok(self.inner.end_public(public_id)))
     }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
 }
 
 mod index;

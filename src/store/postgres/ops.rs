@@ -463,6 +463,10 @@ impl SessionStore for PostgresStore {
         let (store, binds) = (self.clone(), vec![public_id.to_string()]);
         StoreFuture::new(async move { Ok(store.execute(&store.sql.end_public, binds).await? > 0) })
     }
+
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
 }
 
 #[cfg(test)]

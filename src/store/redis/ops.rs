@@ -479,4 +479,8 @@ impl SessionStore for RedisStore {
         let (this, public_id) = (self.clone(), *public_id);
         StoreFuture::new(async move { this.end_public_now(&public_id).await })
     }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
 }

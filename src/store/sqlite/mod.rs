@@ -376,4 +376,8 @@ impl SessionStore for SqliteStore {
         let (inner, public_id) = (self.inner.clone(), *public_id);
         StoreFuture::new(async move { ops::end_public(&inner, public_id).await })
     }
+
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
 }
