@@ -52,7 +52,7 @@ impl RedisStore {
                 warn_corrupted(old, "not a session hash");
                 return Ok(CycleOutcome::Gone);
             }
-            v => match parse_hash(v) {
+            v => match take_reply(v) {
                 Parsed::Found(r, h) => (r, h),
                 Parsed::Absent => return Ok(CycleOutcome::Gone),
                 Parsed::Corrupt(reason) => {
@@ -216,5 +216,16 @@ impl RedisStore {
             self.delete_key(&self.key(&to)).await?;
         }
         Ok(())
+    }
+}
+
+/// The take script's reply, `{expiry, hash}`, read.
+fn take_reply(v: Value) -> Parsed {
+    match v {
+        Value::Array(v) => match <[Value; 2]>::try_from(v) {
+            Ok([Value::Int(expiry), hash]) => parse_hash(hash, expiry),
+            _ => Parsed::Corrupt("unexpected reply from the take script"),
+        },
+        _ => Parsed::Corrupt("unexpected reply from the take script"),
     }
 }

@@ -7,14 +7,24 @@ use redis::Value;
 use crate::id::PublicId;
 use crate::store::{Meta, Record, Timestamp};
 
-/// The field holding the creation time. Starts with `0xFF`, which no UTF-8
-/// string (so no item name) contains.
-pub(super) const CREATED_FIELD: &[u8] = b"\xffcreated_at";
-/// The field holding the expiry time; see [`CREATED_FIELD`].
-pub(super) const EXPIRES_FIELD: &[u8] = b"\xffexpires_at";
+/// The field holding the creation time (decimal milliseconds since the
+/// Unix epoch). Starts with `0xFF`, which no UTF-8 string (so no item
+/// name) contains. Names are two bytes: a listpack stores each field name
+/// in every session, so a long name costs memory per session.
+pub(super) const CREATED_FIELD: &[u8] = b"\xffc";
 /// The field holding the public id (32 lowercase hex digits); see
 /// [`CREATED_FIELD`].
-pub(super) const PUBLIC_FIELD: &[u8] = b"\xffpublic_id";
+pub(super) const PUBLIC_FIELD: &[u8] = b"\xffu";
+
+/// The creation time in the layout before 0.2 (which also kept the expiry
+/// in `\xffexpires_at`; the key's TTL carries it now). Still read, and
+/// rewritten to [`CREATED_FIELD`] by the session's next write.
+pub(super) const OLD_CREATED_FIELD: &[u8] = b"\xffcreated_at";
+/// The expiry in the old layout: ignored when read (the TTL is the same
+/// time), deleted by the next write.
+pub(super) const OLD_EXPIRES_FIELD: &[u8] = b"\xffexpires_at";
+/// The public id in the old layout; see [`OLD_CREATED_FIELD`].
+pub(super) const OLD_PUBLIC_FIELD: &[u8] = b"\xffpublic_id";
 
 /// The field holding the session's links, encoded by [`encode_links`]
 /// (absent when it has none); see [`CREATED_FIELD`].
@@ -90,8 +100,16 @@ pub(super) enum Parsed {
     Corrupt(&'static str),
 }
 
-/// Reads a session from an `HGETALL` reply (RESP2 array or RESP3 map).
-pub(super) fn parse_hash(v: Value) -> Parsed {
+/// Reads a session from an `HGETALL` reply (RESP2 array or RESP3 map) and
+/// the key's `PEXPIRETIME` (`-2`: no key, `-1`: no TTL), taken right after.
+///
+/// Reads both layouts: the current one ([`CREATED_FIELD`],
+/// [`PUBLIC_FIELD`]) and the one before ([`OLD_CREATED_FIELD`],
+/// [`OLD_PUBLIC_FIELD`]; its expiry field is ignored, the TTL holds the
+/// same time). Other fields starting with `0xFF` are ignored: a later
+/// version may add some. A key without a TTL is corrupt (every session
+/// key has one); one gone before its TTL was read is absent.
+pub(super) fn parse_hash(v: Value, expiry: i64) -> Parsed {
     let pairs: Vec<(Value, Value)> = match v {
         Value::Map(pairs) => pairs,
         Value::Array(flat) => {
@@ -108,20 +126,32 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
         Value::Nil => return Parsed::Absent,
         _ => return Parsed::Corrupt("not a hash"),
     };
-    if pairs.is_empty() {
+    if pairs.is_empty() || expiry == -2 {
         return Parsed::Absent;
     }
-    let (mut created, mut expires, mut public) = (None, None, None);
+    let Ok(expires_at) = u64::try_from(expiry) else {
+        return Parsed::Corrupt("the key has no TTL");
+    };
+    let (mut created, mut public) = (None, None);
     let (mut meta, mut horizon) = (Meta::new(), 0);
     let mut items: Vec<(String, String)> = Vec::with_capacity(pairs.len());
     for (k, v) in pairs {
         let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
             return Parsed::Corrupt("a hash field is not a string");
         };
-        if k == CREATED_FIELD {
-            created = parse_millis(&v);
-        } else if k == EXPIRES_FIELD {
-            expires = parse_millis(&v);
+        if k.first() != Some(&0xff) {
+            match (String::from_utf8(k), String::from_utf8(v)) {
+                (Ok(k), Ok(v)) => items.push((k, v)),
+                _ => return Parsed::Corrupt("an item is not UTF-8"),
+            }
+        } else if k == CREATED_FIELD || (k == OLD_CREATED_FIELD && created.is_none()) {
+            created = Some(parse_millis(&v));
+        } else if k == PUBLIC_FIELD || (k == OLD_PUBLIC_FIELD && public.is_none()) {
+            public = Some(
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<PublicId>().ok()),
+            );
         } else if k == LINKS_FIELD {
             if decode_links(&v, &mut meta).is_none() {
                 return Parsed::Corrupt("unreadable links");
@@ -139,18 +169,13 @@ pub(super) fn parse_hash(v: Value) -> Parsed {
             }
         } else if k == HORIZON_FIELD {
             horizon = parse_millis(&v).unwrap_or(0);
-        } else if k == PUBLIC_FIELD {
-            public = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<PublicId>().ok());
-        } else {
-            match (String::from_utf8(k), String::from_utf8(v)) {
-                (Ok(k), Ok(v)) => items.push((k, v)),
-                _ => return Parsed::Corrupt("an item is not UTF-8"),
-            }
+        } else if k == OLD_EXPIRES_FIELD {
+            // The old layout's copy of the TTL: the TTL is read instead.
         }
+        // Any other 0xFF field (the old expiry, or one a later version
+        // adds) is not an item: ignored.
     }
-    let (Some(created_at), Some(expires_at), Some(public_id)) = (created, expires, public) else {
+    let (Some(Some(created_at)), Some(Some(public_id))) = (created, public) else {
         return Parsed::Corrupt("missing or unreadable metadata");
     };
     // Sorted first, so building `Items` appends instead of shifting.
@@ -183,8 +208,10 @@ mod tests {
     fn metadata_fields_cannot_be_item_names() {
         for f in [
             CREATED_FIELD,
-            EXPIRES_FIELD,
             PUBLIC_FIELD,
+            OLD_CREATED_FIELD,
+            OLD_EXPIRES_FIELD,
+            OLD_PUBLIC_FIELD,
             LINKS_FIELD,
             IDLE_FIELD,
             PERSIST_FIELD,
@@ -196,9 +223,12 @@ mod tests {
 
     const PID: &[u8] = b"0123456789abcdef0123456789abcdef";
 
+    fn bulk(b: &[u8]) -> Value {
+        Value::BulkString(b.to_vec())
+    }
+
     #[test]
     fn parse_reads_items_and_metadata_and_rejects_junk() {
-        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
         let reply = Value::Array(vec![
             bulk(b"b"),
             bulk(b"2"),
@@ -208,10 +238,8 @@ mod tests {
             bulk(PID),
             bulk(b"a"),
             bulk(b"1"),
-            bulk(EXPIRES_FIELD),
-            bulk(b"61000"),
         ]);
-        let Parsed::Found(r, _) = parse_hash(reply) else {
+        let Parsed::Found(r, _) = parse_hash(reply, 61000) else {
             panic!("a good hash")
         };
         assert_eq!(r.items.iter().collect::<Vec<_>>(), [("a", "1"), ("b", "2")]);
@@ -221,49 +249,90 @@ mod tests {
         );
         assert_eq!(r.public_id.to_string().as_bytes(), PID);
 
-        assert!(matches!(parse_hash(Value::Array(vec![])), Parsed::Absent));
+        assert!(matches!(
+            parse_hash(Value::Array(vec![]), -2),
+            Parsed::Absent
+        ));
         let no_meta = Value::Array(vec![bulk(b"a"), bulk(b"1")]);
-        assert!(matches!(parse_hash(no_meta), Parsed::Corrupt(_)));
+        assert!(matches!(parse_hash(no_meta, 5), Parsed::Corrupt(_)));
         let bad_meta = Value::Array(vec![
             bulk(CREATED_FIELD),
             bulk(b"1e3"),
-            bulk(EXPIRES_FIELD),
-            bulk(b"5"),
             bulk(PUBLIC_FIELD),
             bulk(PID),
         ]);
-        assert!(matches!(parse_hash(bad_meta), Parsed::Corrupt(_)));
+        assert!(matches!(parse_hash(bad_meta, 5), Parsed::Corrupt(_)));
         let not_utf8 = Value::Array(vec![
             bulk(CREATED_FIELD),
             bulk(b"1"),
-            bulk(EXPIRES_FIELD),
-            bulk(b"5"),
             bulk(PUBLIC_FIELD),
             bulk(PID),
             bulk(b"k"),
             bulk(b"\xff"),
         ]);
-        assert!(matches!(parse_hash(not_utf8), Parsed::Corrupt(_)));
+        assert!(matches!(parse_hash(not_utf8, 5), Parsed::Corrupt(_)));
         // Sessions stored before the public id was kept: corrupt.
         for pid in [
             None,
             Some(&b"0123"[..]),
             Some(&b"0123456789ABCDEF0123456789abcdef"[..]),
         ] {
-            let mut fields = vec![
-                bulk(CREATED_FIELD),
-                bulk(b"1"),
-                bulk(EXPIRES_FIELD),
-                bulk(b"5"),
-            ];
+            let mut fields = vec![bulk(CREATED_FIELD), bulk(b"1")];
             if let Some(p) = pid {
                 fields.extend([bulk(PUBLIC_FIELD), bulk(p)]);
             }
             assert!(
-                matches!(parse_hash(Value::Array(fields)), Parsed::Corrupt(_)),
+                matches!(parse_hash(Value::Array(fields), 5), Parsed::Corrupt(_)),
                 "{pid:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_ttl_is_the_expiry_and_a_key_without_one_is_corrupt() {
+        let good = || {
+            Value::Array(vec![
+                bulk(CREATED_FIELD),
+                bulk(b"1"),
+                bulk(PUBLIC_FIELD),
+                bulk(PID),
+                bulk(b"a"),
+                bulk(b"1"),
+            ])
+        };
+        assert!(matches!(parse_hash(good(), -1), Parsed::Corrupt(_)));
+        // Gone between HGETALL and PEXPIRETIME: absent, not corrupt.
+        assert!(matches!(parse_hash(good(), -2), Parsed::Absent));
+        let Parsed::Found(r, _) = parse_hash(good(), 77) else {
+            panic!("a good hash")
+        };
+        assert_eq!(r.expires_at.as_millis(), 77);
+    }
+
+    #[test]
+    fn the_old_layout_is_read_and_unknown_metadata_ignored() {
+        let old = Value::Array(vec![
+            bulk(OLD_CREATED_FIELD),
+            bulk(b"1000"),
+            bulk(OLD_EXPIRES_FIELD),
+            bulk(b"1"),
+            bulk(OLD_PUBLIC_FIELD),
+            bulk(PID),
+            bulk(b"\xffsomething-new"),
+            bulk(b"\xfe\xfd"),
+            bulk(b"a"),
+            bulk(b"1"),
+        ]);
+        let Parsed::Found(r, _) = parse_hash(old, 61000) else {
+            panic!("an old-layout hash")
+        };
+        assert_eq!(r.items.iter().collect::<Vec<_>>(), [("a", "1")]);
+        // The expiry is the TTL's, not the old field's.
+        assert_eq!(
+            (r.created_at.as_millis(), r.expires_at.as_millis()),
+            (1000, 61000)
+        );
+        assert_eq!(r.public_id.to_string().as_bytes(), PID);
     }
 
     #[test]
@@ -279,12 +348,9 @@ mod tests {
         for bad in [&b"user"[..], b"us:er\x1fv", b"user\x1f", b"\xff\x1fv"] {
             assert!(decode_links(bad, &mut Meta::new()).is_none(), "{bad:?}");
         }
-        let bulk = |b: &[u8]| Value::BulkString(b.to_vec());
         let reply = Value::Array(vec![
             bulk(CREATED_FIELD),
             bulk(b"1"),
-            bulk(EXPIRES_FIELD),
-            bulk(b"5"),
             bulk(PUBLIC_FIELD),
             bulk(PID),
             bulk(LINKS_FIELD),
@@ -298,7 +364,7 @@ mod tests {
             bulk(b"k"),
             bulk(b"v"),
         ]);
-        let Parsed::Found(r, horizon) = parse_hash(reply) else {
+        let Parsed::Found(r, horizon) = parse_hash(reply, 5) else {
             panic!("a good hash")
         };
         assert_eq!(horizon, 9);

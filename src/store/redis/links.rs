@@ -13,7 +13,8 @@ use redis::{Cmd, ErrorKind, ServerErrorKind, Value};
 
 use super::conn::{map_err, redis_kind, Conn};
 use super::hash::{clamp, decode_links, duration_millis, parse_millis, LINKS_FIELD};
-use super::hash::{CREATED_FIELD, EXPIRES_FIELD, IDLE_FIELD, PERSIST_FIELD, PUBLIC_FIELD};
+use super::hash::{CREATED_FIELD, IDLE_FIELD, PERSIST_FIELD, PUBLIC_FIELD};
+use super::hash::{OLD_CREATED_FIELD, OLD_PUBLIC_FIELD};
 use super::scripts::{Lua, Ready, ENDED, SCRIPTS};
 use super::RedisStore;
 use crate::error::StoreError;
@@ -322,14 +323,15 @@ impl RedisStore {
         let ops: Vec<Op> = ats
             .iter()
             .flatten()
-            .map(|at| {
+            .flat_map(|at| {
+                let key = self.key(at);
                 let mut cmd = redis::cmd("HMGET");
-                cmd.arg(self.key(at))
-                    .arg(CREATED_FIELD)
-                    .arg(EXPIRES_FIELD)
-                    .arg(PUBLIC_FIELD);
+                cmd.arg(&key).arg(CREATED_FIELD).arg(PUBLIC_FIELD);
                 cmd.arg(LINKS_FIELD).arg(IDLE_FIELD).arg(PERSIST_FIELD);
-                Op::Cmd(cmd)
+                cmd.arg(OLD_CREATED_FIELD).arg(OLD_PUBLIC_FIELD);
+                let mut ttl = redis::cmd("PEXPIRETIME");
+                ttl.arg(key);
+                [Op::Cmd(cmd), Op::Cmd(ttl)]
             })
             .collect();
         let mut hashes = self.many_reads(&ops).await?.into_iter();
@@ -339,8 +341,10 @@ impl RedisStore {
             .map(|(public_id, at)| {
                 let state = match at {
                     None => State::Absent,
-                    Some(_) => match hashes.next() {
-                        Some(Ok(Value::Array(f))) => judge(&public_id, &f, name, value, now),
+                    Some(_) => match (hashes.next(), hashes.next()) {
+                        (Some(Ok(Value::Array(f))), Some(Ok(Value::Int(e)))) => {
+                            judge(&public_id, &f, e, name, value, now)
+                        }
                         _ => State::Absent,
                     },
                 };
@@ -678,31 +682,41 @@ impl RedisStore {
     }
 }
 
-/// What an `HMGET` of a session's fields (created, expires, public id,
-/// links, idle timeout, persistence) says of the entry `public_id` in the
-/// index of `name = value`.
-fn judge(public_id: &PublicId, f: &[Value], name: &str, value: &str, now: Timestamp) -> State {
+/// What an `HMGET` of a session's fields (created, public id, links, idle
+/// timeout, persistence, then the old layout's created and public id) and
+/// its key's `PEXPIRETIME` say of the entry `public_id` in the index of
+/// `name = value`.
+fn judge(
+    public_id: &PublicId,
+    f: &[Value],
+    expiry: i64,
+    name: &str,
+    value: &str,
+    now: Timestamp,
+) -> State {
     let field = |i: usize| f.get(i).and_then(text);
-    let pid = field(2).and_then(|b| std::str::from_utf8(b).ok()?.parse::<PublicId>().ok());
-    let (Some(created), Some(expires)) = (
-        field(0).and_then(parse_millis),
-        field(1).and_then(parse_millis),
-    ) else {
+    let (created, pid) = match (field(0), field(1)) {
+        (None, None) => (field(5), field(6)),
+        (c, p) => (c, p),
+    };
+    let pid = pid.and_then(|b| std::str::from_utf8(b).ok()?.parse::<PublicId>().ok());
+    let (Some(created), Ok(expires)) = (created.and_then(parse_millis), u64::try_from(expiry))
+    else {
         return State::Absent;
     };
     if pid != Some(*public_id) {
         return State::Absent;
     }
     let mut meta = Meta::new();
-    if let Some(l) = field(3) {
+    if let Some(l) = field(2) {
         if decode_links(l, &mut meta).is_none() {
             return State::Other;
         }
     }
-    if let Some(ms) = field(4).and_then(parse_millis) {
+    if let Some(ms) = field(3).and_then(parse_millis) {
         meta.set_idle_timeout(Some(Duration::from_millis(ms)));
     }
-    match field(5) {
+    match field(4) {
         Some(b"1") => meta.set_persistent_cookie(Some(true)),
         Some(b"0") => meta.set_persistent_cookie(Some(false)),
         _ => {}

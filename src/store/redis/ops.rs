@@ -6,7 +6,7 @@ use redis::Value;
 
 use super::conn::{redis_code, Conn};
 use super::hash::{clamp, duration_millis, encode_links, parse_hash, Parsed};
-use super::scripts::{push_changes, push_meta, Ready, SCRIPTS};
+use super::scripts::{push_changes, push_meta, Ready, FAST_SETS, SCRIPTS};
 use super::RedisStore;
 use crate::error::StoreError;
 use crate::id::{PublicId, SessionId};
@@ -181,17 +181,25 @@ pub(super) fn warn_corrupted(id: &SessionId, reason: &str) {
 impl RedisStore {
     async fn load_now(&self, id: &SessionId, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
-        let mut cmd = redis::cmd("HGETALL");
-        cmd.arg(&key);
-        let reply = match self.run(self.conn.query(&cmd)).await {
-            Ok(v) => v,
+        // One round trip: the hash, then the expiry its TTL carries.
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(&key).cmd("PEXPIRETIME").arg(&key);
+        let (reply, expiry) = match self.run(self.conn.query_pipe(&pipe)).await {
+            Ok(v) => match <[Value; 2]>::try_from(v) {
+                Ok([reply, Value::Int(expiry)]) => (reply, expiry),
+                Ok(_) | Err(_) => {
+                    return Err(StoreError::other(
+                        "RedisStore: unexpected reply to HGETALL and PEXPIRETIME",
+                    ))
+                }
+            },
             Err(e) if redis_code(&e) == Some("WRONGTYPE") => {
                 self.drop_corrupted(id, &key, "the key is not a hash").await;
                 return Ok(None);
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(needs_pexpiretime(e)),
         };
-        match parse_hash(reply) {
+        match parse_hash(reply, expiry) {
             Parsed::Absent => Ok(None),
             // Expired by the app's clock: Redis's TTL removes the key.
             Parsed::Found(r, _) if r.expires_at <= now => Ok(None),
@@ -234,6 +242,23 @@ impl RedisStore {
         at: Renewal,
     ) -> Result<SaveOutcome, StoreError> {
         let key = self.key(id);
+        if is_fast(changes) {
+            let v = self
+                .eval(&SCRIPTS.save_fast, &[&key], |cmd| {
+                    cmd.arg(clamp(at.now)).arg(clamp(at.expires_at));
+                    for (k, v) in changes.iter() {
+                        cmd.arg(k).arg(v.unwrap_or_default());
+                    }
+                })
+                .await
+                .map_err(needs_pexpiretime)?;
+            match int(&v)? {
+                1 => return Ok(SaveOutcome::Saved),
+                0 => return Ok(SaveOutcome::Gone),
+                // Anything unusual: the full script below decides.
+                _ => {}
+            }
+        }
         let mut ready = None;
         for _ in 0..3 {
             let sent = Timestamp::now();
@@ -402,6 +427,31 @@ impl RedisStore {
             "RedisStore: a write kept asking for its index step",
         ))
     }
+}
+
+/// Whether `changes` can take the fast script (`SAVE_FAST_LUA`): item sets
+/// only, no removal, no clear, no link or lifetime change, a few of them.
+fn is_fast(changes: &ChangeSet) -> bool {
+    let mut sets = 0;
+    for (_, v) in changes.iter() {
+        if v.is_none() {
+            return false;
+        }
+        sets += 1;
+    }
+    (1..=FAST_SETS).contains(&sets) && !changes.cleared() && !changes.changes_meta()
+}
+
+/// An error from a server without `PEXPIRETIME` (Redis before 7.0) made
+/// into one that says so; others unchanged.
+pub(super) fn needs_pexpiretime(e: StoreError) -> StoreError {
+    let text = crate::error::Chain(&e).to_string().to_ascii_lowercase();
+    if text.contains("unknown") && text.contains("command") && text.contains("pexpiretime") {
+        return StoreError::other(
+            "RedisStore needs Redis 7.0 or later (PEXPIRETIME): this server does not know it",
+        );
+    }
+    e
 }
 
 /// A linking write whose session step reached Redis after its deadline.

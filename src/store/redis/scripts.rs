@@ -32,7 +32,8 @@ use crate::store::ChangeSet;
 macro_rules! lua_prelude {
     () => {
         r#"
-local C, E, P = '\255created_at', '\255expires_at', '\255public_id'
+local C, U = '\255c', '\255u'
+local OC, OE, OP = '\255created_at', '\255expires_at', '\255public_id'
 local L, I, PC, H = '\255l', '\255i', '\255p', '\255h'
 local ENDED = 'ended'
 local CH = 200
@@ -53,15 +54,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function state(key, now)
-  local t = redis.call('TYPE', key)['ok']
-  if t == 'none' then return nil, 0 end
-  if t ~= 'hash' then
+  local e = redis.call('PEXPIRETIME', key)
+  if e == -2 then return nil, 0 end
+  local m = redis.pcall('HMGET', key, C, U, L, I, PC, H)
+  if e < 0 or m.err then
     redis.call('DEL', key)
     return nil, -1
   end
-  local m = redis.call('HMGET', key, C, E, P, L, I, PC, H)
-  local e = num(m[2])
-  if not num(m[1]) or not e or not pid_ok(m[3]) then
+  if not m[1] and not m[2] then
+    local o = redis.call('HMGET', key, OC, OP)
+    if num(o[1]) and pid_ok(o[2]) and e > now then
+      redis.call('HSET', key, C, o[1], U, o[2])
+      redis.call('HDEL', key, OC, OE, OP)
+    end
+    m[1], m[2] = o[1], o[2]
+  end
+  if not num(m[1]) or not pid_ok(m[2]) then
     redis.call('DEL', key)
     return nil, -1
   end
@@ -69,10 +77,10 @@ local function state(key, now)
     redis.call('DEL', key)
     return nil, 0
   end
-  local n = 3
-  for j = 4, 7 do if m[j] then n = n + 1 end end
-  return {m[1], m[2], e, m[3], links = m[4] or nil, idle = m[5] or nil,
-    pc = m[6] or nil, h = num(m[7]) or 0, n = n}, 1
+  local n = 2
+  for j = 3, 6 do if m[j] then n = n + 1 end end
+  return {m[1], string.format('%d', e), e, m[2], links = m[3] or nil,
+    idle = m[4] or nil, pc = m[5] or nil, h = num(m[6]) or 0, n = n}, 1
 end
 local function hset(key, from, to)
   for j = from, to, CH do
@@ -81,17 +89,21 @@ local function hset(key, from, to)
 end
 local function apply(key, meta, i)
   local n = meta.n
-  if ARGV[i] == '1' then
+  local cleared = ARGV[i] == '1'
+  if cleared then
     redis.call('DEL', key)
-    redis.call('HSET', key, C, meta[1], E, meta[2], P, meta[4])
-    n = 3
+    redis.call('HSET', key, C, meta[1], U, meta[4])
+    n = 2
   end
+  local sets = tonumber(ARGV[i + 1])
   local first = i + 2
-  local last = first + 2 * tonumber(ARGV[i + 1]) - 1
+  local last = first + 2 * sets - 1
   hset(key, first, last)
   for j = last + 1, #ARGV, CH do
     redis.call('HDEL', key, unpack(ARGV, j, math.min(j + CH - 1, #ARGV)))
   end
+  -- An item was just set: at least one remains, no need to count.
+  if sets > 0 then return 1 end
   return redis.call('HLEN', key) - n
 end
 local function links_of(s)
@@ -173,9 +185,8 @@ local function write_meta(key, meta, mc, p, cleared)
   local pc = mc.pc ~= '' and mc.pc or meta.pc
   if pc then redis.call('HSET', key, PC, pc) end
 end
-local function set_expiry(key, meta, p)
-  if p.exp_s ~= meta[2] then redis.call('HSET', key, E, p.exp_s) end
-  redis.call('PEXPIREAT', key, p.exp_s)
+local function set_expiry(key, meta, p, fresh)
+  if fresh or p.exp ~= meta[3] then redis.call('PEXPIREAT', key, p.exp_s) end
 end
 local function cover(key, h)
   local ttl = redis.call('PTTL', key)
@@ -200,7 +211,7 @@ const CREATE_LUA: &str = concat!(
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local deadline = num(ARGV[4])
 if deadline and now_ms() > deadline then return -2 end
-redis.call('HSET', KEYS[1], C, ARGV[1], E, ARGV[2], P, ARGV[3])
+redis.call('HSET', KEYS[1], C, ARGV[1], U, ARGV[3])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], L, ARGV[6], H, ARGV[5]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], I, ARGV[7]) end
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], PC, ARGV[8]) end
@@ -232,10 +243,42 @@ if apply(key, meta, ci) <= 0 then
   return flat(2, meta[4], p.cur)
 end
 write_meta(key, meta, mc, p, ARGV[ci] == '1')
-set_expiry(key, meta, p)
+set_expiry(key, meta, p, ARGV[ci] == '1')
 return flat(1, meta[4], p.removed)
 "#
 );
+
+/// The common write, alone: item sets only (no removal, no clear, no
+/// link or lifetime change, at most [`FAST_SETS`] of them). `KEYS[1]` the
+/// session; `ARGV`: now, expires_at, then the set pairs. Without the
+/// prelude (defining its functions costs on every call) and with the
+/// fewest commands: `PEXPIRETIME`, one `HMGET`, one `HSET`, and
+/// `PEXPIREAT` when the expiry moves forward.
+///
+/// Returns 1 saved, 0 gone (no such key), or 5: "use [`SAVE_LUA`]", when
+/// anything is unusual (no TTL, not a hash, the old layout, expired by the
+/// app's clock, a linked session whose new expiry passes its horizon). So
+/// it writes only to a key holding the current layout's metadata: an
+/// unknown, ended or expired id is never written to, and what it does is
+/// exactly what [`SAVE_LUA`] does for such a change set.
+const SAVE_FAST_LUA: &str = r#"
+local key = KEYS[1]
+local e = redis.call('PEXPIRETIME', key)
+if e == -2 then return 0 end
+local m = redis.pcall('HMGET', key, '­c', '­u', '­h')
+if e < 0 or m.err or not m[1] or not m[2] or e <= tonumber(ARGV[1]) then
+  return 5
+end
+local exp = tonumber(ARGV[2])
+if m[3] and exp > (tonumber(m[3]) or 0) then return 5 end
+redis.call('HSET', key, unpack(ARGV, 3))
+if exp > e then redis.call('PEXPIREAT', key, ARGV[2]) end
+return 1
+"#;
+
+/// The most item sets [`SAVE_FAST_LUA`] takes (its `unpack` puts them all
+/// on Lua's stack at once); larger change sets go through [`SAVE_LUA`].
+pub(super) const FAST_SETS: usize = 100;
 
 /// `KEYS[1]` the session; `ARGV`: now, expires_at, the meta arguments
 /// (no changes, only the readiness). Returns `{1}` alive, `{0}` gone,
@@ -250,7 +293,7 @@ local p = plan(meta, mc, ARGV[2])
 if p.need then return need_reply(meta, p) end
 if p.exp > meta[3] then
   write_meta(KEYS[1], meta, mc, p, false)
-  set_expiry(KEYS[1], meta, p)
+  set_expiry(KEYS[1], meta, p, false)
 end
 return {1}
 "#
@@ -282,7 +325,7 @@ if apply(KEYS[2], meta, ci) <= 0 then
   return flat(2, meta[4], p.cur)
 end
 write_meta(KEYS[2], meta, mc, p, ARGV[ci] == '1')
-set_expiry(KEYS[2], meta, p)
+set_expiry(KEYS[2], meta, p, ARGV[ci] == '1')
 local new = string.sub(KEYS[2], #ARGV[3] + 2, -2)
 local keep = p.exp
 if p.linked and p.h > keep then keep = p.h end
@@ -325,7 +368,7 @@ local all = redis.call('HGETALL', KEYS[1])
 redis.call('HSET', KEYS[1], '\255taking', '1')
 redis.call('DEL', KEYS[1])
 if meta.links then redis.call('SET', KEYS[2], meta[4], 'PX', ARGV[2]) end
-return all
+return {meta[3], all}
 "#
 );
 
@@ -426,8 +469,8 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
   end
   return {0}
 end
-local m = redis.call('HMGET', KEYS[1], P, L)
-if m[1] ~= ARGV[1] then return {0} end
+local m = redis.call('HMGET', KEYS[1], U, L, OP)
+if (m[1] or m[3]) ~= ARGV[1] then return {0} end
 redis.call('DEL', KEYS[1])
 return {1, m[2] or ''}
 "#
@@ -448,8 +491,8 @@ local to = redis.call('GET', KEYS[1])
 if not id_ok(to) then redis.call('DEL', KEYS[1]) return {0} end
 local key = ARGV[1] .. '{' .. to .. '}'
 if redis.call('TYPE', key)['ok'] ~= 'hash' then redis.call('DEL', KEYS[1]) return {0} end
-local m = redis.call('HMGET', key, P, L)
-if m[1] ~= ARGV[2] then redis.call('DEL', KEYS[1]) return {0} end
+local m = redis.call('HMGET', key, U, L, OP)
+if (m[1] or m[3]) ~= ARGV[2] then redis.call('DEL', KEYS[1]) return {0} end
 if ARGV[3] == '1' and (not m[2] or m[2] == '') then return {0} end
 redis.call('DEL', KEYS[1])
 redis.call('DEL', key)
@@ -471,8 +514,8 @@ if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then
   end
   return 0
 end
-local m = redis.call('HMGET', KEYS[1], P, L)
-if m[1] == ARGV[1] and m[2] and m[2] ~= '' then return 1 end
+local m = redis.call('HMGET', KEYS[1], U, L, OP)
+if (m[1] or m[3]) == ARGV[1] and m[2] and m[2] ~= '' then return 1 end
 return 0
 "#
 );
@@ -499,6 +542,7 @@ impl Lua {
 pub(super) struct Scripts {
     pub(super) create: Lua,
     pub(super) save: Lua,
+    pub(super) save_fast: Lua,
     pub(super) touch: Lua,
     pub(super) cycle: Lua,
     pub(super) end: Lua,
@@ -515,10 +559,11 @@ pub(super) struct Scripts {
 
 impl Scripts {
     /// Every script, for `SCRIPT LOAD`.
-    pub(super) fn all(&self) -> [&Lua; 14] {
+    pub(super) fn all(&self) -> [&Lua; 15] {
         [
             &self.create,
             &self.save,
+            &self.save_fast,
             &self.touch,
             &self.cycle,
             &self.end,
@@ -538,6 +583,7 @@ impl Scripts {
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     create: Lua::new(CREATE_LUA),
     save: Lua::new(SAVE_LUA),
+    save_fast: Lua::new(SAVE_FAST_LUA),
     touch: Lua::new(TOUCH_LUA),
     cycle: Lua::new(CYCLE_LUA),
     end: Lua::new(END_LUA),
