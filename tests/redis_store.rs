@@ -211,10 +211,16 @@ mod checks {
         assert_eq!(env.query::<String>(redis::cmd("TYPE").arg(&key)), "hash");
         let v: String = env.query(redis::cmd("HGET").arg(&key).arg("user_id"));
         assert_eq!(v, "12345");
-        // Three metadata fields (created, expires, public id) plus one item.
-        assert_eq!(env.query::<i64>(redis::cmd("HLEN").arg(&key)), 4);
-        let public: String = env.query(redis::cmd("HGET").arg(&key).arg(&b"\xffpublic_id"[..]));
-        assert_eq!(public, env.record(&id).await.public_id.to_string());
+        // Two metadata fields (created, public id) plus one item; the
+        // expiry is the key's TTL.
+        assert_eq!(env.query::<i64>(redis::cmd("HLEN").arg(&key)), 3);
+        let public: String = env.query(redis::cmd("HGET").arg(&key).arg(&b"\xffu"[..]));
+        let record = env.record(&id).await;
+        assert_eq!(public, record.public_id.to_string());
+        let created: u64 = env.query(redis::cmd("HGET").arg(&key).arg(&b"\xffc"[..]));
+        assert_eq!(created, record.created_at.as_millis());
+        let expiry: u64 = env.query(redis::cmd("PEXPIRETIME").arg(&key));
+        assert_eq!(expiry, record.expires_at.as_millis());
         if let Admin::Cluster(_) = env.admin {
             let slot = |k: &str| -> i64 { env.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(k)) };
             assert_eq!(slot(&key), slot(&format!("{{{id}}}")));
@@ -1018,7 +1024,8 @@ async fn unreachable_redis_is_an_unavailable_error() {
 }
 
 /// Round trips per request, counted by a proxy between the store and Redis:
-/// a request that only reads costs 1; one that writes costs at most 2.
+/// a request that only reads costs 1 (`HGETALL` and `PEXPIRETIME` in one
+/// pipeline); one that writes costs at most 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trips_per_request() {
     let Some(server) = redis_support::shared() else {
@@ -1029,10 +1036,10 @@ async fn round_trips_per_request() {
     let cost = |script: &'static str, cookie: Option<String>| {
         let (srv, proxy) = (&srv, &proxy);
         async move {
-            let before = proxy.commands();
+            let before = proxy.round_trips();
             let r = srv.raw(script, cookie.as_deref()).await;
             assert_eq!(r.status, 200, "{script}: {r:?}");
-            (proxy.commands() - before, r)
+            (proxy.round_trips() - before, r)
         }
     };
 

@@ -4,7 +4,7 @@
 
 use redis::Value;
 
-use super::conn::{redis_code, Conn};
+use super::conn::{map_err, redis_code, Conn};
 use super::hash::{clamp, duration_millis, encode_links, parse_hash, Parsed};
 use super::scripts::{push_changes, push_meta, Ready, FAST_SETS, SCRIPTS};
 use super::RedisStore;
@@ -181,23 +181,35 @@ pub(super) fn warn_corrupted(id: &SessionId, reason: &str) {
 impl RedisStore {
     async fn load_now(&self, id: &SessionId, now: Timestamp) -> Result<Option<Record>, StoreError> {
         let key = self.key(id);
-        // One round trip: the hash, then the expiry its TTL carries.
+        // One round trip: the hash, then the expiry its TTL carries. Errors
+        // come back per command, so each is classified as a lone one's.
         let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL").arg(&key).cmd("PEXPIRETIME").arg(&key);
-        let (reply, expiry) = match self.run(self.conn.query_pipe(&pipe)).await {
-            Ok(v) => match <[Value; 2]>::try_from(v) {
-                Ok([reply, Value::Int(expiry)]) => (reply, expiry),
-                Ok(_) | Err(_) => {
-                    return Err(StoreError::other(
-                        "RedisStore: unexpected reply to HGETALL and PEXPIRETIME",
-                    ))
-                }
-            },
+        pipe.ignore_errors()
+            .cmd("HGETALL")
+            .arg(&key)
+            .cmd("PEXPIRETIME")
+            .arg(&key);
+        let replies = self.run(self.conn.query_pipe(&pipe)).await?;
+        let Ok([reply, expiry]) = <[Value; 2]>::try_from(replies) else {
+            return Err(StoreError::other(
+                "RedisStore: Redis answered a pipeline of two with another number of replies",
+            ));
+        };
+        let reply = match server_error(reply) {
+            Ok(v) => v,
             Err(e) if redis_code(&e) == Some("WRONGTYPE") => {
                 self.drop_corrupted(id, &key, "the key is not a hash").await;
                 return Ok(None);
             }
-            Err(e) => return Err(needs_pexpiretime(e)),
+            Err(e) => return Err(e),
+        };
+        let expiry = match server_error(expiry).map_err(needs_pexpiretime)? {
+            Value::Int(e) => e,
+            other => {
+                return Err(StoreError::other(format!(
+                    "RedisStore: unexpected reply to PEXPIRETIME: {other:?}"
+                )))
+            }
         };
         match parse_hash(reply, expiry) {
             Parsed::Absent => Ok(None),
@@ -426,6 +438,15 @@ impl RedisStore {
         Err(StoreError::other(
             "RedisStore: a write kept asking for its index step",
         ))
+    }
+}
+
+/// A pipeline's reply (sent with `ignore_errors`): an error reply as the
+/// store error a lone command's would be.
+fn server_error(v: Value) -> Result<Value, StoreError> {
+    match v {
+        Value::ServerError(e) => Err(map_err(redis::RedisError::from(e))),
+        v => Ok(v),
     }
 }
 
