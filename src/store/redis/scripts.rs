@@ -10,17 +10,26 @@ use crate::store::ChangeSet;
 /// Shared Lua: metadata field names, number parsing, the state check, and
 /// applying a change set. Concatenated in front of each script.
 ///
-/// `state(key, now)` returns the metadata (`[1]` created, `[2]` expires,
-/// `[3]` expires as a number, `[4]` public id, and `links`, `idle`, `pc`,
-/// `h`: the raw link, idle-timeout, cookie-persistence and horizon fields,
-/// `n`: how many metadata fields the hash holds) or `nil` and a status:
-/// `0` absent or expired (an expired key is deleted), `-1` corrupted
-/// (deleted). A hash without a well-formed public id (32 lowercase hex
-/// digits) is corrupted.
+/// `state(key, now)` returns the metadata (`[1]` created, `[2]` expires
+/// (the key's `PEXPIRETIME`, as text), `[3]` the same as a number, `[4]`
+/// public id, and `links`, `idle`, `pc`, `h`: the raw link, idle-timeout,
+/// cookie-persistence and horizon fields, `n`: how many metadata fields the
+/// hash holds) or `nil` and a status: `0` absent or expired (an expired key
+/// is deleted), `-1` corrupted (deleted). A key without a TTL, not a hash,
+/// or without a readable creation time and well-formed public id (32
+/// lowercase hex digits) is corrupted. A hash in the old layout
+/// (`\xffcreated_at`, `\xffexpires_at`, `\xffpublic_id`) is converted
+/// in place: every write script calls `state` first, so a session's next
+/// write converts it.
+///
+/// No `TYPE`: `PEXPIRETIME` answers for a key of any type (`-2`: none),
+/// and the `HMGET` runs under `pcall`, so a key of another type is an
+/// error value, not a failed script.
 ///
 /// `apply(key, meta, i)` applies the change set encoded in `ARGV` from index
 /// `i` (`cleared`, the number of sets, the set pairs, then the removed
-/// names) and returns how many items remain.
+/// names) and returns how many items remain (`1` when it set any: at least
+/// that one remains, and `HLEN` is spared).
 ///
 /// `read_meta(i)` reads the meta arguments (see [`push_meta`]) from `ARGV`
 /// at `i`; `plan(meta, mc, exp)` works out what a write does to the
