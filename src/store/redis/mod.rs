@@ -11,19 +11,27 @@
 //!   in and comes back byte for byte, and `HGET session:{<id>} user_id` works
 //!   from `redis-cli`.
 //! - **Metadata in fields no item can have.** The session's creation time
-//!   (the absolute timeout counts from it), its expiry (decimal
-//!   milliseconds since the Unix epoch) and its
-//!   [`PublicId`] (32 lowercase hex digits) are kept in the
-//!   fields `"\xffcreated_at"`, `"\xffexpires_at"` and `"\xffpublic_id"`.
-//!   Their names start with the byte `0xFF`, which never occurs in UTF-8,
-//!   and item names are Rust `&str`s: so no item name can ever collide with
-//!   them, whatever the application stores. A hash missing any of them, or
+//!   (the absolute timeout counts from it; decimal milliseconds since the
+//!   Unix epoch) and its [`PublicId`] (32 lowercase hex digits) are kept in
+//!   the fields `"\xffc"` and `"\xffu"`. Their names start with the byte
+//!   `0xFF`, which never occurs in UTF-8, and item names are Rust `&str`s:
+//!   so no item name can ever collide with them, whatever the application
+//!   stores. They are two bytes long because every session stores them
+//!   (see [Memory](#memory-and-eviction)). A hash missing either, or
 //!   holding one that does not parse, is corrupt (see [Failures](#failures));
 //!   that includes sessions stored by versions before the public id was
-//!   kept.
-//! - **The key's TTL carries the expiry**: `PEXPIREAT` to the session's
-//!   `expires_at`, moved forward only. Redis forgets a session when it
-//!   expires; no sweeper is needed.
+//!   kept. Other `0xFF` fields than those below are ignored (a later
+//!   version's).
+//! - **The key's TTL is the expiry**: `PEXPIREAT` to the session's
+//!   `expires_at`, moved forward only, and read back with `PEXPIRETIME`
+//!   (in the same pipeline as `HGETALL`). Redis forgets a session when it
+//!   expires; no sweeper is needed. A session key without a TTL was not
+//!   written by the store: corrupt.
+//! - **The layout before this one** (`"\xffcreated_at"`,
+//!   `"\xffexpires_at"`, `"\xffpublic_id"`, the expiry also in the hash)
+//!   is still read, so an upgrade keeps everyone signed in; the session's
+//!   next write (any of save, touch, cycle) rewrites it to the current
+//!   layout in the same script.
 //! - **A move pointer per moved or linked session**:
 //!   `{prefix}moved:{<public id>}`, a string holding the session's current
 //!   id, written by `cycle` (and by the first write that links a session)
@@ -53,8 +61,9 @@
 //!
 //! | Operation | Round trips | How |
 //! |---|---|---|
-//! | load | 1 | `HGETALL` |
-//! | save (apply a change set) | 1 | a Lua script (`EVALSHA`) |
+//! | load | 1 | `HGETALL` + `PEXPIRETIME` (one pipeline) |
+//! | save, item sets only (the common write) | 1 | a small Lua script: `PEXPIRETIME`, `HMGET`, `HSET`, `PEXPIREAT` |
+//! | save (any other change set) | 1 | a Lua script (`EVALSHA`) |
 //! | create (insert-if-absent) | 1 | a Lua script: `EXISTS`, then `HSET` + `PEXPIREAT` |
 //! | touch (idle refresh) | 1 | a Lua script: `PEXPIREAT` only if it moves forward |
 //! | delete | 1 | `DEL` |
@@ -247,7 +256,10 @@
 //!
 //! # Requirements
 //!
-//! Redis 6.2 or later (`SET … PXAT`, `SET … GET`). On a standalone server
+//! Redis 7.0 or later (`PEXPIRETIME`; also `SET … PXAT`, `SET … GET`).
+//! On an older server every load fails with an error that names the
+//! requirement (a `500`): the store does not guess the expiry from a
+//! relative `PTTL` and the app's clock. On a standalone server
 //! the `cycle` and `end` scripts build the move pointer's key name inside
 //! the script (the public id is read from the hash), which a standalone
 //! server allows but a proxy that shards keys behind one endpoint (e.g.

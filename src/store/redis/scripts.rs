@@ -274,7 +274,7 @@ const SAVE_FAST_LUA: &str = r#"
 local key = KEYS[1]
 local e = redis.call('PEXPIRETIME', key)
 if e == -2 then return 0 end
-local m = redis.pcall('HMGET', key, '­c', '­u', '­h')
+local m = redis.pcall('HMGET', key, '\255c', '\255u', '\255h')
 if e < 0 or m.err or not m[1] or not m[2] or e <= tonumber(ARGV[1]) then
   return 5
 end
@@ -361,7 +361,8 @@ return 1
 
 /// Cluster `cycle`, step 1. `KEYS[1]` the old session, `KEYS[2]` its
 /// "taken" note (same slot); `ARGV`: now, how long the note lives.
-/// Returns the whole hash (and deletes the key, leaving the note, the
+/// Returns `{expiry, the whole hash}` (the expiry from the key's TTL;
+/// and deletes the key, leaving the note, the
 /// public id, for [`DROP_LUA`], when the session has links: only those
 /// can be ended by the registry), or 0 gone, -1 corrupted.
 const TAKE_LUA: &str = concat!(
