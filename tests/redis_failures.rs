@@ -28,7 +28,8 @@ use tower_session_storage::{RedisStore, SessionStore, StoreErrorKind};
 /// SECURITY.md #37: with `maxmemory` reached and `noeviction`, Redis answers `OOM`
 /// to writes: creating a session is 503 (`StoreErrorKind::Full`), never
 /// 500; reads of existing sessions answer 200, and so does a read whose
-/// idle refresh is due (the refresh fails and is best effort).
+/// idle refresh is due (the refresh only moves the TTL, which Redis allows
+/// under OOM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
     if !redis_support::available() {
@@ -60,20 +61,22 @@ async fn oom_is_503_for_writes_while_reads_and_due_refreshes_answer_200() {
         .arg(&key)
         .query(&mut server.admin())
         .unwrap();
-    // Past the refresh step: this read's refresh is due, and fails.
+    // Past the refresh step: this read's refresh is due. It only moves
+    // the key's TTL (the expiry is not in the hash), which takes no memory
+    // and which Redis allows under OOM: the refresh succeeds, so a full
+    // Redis does not log idle users out either.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let e = store
-        .touch(&common::parse_id(&id), Renewal::until(at(now() + 16_000)))
-        .await
-        .unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Full, "{e}");
     let r = call(&app, "get=user", Some(&c)).await;
-    assert_eq!(r.ok(), "alice", "a failed refresh must not fail the read");
+    assert_eq!(r.ok(), "alice", "a due refresh under OOM: the read answers");
     let expires_after: i64 = redis::cmd("PEXPIRETIME")
         .arg(&key)
         .query(&mut server.admin())
         .unwrap();
-    assert_eq!(expires_before, expires_after, "the refresh did fail (OOM)");
+    assert!(expires_after > expires_before, "the refresh moved the TTL");
+    assert!(store
+        .touch(&common::parse_id(&id), Renewal::until(at(now() + 16_000)))
+        .await
+        .unwrap());
 
     server.config_set("maxmemory", "0");
     assert_eq!(call(&app, "set=more:1&get=more", Some(&c)).await.ok(), "1");
