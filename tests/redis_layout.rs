@@ -125,7 +125,11 @@ mod checks {
         // An earlier expiry (a request that started before) leaves it.
         let out = env
             .store
-            .save(&id, &sets(&[("b", "2")]), Renewal::until(at(later - 10_000)))
+            .save(
+                &id,
+                &sets(&[("b", "2")]),
+                Renewal::until(at(later - 10_000)),
+            )
             .await
             .unwrap();
         assert_eq!(out, SaveOutcome::Saved);
@@ -158,7 +162,9 @@ mod checks {
             let mut now_at = id;
             match write {
                 "fast save" => {
-                    let out = env.store.save(&id, &sets(&[("csrf", "new")]), Renewal::until(later));
+                    let out = env
+                        .store
+                        .save(&id, &sets(&[("csrf", "new")]), Renewal::until(later));
                     assert_eq!(out.await.unwrap(), SaveOutcome::Saved);
                 }
                 "full save" => {
@@ -170,7 +176,12 @@ mod checks {
                 "touch" => assert!(env.store.touch(&id, Renewal::until(later)).await.unwrap()),
                 _ => {
                     now_at = new_id();
-                    let out = env.store.cycle(&id, &now_at, &sets(&[("csrf", "new")]), Renewal::until(later));
+                    let out = env.store.cycle(
+                        &id,
+                        &now_at,
+                        &sets(&[("csrf", "new")]),
+                        Renewal::until(later),
+                    );
                     assert_eq!(out.await.unwrap(), CycleOutcome::Moved);
                     assert!(!env.exists(&id));
                 }
@@ -187,7 +198,11 @@ mod checks {
             let r = env.record(&now_at).await;
             assert_eq!((r.public_id, r.created_at.as_millis()), (pid, created));
             assert_eq!(r.meta.idle_timeout(), Some(Duration::from_secs(90)));
-            let csrf = if write == "touch" { "0123456789abcdef0123456789abcdef" } else { "new" };
+            let csrf = if write == "touch" {
+                "0123456789abcdef0123456789abcdef"
+            } else {
+                "new"
+            };
             assert_eq!(r.items.get("csrf"), Some(csrf), "{write}");
         }
     }
@@ -238,7 +253,11 @@ mod checks {
     /// neither an item nor corruption.
     pub(crate) async fn unknown_metadata_fields_are_ignored(env: Env) {
         let id = new_id();
-        assert!(env.store.create(&id, &record(&[("a", "1")], 60_000)).await.unwrap());
+        assert!(env
+            .store
+            .create(&id, &record(&[("a", "1")], 60_000))
+            .await
+            .unwrap());
         let _: i64 = env.query(
             redis::cmd("HSET")
                 .arg(env.key(&id))
@@ -248,7 +267,9 @@ mod checks {
         let r = env.record(&id).await;
         assert_eq!(r.items.len(), 1);
         let exp = at(now() + 60_000);
-        let out = env.store.save(&id, &sets(&[("b", "2")]), Renewal::until(exp));
+        let out = env
+            .store
+            .save(&id, &sets(&[("b", "2")]), Renewal::until(exp));
         assert_eq!(out.await.unwrap(), SaveOutcome::Saved);
         let r = env.record(&id).await;
         assert_eq!(r.items.len(), 2);
@@ -259,7 +280,9 @@ mod checks {
     pub(crate) async fn fast_writes_never_revive_adopt_or_lose(env: Env) {
         let exp = at(now() + 60_000);
         let unknown = new_id();
-        let out = env.store.save(&unknown, &sets(&[("a", "1")]), Renewal::until(exp));
+        let out = env
+            .store
+            .save(&unknown, &sets(&[("a", "1")]), Renewal::until(exp));
         assert_eq!(out.await.unwrap(), SaveOutcome::Gone);
         assert!(!env.exists(&unknown), "an unknown id is never adopted");
 
@@ -267,13 +290,19 @@ mod checks {
         let r = record(&[("a", "1")], 60_000);
         assert!(env.store.create(&id, &r).await.unwrap());
         env.store.end(&id, &r.public_id).await.unwrap();
-        let out = env.store.save(&id, &sets(&[("a", "2")]), Renewal::until(exp));
+        let out = env
+            .store
+            .save(&id, &sets(&[("a", "2")]), Renewal::until(exp));
         assert_eq!(out.await.unwrap(), SaveOutcome::Gone);
         assert!(!env.exists(&id), "an ended session is never revived");
 
         // Expired by the app's clock while Redis still holds the key.
         let id = new_id();
-        assert!(env.store.create(&id, &record(&[("a", "1")], 60_000)).await.unwrap());
+        assert!(env
+            .store
+            .create(&id, &record(&[("a", "1")], 60_000))
+            .await
+            .unwrap());
         let late = Renewal {
             now: at(now() + 120_000),
             expires_at: at(now() + 180_000),
@@ -283,7 +312,11 @@ mod checks {
         assert!(!env.exists(&id), "an expired session is never revived");
 
         let id = new_id();
-        assert!(env.store.create(&id, &record(&[("a", "1")], 60_000)).await.unwrap());
+        assert!(env
+            .store
+            .create(&id, &record(&[("a", "1")], 60_000))
+            .await
+            .unwrap());
         let writes = (0..32).map(|i| {
             let store = env.store.clone();
             tokio::spawn(async move {
@@ -352,7 +385,11 @@ mod checks {
     /// script, which indexes first.
     pub(crate) async fn a_fast_write_past_a_linked_sessions_horizon_indexes_first(env: Env) {
         let id = new_id();
-        assert!(env.store.create(&id, &record(&[("a", "1")], 60_000)).await.unwrap());
+        assert!(env
+            .store
+            .create(&id, &record(&[("a", "1")], 60_000))
+            .await
+            .unwrap());
         let mut link = ChangeSet::new();
         link.link("user", "alice");
         let exp = at(now() + 60_000);
@@ -363,12 +400,21 @@ mod checks {
         let before = index_expiry();
         // Far past the horizon (about twice the first expiry ahead).
         let far = at(now() + 10 * 60_000);
-        let out = env.store.save(&id, &sets(&[("b", "2")]), Renewal::until(far));
+        let out = env
+            .store
+            .save(&id, &sets(&[("b", "2")]), Renewal::until(far));
         assert_eq!(out.await.unwrap(), SaveOutcome::Saved);
         assert_eq!(env.expiry(&id), far.as_millis() as i64);
         assert!(index_expiry() > before, "indexed again");
-        assert!(index_expiry() >= env.expiry(&id), "the index outlives the session");
-        let listed = env.store.list("user", "alice", Timestamp::now(), 10).await.unwrap();
+        assert!(
+            index_expiry() >= env.expiry(&id),
+            "the index outlives the session"
+        );
+        let listed = env
+            .store
+            .list("user", "alice", Timestamp::now(), 10)
+            .await
+            .unwrap();
         assert_eq!(listed.len(), 1);
     }
 }
