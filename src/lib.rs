@@ -383,6 +383,7 @@ mod respond;
 mod service;
 mod storage;
 pub mod store;
+mod telemetry;
 mod time;
 
 #[cfg(feature = "axum")]
@@ -409,3 +410,6 @@ pub use crate::store::redis::RedisStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::store::SessionStore;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use crate::telemetry::describe_metrics;
