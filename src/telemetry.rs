@@ -246,12 +246,7 @@ fn finish<T: Answer>(
         );
     }
     #[cfg(feature = "metrics")]
-    metrics::histogram!(
-        names::STORE_DURATION,
-        "op" => op.as_str(),
-        "store" => name,
-    )
-    .record(elapsed.as_secs_f64());
+    keys::duration(op, name, elapsed.as_secs_f64());
     #[cfg(not(feature = "metrics"))]
     let _ = (op, name);
 }
@@ -310,14 +305,14 @@ pub(crate) enum EndedBy {
 #[inline(always)]
 pub(crate) fn loaded(outcome: LoadOutcome) {
     #[cfg(feature = "metrics")]
-    {
-        let outcome = match outcome {
-            LoadOutcome::Found => "found",
-            LoadOutcome::NotFound => "not_found",
-            LoadOutcome::Expired => "expired",
-        };
-        metrics::counter!(names::LOADS, "outcome" => outcome).increment(1);
-    }
+    keys::count(
+        match outcome {
+            LoadOutcome::Found => &keys::LOADS_FOUND,
+            LoadOutcome::NotFound => &keys::LOADS_NOT_FOUND,
+            LoadOutcome::Expired => &keys::LOADS_EXPIRED,
+        },
+        1,
+    );
     #[cfg(not(feature = "metrics"))]
     let _ = outcome;
 }
@@ -326,16 +321,16 @@ pub(crate) fn loaded(outcome: LoadOutcome) {
 #[inline(always)]
 pub(crate) fn count(event: Event) {
     #[cfg(feature = "metrics")]
-    {
-        let name = match event {
-            Event::Created => names::CREATED,
-            Event::Saved => names::SAVED,
-            Event::Cycled => names::CYCLED,
-            Event::Destroyed => names::DESTROYED,
-            Event::Refreshed => names::REFRESHED,
-        };
-        metrics::counter!(name).increment(1);
-    }
+    keys::count(
+        match event {
+            Event::Created => &keys::CREATED,
+            Event::Saved => &keys::SAVED,
+            Event::Cycled => &keys::CYCLED,
+            Event::Destroyed => &keys::DESTROYED,
+            Event::Refreshed => &keys::REFRESHED,
+        },
+        1,
+    );
     #[cfg(not(feature = "metrics"))]
     let _ = event;
 }
@@ -345,11 +340,11 @@ pub(crate) fn count(event: Event) {
 pub(crate) fn ended(by: EndedBy, n: usize) {
     #[cfg(feature = "metrics")]
     if n > 0 {
-        let by = match by {
-            EndedBy::Registry => "registry",
-            EndedBy::LinkCap => "link_cap",
+        let key = match by {
+            EndedBy::Registry => &keys::ENDED_REGISTRY,
+            EndedBy::LinkCap => &keys::ENDED_LINK_CAP,
         };
-        metrics::counter!(names::ENDED, "by" => by).increment(n as u64);
+        keys::count(key, n as u64);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = (by, n);
@@ -360,7 +355,7 @@ pub(crate) fn ended(by: EndedBy, n: usize) {
 pub(crate) fn memory_reclaimed(n: usize) {
     #[cfg(feature = "metrics")]
     if n > 0 {
-        metrics::counter!(names::MEMORY_RECLAIMED).increment(n as u64);
+        keys::count(&keys::MEMORY_RECLAIMED, n as u64);
     }
     #[cfg(not(feature = "metrics"))]
     let _ = n;
@@ -370,7 +365,7 @@ pub(crate) fn memory_reclaimed(n: usize) {
 #[inline(always)]
 pub(crate) fn memory_refused() {
     #[cfg(feature = "metrics")]
-    metrics::counter!(names::MEMORY_REFUSED).increment(1);
+    keys::count(&keys::MEMORY_REFUSED, 1);
 }
 
 /// The memory store took (`true`) or gave back (`false`) one session's
@@ -378,14 +373,14 @@ pub(crate) fn memory_refused() {
 #[inline(always)]
 pub(crate) fn memory_sessions(added: bool) {
     #[cfg(feature = "metrics")]
-    {
-        let gauge = metrics::gauge!(names::MEMORY_SESSIONS);
+    metrics::with_recorder(|r| {
+        let gauge = r.register_gauge(&keys::MEMORY_SESSIONS, &keys::META);
         if added {
             gauge.increment(1.0);
         } else {
             gauge.decrement(1.0);
         }
-    }
+    });
     #[cfg(not(feature = "metrics"))]
     let _ = added;
 }
@@ -405,6 +400,98 @@ mod names {
     pub(super) const MEMORY_RECLAIMED: &str = "session_memory_reclaimed_total";
     pub(super) const MEMORY_REFUSED: &str = "session_memory_refused_total";
     pub(super) const MEMORY_SESSIONS: &str = "session_memory_sessions";
+}
+
+/// The metrics' keys, made at compile time: recording a metric builds no
+/// key and allocates nothing (with a recorder that does not itself
+/// allocate, and `metrics`' no-op recorder when none is installed). Only a
+/// custom store's own name, and the failure counter, build their labels at
+/// run time.
+#[cfg(feature = "metrics")]
+mod keys {
+    use metrics::{Key, Label, Level, Metadata};
+
+    use super::{names, Op};
+
+    pub(super) static META: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    const fn label(key: &'static str, value: &'static str) -> Label {
+        Label::from_static_parts(key, value)
+    }
+
+    static LOADS_FOUND_LABELS: [Label; 1] = [label("outcome", "found")];
+    pub(super) static LOADS_FOUND: Key = Key::from_static_parts(names::LOADS, &LOADS_FOUND_LABELS);
+    static LOADS_NOT_FOUND_LABELS: [Label; 1] = [label("outcome", "not_found")];
+    pub(super) static LOADS_NOT_FOUND: Key =
+        Key::from_static_parts(names::LOADS, &LOADS_NOT_FOUND_LABELS);
+    static LOADS_EXPIRED_LABELS: [Label; 1] = [label("outcome", "expired")];
+    pub(super) static LOADS_EXPIRED: Key =
+        Key::from_static_parts(names::LOADS, &LOADS_EXPIRED_LABELS);
+    pub(super) static CREATED: Key = Key::from_static_name(names::CREATED);
+    pub(super) static SAVED: Key = Key::from_static_name(names::SAVED);
+    pub(super) static CYCLED: Key = Key::from_static_name(names::CYCLED);
+    pub(super) static DESTROYED: Key = Key::from_static_name(names::DESTROYED);
+    pub(super) static REFRESHED: Key = Key::from_static_name(names::REFRESHED);
+    static ENDED_REGISTRY_LABELS: [Label; 1] = [label("by", "registry")];
+    pub(super) static ENDED_REGISTRY: Key =
+        Key::from_static_parts(names::ENDED, &ENDED_REGISTRY_LABELS);
+    static ENDED_LINK_CAP_LABELS: [Label; 1] = [label("by", "link_cap")];
+    pub(super) static ENDED_LINK_CAP: Key =
+        Key::from_static_parts(names::ENDED, &ENDED_LINK_CAP_LABELS);
+    pub(super) static MEMORY_RECLAIMED: Key = Key::from_static_name(names::MEMORY_RECLAIMED);
+    pub(super) static MEMORY_REFUSED: Key = Key::from_static_name(names::MEMORY_REFUSED);
+    pub(super) static MEMORY_SESSIONS: Key = Key::from_static_name(names::MEMORY_SESSIONS);
+
+    /// The `{op, store}` label pairs of one store, in [`Op`]'s order.
+    macro_rules! op_labels {
+        ($store:literal) => {
+            [
+                [label("op", "load"), label("store", $store)],
+                [label("op", "create"), label("store", $store)],
+                [label("op", "save"), label("store", $store)],
+                [label("op", "cycle"), label("store", $store)],
+                [label("op", "delete"), label("store", $store)],
+                [label("op", "end"), label("store", $store)],
+                [label("op", "touch"), label("store", $store)],
+                [label("op", "list"), label("store", $store)],
+                [label("op", "end_linked"), label("store", $store)],
+                [label("op", "end_public"), label("store", $store)],
+            ]
+        };
+    }
+
+    static MEMORY: [[Label; 2]; 10] = op_labels!("memory");
+    static REDIS: [[Label; 2]; 10] = op_labels!("redis");
+    static POSTGRES: [[Label; 2]; 10] = op_labels!("postgres");
+    static SQLITE: [[Label; 2]; 10] = op_labels!("sqlite");
+    static CUSTOM: [[Label; 2]; 10] = op_labels!("custom");
+
+    pub(super) fn count(key: &'static Key, n: u64) {
+        metrics::with_recorder(|r| r.register_counter(key, &META).increment(n));
+    }
+
+    /// One sample of the store-operation histogram.
+    pub(super) fn duration(op: Op, store: &'static str, seconds: f64) {
+        let table = match store {
+            "memory" => &MEMORY,
+            "redis" => &REDIS,
+            "postgres" => &POSTGRES,
+            "sqlite" => &SQLITE,
+            "custom" => &CUSTOM,
+            _ => {
+                let labels = vec![Label::new("op", op.as_str()), Label::new("store", store)];
+                let key = Key::from_parts(names::STORE_DURATION, labels);
+                return metrics::with_recorder(|r| {
+                    r.register_histogram(&key, &META).record(seconds)
+                });
+            }
+        };
+        let labels: &'static [Label] = &table[op as usize];
+        debug_assert_eq!(labels[0].value(), op.as_str());
+        let key = Key::from_static_parts(names::STORE_DURATION, labels);
+        metrics::with_recorder(|r| r.register_histogram(&key, &META).record(seconds));
+    }
 }
 
 /// Describes every metric this crate records (help text and unit) to the
