@@ -172,7 +172,7 @@ const TIMED: bool = cfg!(feature = "metrics");
 /// store's future is wrapped (instrumented with the span, timed to its
 /// answer). When neither the span nor the histogram is wanted, this is
 /// `call()`.
-#[inline]
+#[inline(always)]
 pub(crate) fn watch<S, T>(
     op: Op,
     store: &S,
@@ -182,6 +182,11 @@ where
     S: SessionStore + ?Sized,
     T: Answer + Send + 'static,
 {
+    // No subscriber wants DEBUG from anything (one atomic load): the call
+    // itself, nothing else.
+    if !TIMED && !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return call();
+    }
     // The field values are only evaluated when the span is enabled.
     let span = tracing::debug_span!(
         target: TARGET,
@@ -197,7 +202,9 @@ where
     watched(op, store.name(), span, call)
 }
 
-/// [`watch`] when the operation is observed.
+/// [`watch`] when the operation is observed. Out of line, so that the
+/// callers keep only the check.
+#[inline(never)]
 fn watched<T: Answer + Send + 'static>(
     op: Op,
     name: &'static str,
