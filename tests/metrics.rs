@@ -7,6 +7,9 @@
 #[macro_use]
 #[allow(unused_macros)]
 mod common;
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+mod redis_support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -518,4 +521,48 @@ async fn describe_metrics_gives_every_metric_a_unit_and_a_description() {
             "{name}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// A real Redis
+// ---------------------------------------------------------------------------
+
+/// Against a real `redis-server`: the store label is `redis`, every call
+/// is timed to Redis's answer, and a Redis that died is counted as
+/// `unavailable` load errors (each request answered 503).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_store_is_labelled_timed_and_its_outage_counted() {
+    if !redis_support::available() {
+        return;
+    }
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut seen = Seen::new(&recorder);
+    let mut server = redis_support::Redis::start();
+    let store = tower_session_storage::RedisStore::connect(&server.url())
+        .await
+        .unwrap();
+    let app = script_routes().layer(dev_layer(store));
+    let id = call(&app, "set=a:1", None).await.new_id().unwrap();
+    assert_eq!(call(&app, "get=a", Some(&cookie(&id))).await.ok(), "1");
+    call(&app, "set=a:2", Some(&cookie(&id))).await;
+    let redis = ("store", "redis");
+    assert_eq!(seen.samples(DURATION, &[("op", "create"), redis]).len(), 1);
+    assert_eq!(seen.samples(DURATION, &[("op", "load"), redis]).len(), 2);
+    assert_eq!(seen.samples(DURATION, &[("op", "save"), redis]).len(), 1);
+    assert_eq!(seen.counter(CREATED, &[]), 1);
+    assert_eq!(seen.counter(SAVED, &[]), 1);
+    assert_eq!(seen.counter(LOADS, &[("outcome", "found")]), 2);
+
+    server.crash();
+    for _ in 0..2 {
+        assert_eq!(call(&app, "get=a", Some(&cookie(&id))).await.status, 503);
+    }
+    assert_eq!(
+        seen.counter(ERRORS, &[("op", "load"), redis, ("kind", "unavailable")]),
+        2
+    );
+    assert_eq!(seen.samples(DURATION, &[("op", "load"), redis]).len(), 4);
+    assert_eq!(seen.counter(LOADS, &[]), 2, "a failed load is no outcome");
 }
