@@ -311,7 +311,7 @@
 //!
 //! **Metrics** (feature `metrics`, through the [`metrics`](https://docs.rs/metrics)
 //! facade: install any exporter's recorder, then call
-//! [`describe_metrics`] once for help texts and units):
+//! `describe_metrics()` once for help texts and units):
 //!
 //! | Metric | Type | Labels | Counts |
 //! |---|---|---|---|

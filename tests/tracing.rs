@@ -12,6 +12,9 @@
 #[macro_use]
 #[allow(unused_macros)]
 mod common;
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+mod redis_support;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -457,4 +460,43 @@ async fn no_session_id_and_no_item_value_is_ever_logged() {
             assert!(!text.contains(&id[..8]), "more than the prefix in {s:?}");
         }
     }
+}
+
+/// Against a real `redis-server`: spans with `store = "redis"`, and a Redis
+/// that died is one ERROR event per failed request, with the kind.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_outage_is_one_error_event_per_failure() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut log = log();
+    let mut server = redis_support::Redis::start();
+    let store = tower_session_storage::RedisStore::connect(&server.url())
+        .await
+        .unwrap();
+    let app = script_routes().layer(dev_layer(store));
+    let id = call(&app, "set=a:1", None).await.new_id().unwrap();
+    call(&app, "get=a", Some(&cookie(&id))).await;
+    let seen = log.take();
+    assert_eq!(
+        ops(&seen),
+        [
+            ("create".to_owned(), "created".to_owned()),
+            ("load".to_owned(), "found".to_owned())
+        ]
+    );
+    assert!(store_spans(&seen)
+        .iter()
+        .all(|s| s.field("store") == Some("redis")));
+
+    server.crash();
+    assert_eq!(call(&app, "get=a", Some(&cookie(&id))).await.status, 503);
+    let seen = log.take();
+    let errors = errors(&seen);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field("store"), Some("redis"));
+    assert_eq!(errors[0].field("op"), Some("load"));
+    assert_eq!(errors[0].field("kind"), Some("unavailable"));
+    assert!(!errors[0].text().contains(&id[4..]), "{errors:?}");
 }
