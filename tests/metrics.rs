@@ -8,7 +8,6 @@
 #[allow(unused_macros)]
 mod common;
 #[cfg(feature = "redis")]
-#[allow(dead_code)]
 mod redis_support;
 
 use std::collections::HashMap;
