@@ -167,7 +167,7 @@
 //! recorded with a resolution of 1/16 of the idle timeout (at most a minute),
 //! so a session that is only read costs a store write at most once per that
 //! span, not on every request. A refresh is best effort: if that write
-//! fails, the failure is logged (`WARN`) and the handler's answer is sent
+//! fails, the failure is logged (`ERROR`, as every store failure) and the handler's answer is sent
 //! as it is; the session then expires up to one such span sooner.
 //!
 //! A request that is still running when its session's idle deadline passes
