@@ -356,8 +356,10 @@ mod hash;
 mod links;
 mod ops;
 mod scripts;
+mod sentinel;
 
 use conn::{Ack, Conn};
+pub use sentinel::SentinelOptions;
 use ops::{int, warn_corrupted};
 
 /// The default bound on every Redis command: 2 seconds.
@@ -425,6 +427,7 @@ impl fmt::Debug for RedisStore {
         let mode = match self.conn {
             Conn::Standalone(_) => "standalone",
             Conn::Cluster(_) => "cluster",
+            Conn::Sentinel(_) => "sentinel",
         };
         f.debug_struct("RedisStore")
             .field("mode", &mode)
