@@ -26,7 +26,19 @@ use std::time::{Duration, Instant};
 use common::{call, cookie, dev_layer, script_routes};
 use redis_support::sentinel::{Auth, SentinelSet, MASTER};
 use tower_session_storage::store::redis::SentinelOptions;
-use tower_session_storage::{RedisStore, StoreErrorKind};
+use tower_session_storage::{RedisStore, StoreError, StoreErrorKind};
+
+/// The error and its causes, as a log line shows them.
+fn chain(e: &StoreError) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
 
 async fn connect(set: &SentinelSet) -> RedisStore {
     RedisStore::connect_sentinel(&set.sentinel_urls(), MASTER)
@@ -48,7 +60,12 @@ async fn sessions_work_through_sentinel_and_a_sentinel_down_does_not_matter() {
     let app = script_routes().layer(dev_layer(store));
     let r = call(&app, "set=user:alice", None).await;
     let id = r.new_id().expect("a new session");
-    assert_eq!(call(&app, "get=user&set=n:1", Some(&cookie(&id))).await.ok(), "alice");
+    assert_eq!(
+        call(&app, "get=user&set=n:1", Some(&cookie(&id)))
+            .await
+            .ok(),
+        "alice"
+    );
     let r = call(&app, "cycle&get=n", Some(&cookie(&id))).await;
     assert_eq!(r.ok(), "1");
     let new = r.new_id().expect("cycled");
@@ -85,8 +102,8 @@ async fn sessions_work_through_sentinel_and_a_sentinel_down_does_not_matter() {
     let e = RedisStore::connect_sentinel(&set.sentinel_urls(), "no-such-master")
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Other, "{e}");
-    let msg = e.to_string();
+    assert_eq!(e.kind(), StoreErrorKind::Other, "{}", chain(&e));
+    let msg = chain(&e);
     assert!(
         msg.contains("no-such-master") && msg.contains("sentinel monitor"),
         "{msg}"
@@ -103,23 +120,28 @@ async fn connect_errors_are_clear() {
             format!("redis://127.0.0.1:{}", l.local_addr().unwrap().port())
         })
         .collect();
-    let e = RedisStore::connect_sentinel(&dead, MASTER).await.unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
+    let e = RedisStore::connect_sentinel(&dead, MASTER)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{}", chain(&e));
     assert!(
-        e.to_string().contains("none of the 2 sentinels answered"),
-        "{e}"
+        chain(&e).contains("none of the 2 sentinels answered"),
+        "{}",
+        chain(&e)
     );
     let none: [&str; 0] = [];
-    let e = RedisStore::connect_sentinel(&none, MASTER).await.unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Other, "{e}");
-    assert!(e.to_string().contains("at least one sentinel"), "{e}");
+    let e = RedisStore::connect_sentinel(&none, MASTER)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), StoreErrorKind::Other, "{}", chain(&e));
+    assert!(chain(&e).contains("at least one sentinel"), "{}", chain(&e));
     let e = RedisStore::connect_sentinel(&["not a url"], MASTER)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Other, "{e}");
-    assert!(e.to_string().contains("invalid sentinel URL"), "{e}");
+    assert_eq!(e.kind(), StoreErrorKind::Other, "{}", chain(&e));
+    assert!(chain(&e).contains("invalid sentinel URL"), "{}", chain(&e));
     let e = RedisStore::connect_sentinel(&dead, "").await.unwrap_err();
-    assert!(e.to_string().contains("master name is empty"), "{e}");
+    assert!(chain(&e).contains("master name is empty"), "{}", chain(&e));
 }
 
 /// A password-protected primary (and replica), and sentinels with a
@@ -143,7 +165,10 @@ async fn password_protected_primary_and_sentinels() {
         .unwrap();
     let app = script_routes().layer(dev_layer(store));
     let id = call(&app, "set=user:alice", None).await.new_id().unwrap();
-    assert_eq!(call(&app, "get=user", Some(&cookie(&id))).await.ok(), "alice");
+    assert_eq!(
+        call(&app, "get=user", Some(&cookie(&id))).await.ok(),
+        "alice"
+    );
 
     // The sentinels' password in their URLs.
     let urls: Vec<String> = set
@@ -159,17 +184,22 @@ async fn password_protected_primary_and_sentinels() {
     .await
     .unwrap();
     let app = script_routes().layer(dev_layer(store));
-    assert_eq!(call(&app, "get=user", Some(&cookie(&id))).await.ok(), "alice");
+    assert_eq!(
+        call(&app, "get=user", Some(&cookie(&id))).await.ok(),
+        "alice"
+    );
 
     // No primary password: the sentinels answer, the primary refuses.
-    let e = RedisStore::connect_sentinel(&urls, MASTER).await.unwrap_err();
-    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    let e = RedisStore::connect_sentinel(&urls, MASTER)
+        .await
+        .unwrap_err();
+    assert!(chain(&e).contains("NOAUTH"), "{}", chain(&e));
     // No sentinel password: no sentinel answers.
     let e = RedisStore::connect_sentinel(&set.sentinel_urls(), MASTER)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{e}");
-    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{}", chain(&e));
+    assert!(chain(&e).contains("NOAUTH"), "{}", chain(&e));
 }
 
 /// What the clients saw during one failover.
@@ -333,7 +363,11 @@ async fn killed_primary_is_503_then_200_on_the_promoted_replica() {
     report("kill (no replica ack)", &seen);
     for (i, c) in kept.iter().enumerate() {
         let r = call(&app, "get=user&get=n", Some(c)).await;
-        assert_eq!(r.ok(), format!("u{i},1"), "written with replica ack before the kill");
+        assert_eq!(
+            r.ok(),
+            format!("u{i},1"),
+            "written with replica ack before the kill"
+        );
     }
 
     // The old primary comes back: the sentinels make it a replica, and
@@ -389,7 +423,11 @@ async fn hung_primary_is_503_then_200_after_the_failover() {
         let r = call(&app, "get=user&set=more:1", Some(c)).await;
         assert_eq!(r.ok(), format!("u{i}"));
     }
-    assert_eq!(writes_on(&set, 0), before, "the thawed old primary got writes");
+    assert_eq!(
+        writes_on(&set, 0),
+        before,
+        "the thawed old primary got writes"
+    );
 }
 
 /// Measurements, off by default: `TSS_SENTINEL_SOAK=<runs>` kills the

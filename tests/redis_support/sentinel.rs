@@ -201,9 +201,14 @@ impl SentinelSet {
                 continue;
             }
             running += 1;
-            let port = self
-                .sentinel_master(i)
-                .and_then(|m| m.split("\nport\n").nth(1)?.lines().next()?.parse::<u16>().ok());
+            let port = self.sentinel_master(i).and_then(|m| {
+                m.split("\nport\n")
+                    .nth(1)?
+                    .lines()
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+            });
             if let Some(n) = self.nodes.iter().position(|n| Some(n.port()) == port) {
                 votes[n] += 1;
             }
@@ -224,8 +229,7 @@ impl SentinelSet {
     pub(crate) fn wait_replica(&self, i: usize, secs: u64) {
         self.wait_until(secs, "the old primary never became a replica", |s| {
             s.role(i).as_deref() == Some("slave")
-                && s
-                    .info(i, "replication")
+                && s.info(i, "replication")
                     .is_some_and(|r| r.contains("master_link_status:up"))
         });
     }

@@ -359,8 +359,8 @@ mod scripts;
 mod sentinel;
 
 use conn::{Ack, Conn};
-pub use sentinel::SentinelOptions;
 use ops::{int, warn_corrupted};
+pub use sentinel::SentinelOptions;
 
 /// The default bound on every Redis command: 2 seconds.
 ///

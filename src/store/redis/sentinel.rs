@@ -274,7 +274,10 @@ impl RedisStore {
         options: SentinelOptions,
     ) -> Result<Self, StoreError> {
         let conn = SentinelConn::new(sentinels, master_name, &options)?;
-        let primary = conn.resolve().await.map_err(ResolveError::into_store_error)?;
+        let primary = conn
+            .resolve()
+            .await
+            .map_err(ResolveError::into_store_error)?;
         conn.install(primary);
         let mut store = Self::with_conn(Conn::Sentinel(Arc::new(conn)));
         store.read_eviction_policy().await;
@@ -568,11 +571,11 @@ impl SentinelConn {
             let role = redis::cmd("ROLE").query_async::<Value>(&mut conn).await?;
             Ok::<_, RedisError>((conn, role))
         };
-        let (mut conn, role) = match tokio::time::timeout(CONNECT_TIMEOUT + PROBE_TIMEOUT, open).await
-        {
-            Ok(r) => r.map_err(|e| e.to_string())?,
-            Err(_) => return Err("no answer in time".into()),
-        };
+        let (mut conn, role) =
+            match tokio::time::timeout(CONNECT_TIMEOUT + PROBE_TIMEOUT, open).await {
+                Ok(r) => r.map_err(|e| e.to_string())?,
+                Err(_) => return Err("no answer in time".into()),
+            };
         let role = match &role {
             Value::Array(a) => a.first().and_then(text),
             _ => None,
