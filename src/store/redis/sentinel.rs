@@ -1,14 +1,8 @@
 //! Redis Sentinel: finding the primary through the sentinels, and finding it
 //! again after a failover.
 //!
-//! Why not redis-rs's own `sentinel` feature: its `SentinelClient` hands out
-//! one connection to the primary it finds, and needs `&mut` to find another;
-//! following a failover (noticing it, re-resolving one at a time while
-//! requests fail fast, loading the scripts on the new primary) would still
-//! be ours to write around it, behind a lock. What it adds besides is the
-//! resolution below (two commands) and two more dependencies (`log`,
-//! `rand`). So the resolver is here, small and with its own timeouts: a
-//! sentinel or a primary that hangs cannot hang a resolution.
+//! The public side and why this is not redis-rs's `sentinel` feature: the
+//! docs of [`RedisStore::connect_sentinel`].
 //!
 //! How it works:
 //!
@@ -50,7 +44,7 @@ use crate::error::StoreError;
 /// answer during a resolution.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a request waits for a resolution in progress before it fails.
-pub(super) const FAIL_FAST: Duration = Duration::from_millis(100);
+const FAIL_FAST: Duration = Duration::from_millis(100);
 /// The pause between two rounds of a resolution that found no primary.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_millis(500);
@@ -214,10 +208,46 @@ impl RedisStore {
     /// with `Other` when no sentinel knows `master_name`, a URL is
     /// malformed, or the list is empty. Each error names what was tried.
     ///
-    /// After a failover (the primary dies, hangs, or is demoted), requests
-    /// answer `503` until the sentinels have promoted a replica, then
-    /// succeed on it, without an app restart; see the
-    /// [module docs](crate::store::redis#redis-sentinel).
+    /// Like [`connect`](Self::connect), it reads `maxmemory-policy` (from
+    /// the primary) and warns when it can evict.
+    ///
+    /// # Failover
+    ///
+    /// Every command goes to the primary found at connect. When a command
+    /// on it fails with a connection error, `READONLY` (it was demoted) or
+    /// `MASTERDOWN`, or gets no answer within the
+    /// [command timeout](Self::with_command_timeout) (it hangs), the store
+    /// forgets it and asks the sentinels again in a background task, one at
+    /// a time, every 50 to 500 ms until a primary they name answers
+    /// `ROLE master` (a sentinel that lags behind a failover still names
+    /// the old one; the next sentinel is asked then). Meanwhile each
+    /// request waits at most 100 ms for it and then answers `503`, never an
+    /// empty session; no request waits out the failover. The first request
+    /// after the promoted replica is verified succeeds, through the same
+    /// store: no app restart. The scripts are loaded on the new primary
+    /// before it is used.
+    ///
+    /// A failover takes as long as the sentinels need to agree
+    /// (`down-after-milliseconds`, then the election and the promotion):
+    /// with `down-after-milliseconds 1000` on loopback, about 2 to 4 s from
+    /// a killed primary to the first `200` again.
+    ///
+    /// [`with_replica_ack`](Self::with_replica_ack) works as on a
+    /// standalone server: with it, a write answered `200` reached a replica
+    /// and survives the failover; after a failover the promoted primary
+    /// needs a replica of its own (the old primary rejoining, or another
+    /// replica) before writes are acknowledged again (reads work at once).
+    /// Without it, Redis replicates asynchronously, and a write answered
+    /// just before the primary died can be lost.
+    ///
+    /// Why not redis-rs's `sentinel` feature: its `SentinelClient` finds
+    /// the primary once and hands out a plain connection; noticing a
+    /// failover, re-resolving in the background while requests fail fast,
+    /// and loading the scripts would still be this crate's, around a client
+    /// that needs `&mut` to resolve (and two more dependencies, `log` and
+    /// `rand`). The resolution itself is two commands, so it is written
+    /// here, with its own timeouts: a sentinel or a candidate primary that
+    /// hangs cannot hang it.
     ///
     /// # Example
     ///
@@ -459,8 +489,12 @@ impl SentinelConn {
                         this.install(primary);
                         return;
                     }
+                    // Warned once per resolution; its further rounds at debug.
+                    Err(e) if pause == RETRY_MIN => {
+                        tracing::warn!(master = %this.name, error = %e, "RedisStore: no Redis primary yet; asking the sentinels again");
+                    }
                     Err(e) => {
-                        tracing::warn!(master = %this.name, error = %e, "RedisStore: no Redis primary yet");
+                        tracing::debug!(master = %this.name, error = %e, "RedisStore: no Redis primary yet");
                     }
                 }
                 drop(this);
