@@ -571,18 +571,7 @@ impl SentinelConn {
             Ok(r) => r.map_err(|e| e.to_string())?,
             Err(_) => return Err(format!("no answer within {:?}", PROBE_TIMEOUT * 2)),
         };
-        match reply {
-            Value::Nil => Ok(None),
-            Value::Array(a) if a.len() == 2 => {
-                let host = text(&a[0]);
-                let port = text(&a[1]).and_then(|p| p.parse::<u16>().ok());
-                match (host, port) {
-                    (Some(h), Some(p)) if !h.is_empty() => Ok(Some((h, p))),
-                    _ => Err(format!("unreadable address {a:?}")),
-                }
-            }
-            other => Err(format!("unexpected reply {other:?}")),
-        }
+        master_addr(reply)
     }
 
     /// Connects to the primary a sentinel named, checks `ROLE` says
@@ -644,6 +633,23 @@ impl SentinelConn {
             addr: format!("{host}:{port}"),
             generation: 0,
         })
+    }
+}
+
+/// A reply to `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil
+/// for a name the sentinel does not monitor.
+fn master_addr(reply: Value) -> Result<Option<(String, u16)>, String> {
+    match reply {
+        Value::Nil => Ok(None),
+        Value::Array(a) if a.len() == 2 => {
+            let host = text(&a[0]);
+            let port = text(&a[1]).and_then(|p| p.parse::<u16>().ok());
+            match (host, port) {
+                (Some(h), Some(p)) if !h.is_empty() => Ok(Some((h, p))),
+                _ => Err(format!("unreadable address {a:?}")),
+            }
+        }
+        other => Err(format!("unexpected reply {other:?}")),
     }
 }
 
@@ -760,5 +766,86 @@ impl ResolveError {
         } else {
             StoreError::unavailable(self.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreErrorKind;
+
+    fn failed(answered: usize, unknown: usize) -> StoreError {
+        ResolveError {
+            name: "sessions".into(),
+            tried: vec!["sentinel 127.0.0.1:1: refused".into()],
+            answered,
+            unknown,
+        }
+        .into_store_error()
+    }
+
+    #[test]
+    fn resolve_errors_say_what_went_wrong() {
+        let none = failed(0, 0);
+        assert_eq!(none.kind(), StoreErrorKind::Unavailable);
+        let unknown = failed(2, 2);
+        assert_eq!(unknown.kind(), StoreErrorKind::Other);
+        let source = std::error::Error::source(&unknown).map(ToString::to_string);
+        assert!(
+            source.is_some_and(|s| s.contains("\"sessions\"") && s.contains("sentinel monitor"))
+        );
+        // Some sentinel named a primary that could not be used: a failover
+        // may be under way.
+        assert_eq!(failed(2, 1).kind(), StoreErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn errors_that_mean_a_failover() {
+        let reply = |r: &str| {
+            redis::parse_redis_value(format!("-{r}\r\n").as_bytes())
+                .ok()
+                .and_then(|v| v.extract_error().err())
+        };
+        for r in [
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down",
+        ] {
+            assert!(reply(r).is_some_and(|e| means_failover(&e)), "{r}");
+        }
+        for r in [
+            "ERR unknown command",
+            "NOSCRIPT No matching script",
+            "OOM over maxmemory",
+        ] {
+            assert!(reply(r).is_some_and(|e| !means_failover(&e)), "{r}");
+        }
+        let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(means_failover(&dropped));
+    }
+
+    #[test]
+    fn bad_sentinel_input_is_an_error_not_a_panic() {
+        let options = SentinelOptions::new();
+        assert!(SentinelConn::new(&["redis://127.0.0.1:26379"], "", &options).is_err());
+        assert!(SentinelConn::new(&["::::"], "m", &options).is_err());
+        let none: [&str; 0] = [];
+        assert!(SentinelConn::new(&none, "m", &options).is_err());
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(
+            master_addr(Value::Array(vec![bulk("10.0.0.1"), bulk("6379")])),
+            Ok(Some(("10.0.0.1".to_owned(), 6379)))
+        );
+        assert_eq!(master_addr(Value::Nil), Ok(None));
+        for junk in [
+            Value::Array(vec![bulk("10.0.0.1"), bulk("99999")]),
+            Value::Array(vec![bulk(""), bulk("6379")]),
+            Value::Array(vec![bulk("h")]),
+            Value::Int(1),
+            Value::Array(vec![Value::Nil, Value::Nil]),
+        ] {
+            assert!(master_addr(junk).is_err());
+        }
+        assert_eq!(text(&Value::Int(3)), None);
+        assert_eq!(text(&Value::BulkString(vec![0xff])), None);
     }
 }
