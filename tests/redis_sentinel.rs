@@ -538,7 +538,29 @@ async fn soak_failovers() {
                 &mut set,
                 &app,
                 &cookies,
-                |s, old| s.nodes_mut()[old].crash(),
+                |s, old| {
+                    // Where replication stood at the kill.
+                    let pick = |i: usize, keys: &[&str]| {
+                        let info = s.info(i, "replication").unwrap_or_default();
+                        info.lines()
+                            .filter(|l| keys.iter().any(|k| l.starts_with(k)))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    eprintln!(
+                        "soak: at the kill, primary {} / replica {}",
+                        pick(old, &["connected_slaves", "master_repl_offset"]),
+                        pick(
+                            1 - old,
+                            &[
+                                "master_link_status",
+                                "master_sync_in_progress",
+                                "slave_repl_offset"
+                            ]
+                        )
+                    );
+                    s.nodes_mut()[old].crash();
+                },
                 |s, old| s.nodes_mut()[old].restart(),
             )
             .await;

@@ -14,9 +14,13 @@
 //! - **Serve**: every command goes to the current primary's multiplexed
 //!   connection.
 //! - **Notice**: a command that fails on a connection error, on `READONLY`
-//!   (the primary was demoted) or `MASTERDOWN`, or that is cancelled before
-//!   it answered (the store's command timeout: a hung primary), drops that
-//!   primary and starts a resolution in a spawned task. One runs at a time;
+//!   (the primary was demoted) or `MASTERDOWN` drops that primary and
+//!   starts a resolution in a spawned task. A command dropped before it
+//!   answered (the store's command timeout, or a request that went away)
+//!   starts a probe instead: `PING` on the same connection, and the primary
+//!   is dropped if it does not answer within [`PROBE_TIMEOUT`] (a hung
+//!   primary), so a client hanging up never costs a re-resolution.
+//!   One resolution runs at a time;
 //!   it retries (50 ms to 500 ms apart) until a primary is verified, for up
 //!   to a minute, and the next request starts another if it gave up.
 //! - **Fail fast**: a request that finds no primary waits up to
@@ -216,7 +220,8 @@ impl RedisStore {
     /// Every command goes to the primary found at connect. When a command
     /// on it fails with a connection error, `READONLY` (it was demoted) or
     /// `MASTERDOWN`, or gets no answer within the
-    /// [command timeout](Self::with_command_timeout) (it hangs), the store
+    /// [command timeout](Self::with_command_timeout) and then no answer to
+    /// a `PING` within 500 ms (it hangs), the store
     /// forgets it and asks the sentinels again in a background task, one at
     /// a time, every 50 to 500 ms until a primary they name answers
     /// `ROLE master` (a sentinel that lags behind a failover still names
@@ -330,13 +335,14 @@ pub(super) struct SentinelConn {
 struct State {
     primary: Option<Primary>,
     resolving: bool,
+    probing: bool,
     generation: u64,
 }
 
 #[derive(Clone)]
 struct Primary {
     conn: MultiplexedConnection,
-    addr: String,
+    addr: Arc<str>,
     generation: u64,
 }
 
@@ -400,9 +406,13 @@ impl SentinelConn {
 
     /// Sends one command to the primary.
     pub(super) async fn query(self: &Arc<Self>, cmd: &Cmd) -> Result<Value, RedisError> {
-        let primary = self.primary().await?;
-        let watch = Watch::new(self, primary.generation);
-        let r = cmd.query_async(&mut primary.conn.clone()).await;
+        let Primary {
+            mut conn,
+            generation,
+            ..
+        } = self.primary().await?;
+        let watch = Watch::new(self, generation);
+        let r = cmd.query_async(&mut conn).await;
         watch.done(r)
     }
 
@@ -411,9 +421,13 @@ impl SentinelConn {
         self: &Arc<Self>,
         pipe: &Pipeline,
     ) -> Result<Vec<Value>, RedisError> {
-        let primary = self.primary().await?;
-        let watch = Watch::new(self, primary.generation);
-        let r = pipe.query_async(&mut primary.conn.clone()).await;
+        let Primary {
+            mut conn,
+            generation,
+            ..
+        } = self.primary().await?;
+        let watch = Watch::new(self, generation);
+        let r = pipe.query_async(&mut conn).await;
         watch.done(r)
     }
 
@@ -464,6 +478,39 @@ impl SentinelConn {
         self.start_resolving();
     }
 
+    /// A command on the primary of `generation` was dropped unanswered:
+    /// most likely the store's command timeout, possibly a request that
+    /// went away. Checks in a task of its own (one at a time) whether the
+    /// primary answers `PING` within [`PROBE_TIMEOUT`] on the same
+    /// connection, and drops it if not.
+    fn probe(self: &Arc<Self>, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = {
+            let mut state = self.state();
+            if state.probing {
+                return;
+            }
+            let conn = match &state.primary {
+                Some(p) if p.generation == generation => p.conn.clone(),
+                _ => return,
+            };
+            state.probing = true;
+            conn
+        };
+        let weak = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let _running = Running(weak.clone(), |s| &mut s.probing);
+            let ping = redis::cmd("PING");
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<Value>(&mut conn));
+            let alive = matches!(answer.await, Ok(Ok(_)));
+            if let (false, Some(this)) = (alive, weak.upgrade()) {
+                this.drop_primary(generation);
+            }
+        });
+    }
+
     /// Starts a resolution in a task of its own, unless one runs.
     fn start_resolving(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -478,8 +525,7 @@ impl SentinelConn {
         }
         let weak = Arc::downgrade(self);
         runtime.spawn(async move {
-            // Clears `resolving` however the task ends.
-            let _running = Resolving(weak.clone());
+            let _running = Running(weak.clone(), |s| &mut s.resolving);
             let started = Instant::now();
             let mut pause = RETRY_MIN;
             loop {
@@ -630,7 +676,7 @@ impl SentinelConn {
         }
         Ok(Primary {
             conn,
-            addr: format!("{host}:{port}"),
+            addr: Arc::from(format!("{host}:{port}")),
             generation: 0,
         })
     }
@@ -680,8 +726,8 @@ fn means_failover(e: &RedisError) -> bool {
 }
 
 /// One command in flight on the primary of `generation`: an answer that
-/// means failover, or being dropped unanswered (the store's command timeout
-/// ran out: a hung primary), drops that primary.
+/// means failover drops that primary; being dropped unanswered (the store's
+/// command timeout ran out, or the request went away) probes it.
 struct Watch<'a> {
     conn: &'a Arc<SentinelConn>,
     generation: u64,
@@ -711,18 +757,19 @@ impl<'a> Watch<'a> {
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.conn.drop_primary(self.generation);
+            self.conn.probe(self.generation);
         }
     }
 }
 
-/// Clears `resolving` when the resolution task ends, however it ends.
-struct Resolving(Weak<SentinelConn>);
+/// Clears a flag of the state (`resolving`, `probing`) when a task ends,
+/// however it ends.
+struct Running(Weak<SentinelConn>, fn(&mut State) -> &mut bool);
 
-impl Drop for Resolving {
+impl Drop for Running {
     fn drop(&mut self) {
         if let Some(conn) = self.0.upgrade() {
-            conn.state().resolving = false;
+            *(self.1)(&mut conn.state()) = false;
         }
     }
 }
