@@ -567,6 +567,10 @@ async fn soak_failovers() {
             report(&format!("soak run {run}, replica ack {ack}"), &seen);
             let old = 1 - set.named_primary().unwrap();
             tokio::task::block_in_place(|| set.wait_replica(old, 40));
+            eprintln!(
+                "soak: client writes on the restarted old primary: {}",
+                writes_on(&set, old)
+            );
         }
     }
 }

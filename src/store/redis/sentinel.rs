@@ -6,11 +6,11 @@
 //!
 //! How it works:
 //!
-//! - **Resolve** ([`SentinelConn::resolve`]): ask the sentinels in the
-//!   order given, `SENTINEL get-master-addr-by-name <name>`; connect to the
-//!   address the first one that answers names, and check that `ROLE` says
-//!   `master` (a sentinel can lag behind a failover); load the scripts
-//!   there. Any failure moves on to the next sentinel.
+//! - **Resolve** ([`SentinelConn::resolve`]): ask every sentinel
+//!   `SENTINEL MASTER <name>`; try the addresses named, newest
+//!   `config-epoch` first (a sentinel can lag behind a failover): connect,
+//!   check that `ROLE` says `master`, load the scripts there. Any failure
+//!   moves on to the next address.
 //! - **Serve**: every command goes to the current primary's multiplexed
 //!   connection.
 //! - **Notice**: a command that fails on a connection error, on `READONLY`
@@ -202,8 +202,11 @@ impl RedisStore {
     /// and follows it through failovers.
     ///
     /// `sentinels` are the sentinels' URLs (`redis://[user:password@]host:port`;
-    /// a password there is the sentinel's own). They are asked in order;
-    /// one that is down is skipped. The primary must not need a password:
+    /// a password there is the sentinel's own). All of them are asked; one
+    /// that is down is skipped, and the address from the newest view (the
+    /// highest `config-epoch`: a sentinel can lag behind a failover) is
+    /// tried first, and used once it answers `ROLE master`. The primary
+    /// must not need a password:
     /// see [`connect_sentinel_with`](Self::connect_sentinel_with) for one
     /// that does.
     ///
@@ -564,8 +567,16 @@ impl SentinelConn {
         self.installed.notify_waiters();
     }
 
-    /// Asks the sentinels in turn for the primary, and returns the first one
-    /// that is verified.
+    /// Asks every sentinel for the primary, and returns the first one
+    /// that is verified, trying the addresses from the newest view
+    /// (highest `config-epoch`) to the oldest.
+    ///
+    /// Why every sentinel and not the first that answers: one that has not
+    /// heard of a failover yet still names the old primary, and an old
+    /// primary restarted without persistence answers `ROLE master` (with
+    /// no data) until the sentinels reconfigure it. Using it would look
+    /// like a logout for every user; the newest epoch rules it out as soon
+    /// as any sentinel reachable knows of the failover.
     async fn resolve(&self) -> Result<Primary, ResolveError> {
         let mut err = ResolveError {
             name: self.name.clone(),
@@ -573,51 +584,60 @@ impl SentinelConn {
             answered: 0,
             unknown: 0,
         };
+        let mut named = Vec::new();
         for sentinel in &self.sentinels {
             let at = sentinel.addr().to_string();
-            let (host, port) = match self.ask(sentinel).await {
-                Ok(Some(addr)) => addr,
+            match self.ask(sentinel).await {
+                Ok(Some((epoch, host, port))) => {
+                    err.answered += 1;
+                    named.push((epoch, host, port, at));
+                }
                 Ok(None) => {
                     err.answered += 1;
                     err.unknown += 1;
                     err.tried
                         .push(format!("sentinel {at} knows no master {:?}", self.name));
-                    continue;
                 }
-                Err(e) => {
-                    err.tried.push(format!("sentinel {at}: {e}"));
-                    continue;
-                }
-            };
-            err.answered += 1;
+                Err(e) => err.tried.push(format!("sentinel {at}: {e}")),
+            }
+        }
+        // Newest first; among equals, in the order the sentinels were given.
+        named.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut tried: Vec<(String, u16)> = Vec::new();
+        for (epoch, host, port, at) in named {
+            if tried.iter().any(|(h, p)| *h == host && *p == port) {
+                continue;
+            }
             match self.open_primary(&host, port).await {
                 Ok(p) => return Ok(p),
-                Err(e) => err
-                    .tried
-                    .push(format!("{host}:{port} (named by sentinel {at}): {e}")),
+                Err(e) => err.tried.push(format!(
+                    "{host}:{port} (named by sentinel {at}, epoch {epoch}): {e}"
+                )),
             }
+            tried.push((host, port));
         }
         Err(err)
     }
 
-    /// `SENTINEL get-master-addr-by-name`: `None` when the sentinel does
-    /// not monitor that name.
-    async fn ask(&self, sentinel: &ConnectionInfo) -> Result<Option<(String, u16)>, String> {
+    /// `SENTINEL MASTER <name>`: the config epoch and the address of the
+    /// primary; `None` when the sentinel does not monitor that name.
+    async fn ask(&self, sentinel: &ConnectionInfo) -> Result<Option<(u64, String, u16)>, String> {
         let ask = async {
             let mut c = Client::open(sentinel.clone())?
                 .get_multiplexed_async_connection_with_config(&probe_config())
                 .await?;
             redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
+                .arg("MASTER")
                 .arg(&self.name)
                 .query_async::<Value>(&mut c)
                 .await
         };
-        let reply = match tokio::time::timeout(PROBE_TIMEOUT * 2, ask).await {
-            Ok(r) => r.map_err(|e| e.to_string())?,
-            Err(_) => return Err(format!("no answer within {:?}", PROBE_TIMEOUT * 2)),
-        };
-        master_addr(reply)
+        match tokio::time::timeout(PROBE_TIMEOUT * 2, ask).await {
+            Ok(Ok(reply)) => master_info(reply).map(Some),
+            Ok(Err(e)) if e.to_string().contains("No such master") => Ok(None),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", PROBE_TIMEOUT * 2)),
+        }
     }
 
     /// Connects to the primary a sentinel named, checks `ROLE` says
@@ -682,20 +702,33 @@ impl SentinelConn {
     }
 }
 
-/// A reply to `SENTINEL get-master-addr-by-name`: `[host, port]`, or nil
-/// for a name the sentinel does not monitor.
-fn master_addr(reply: Value) -> Result<Option<(String, u16)>, String> {
-    match reply {
-        Value::Nil => Ok(None),
-        Value::Array(a) if a.len() == 2 => {
-            let host = text(&a[0]);
-            let port = text(&a[1]).and_then(|p| p.parse::<u16>().ok());
-            match (host, port) {
-                (Some(h), Some(p)) if !h.is_empty() => Ok(Some((h, p))),
-                _ => Err(format!("unreadable address {a:?}")),
+/// A reply to `SENTINEL MASTER <name>` (field, value, field, value, …;
+/// a map in RESP3): the `config-epoch`, `ip` and `port`.
+fn master_info(reply: Value) -> Result<(u64, String, u16), String> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
             }
+            pairs
         }
-        other => Err(format!("unexpected reply {other:?}")),
+        Value::Map(m) => m,
+        other => return Err(format!("unexpected reply {other:?}")),
+    };
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| text(k).as_deref() == Some(name))
+            .and_then(|(_, v)| text(v))
+    };
+    let host = field("ip").filter(|h| !h.is_empty());
+    let port = field("port").and_then(|p| p.parse::<u16>().ok());
+    let epoch = field("config-epoch").and_then(|e| e.parse::<u64>().ok());
+    match (epoch, host, port) {
+        (Some(e), Some(h), Some(p)) => Ok((e, h, p)),
+        _ => Err("a reply without a readable address and config-epoch".into()),
     }
 }
 
@@ -878,19 +911,29 @@ mod tests {
         let none: [&str; 0] = [];
         assert!(SentinelConn::new(&none, "m", &options).is_err());
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = |fields: &[&str]| Value::Array(fields.iter().map(|f| bulk(f)).collect());
         assert_eq!(
-            master_addr(Value::Array(vec![bulk("10.0.0.1"), bulk("6379")])),
-            Ok(Some(("10.0.0.1".to_owned(), 6379)))
+            master_info(reply(&[
+                "name",
+                "m",
+                "ip",
+                "10.0.0.1",
+                "port",
+                "6379",
+                "config-epoch",
+                "7"
+            ])),
+            Ok((7, "10.0.0.1".to_owned(), 6379))
         );
-        assert_eq!(master_addr(Value::Nil), Ok(None));
         for junk in [
-            Value::Array(vec![bulk("10.0.0.1"), bulk("99999")]),
-            Value::Array(vec![bulk(""), bulk("6379")]),
-            Value::Array(vec![bulk("h")]),
+            reply(&["ip", "10.0.0.1", "port", "99999", "config-epoch", "1"]),
+            reply(&["ip", "", "port", "6379", "config-epoch", "1"]),
+            reply(&["ip", "10.0.0.1", "port", "6379"]),
+            reply(&["ip", "10.0.0.1", "port"]),
             Value::Int(1),
             Value::Array(vec![Value::Nil, Value::Nil]),
         ] {
-            assert!(master_addr(junk).is_err());
+            assert!(master_info(junk).is_err());
         }
         assert_eq!(text(&Value::Int(3)), None);
         assert_eq!(text(&Value::BulkString(vec![0xff])), None);
