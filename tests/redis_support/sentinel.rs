@@ -1,4 +1,5 @@
-//! Redis Sentinel on loopback: a primary, a replica and three sentinels
+//! Redis Sentinel on loopback: a primary and a replica (both with an AOF)
+//! and three sentinels
 //! (`redis-server <conf> --sentinel`, with a config file written into the
 //! sentinel's temp dir), quick to fail over: `down-after-milliseconds`
 //! 1000, `failover-timeout` 4000, quorum 2.
@@ -40,7 +41,18 @@ impl SentinelSet {
     /// replica and the two other sentinels (so a failover can start at
     /// once).
     pub(crate) fn start_with(auth: Auth) -> SentinelSet {
-        let mut data_args = vec!["--repl-diskless-sync-delay", "0"];
+        // Persistence on (AOF, fsynced on every write): a primary without
+        // it that is restarted comes back empty, and Redis's replication
+        // docs warn that replicas may then sync that empty data set. The
+        // soak restarts old primaries.
+        let mut data_args = vec![
+            "--repl-diskless-sync-delay",
+            "0",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ];
         if let Some(p) = &auth.data {
             data_args.extend(["--requirepass", p, "--masterauth", p]);
         }
