@@ -289,6 +289,12 @@ async fn failover_under_load(
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let old = tokio::task::block_in_place(|| set.named_primary()).unwrap();
+    eprintln!(
+        "failover: node {old} (port {}) is the primary; node {} (port {}) the replica",
+        set.nodes()[old].port(),
+        1 - old,
+        set.nodes()[1 - old].port()
+    );
     hurt(set, old);
     *progress.fault.lock().unwrap() = Some(Instant::now());
     tokio::task::block_in_place(|| {
@@ -549,13 +555,21 @@ async fn soak_failovers() {
                     };
                     eprintln!(
                         "soak: at the kill, primary {} / replica {}",
-                        pick(old, &["connected_slaves", "master_repl_offset"]),
+                        pick(
+                            old,
+                            &["role", "slave0", "master_repl_offset", "master_replid:"]
+                        ),
                         pick(
                             1 - old,
                             &[
+                                "role",
+                                "master_port",
                                 "master_link_status",
+                                "master_last_io",
                                 "master_sync_in_progress",
-                                "slave_repl_offset"
+                                "slave_read_repl_offset",
+                                "slave_repl_offset",
+                                "master_replid:"
                             ]
                         )
                     );
