@@ -237,8 +237,9 @@ impl RedisStore {
     ///
     /// A failover takes as long as the sentinels need to agree
     /// (`down-after-milliseconds`, then the election and the promotion):
-    /// with `down-after-milliseconds 1000` on loopback, about 2 to 4 s from
-    /// a killed primary to the first `200` again.
+    /// with `down-after-milliseconds 1000` on loopback, 1.8 to 2.8 s from
+    /// a killed primary to the first `200` again in our tests (about 10 s
+    /// when the sentinels' first election fails and they retry).
     ///
     /// [`with_replica_ack`](Self::with_replica_ack) works as on a
     /// standalone server: with it, a write answered `200` reached a replica
