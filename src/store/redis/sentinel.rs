@@ -603,7 +603,7 @@ impl SentinelConn {
             }
         }
         // Newest first; among equals, in the order the sentinels were given.
-        named.sort_by(|a, b| b.0.cmp(&a.0));
+        named.sort_by_key(|n| std::cmp::Reverse(n.0));
         let mut tried: Vec<(String, u16)> = Vec::new();
         for (epoch, host, port, at) in named {
             if tried.iter().any(|(h, p)| *h == host && *p == port) {
