@@ -519,8 +519,9 @@ async fn with_replica_ack_no_write_answered_200_is_lost_in_a_failover() {
 
 /// Measurements, off by default: `TSS_SENTINEL_SOAK=<runs>` kills the
 /// primary `runs` times without and `runs` times with replica
-/// acknowledgement (the old primary is started again at once, so the
-/// promoted one has a replica to acknowledge), printing each failover.
+/// acknowledgement (the old primary is started again at once as a replica,
+/// so the promoted one has a replica to acknowledge), printing each
+/// failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_failovers() {
     let Some(runs) = std::env::var("TSS_SENTINEL_SOAK")
@@ -575,7 +576,7 @@ async fn soak_failovers() {
                     );
                     s.nodes_mut()[old].crash();
                 },
-                |s, old| s.nodes_mut()[old].restart(),
+                |s, old| s.restart_as_replica(old),
             )
             .await;
             report(&format!("soak run {run}, replica ack {ack}"), &seen);

@@ -236,6 +236,20 @@ impl SentinelSet {
         });
     }
 
+    /// Starts crashed data node `i` again as a replica of the other node,
+    /// as its config file would say after the sentinels rewrote it (these
+    /// nodes have none, so `CONFIG REWRITE` cannot).
+    pub(crate) fn restart_as_replica(&mut self, i: usize) {
+        let port = self.nodes[1 - i].port().to_string();
+        let node = &mut self.nodes[i];
+        if let Some(at) = node.args.iter().position(|a| a == "--replicaof") {
+            node.args.drain(at..at + 3);
+        }
+        node.args
+            .extend(["--replicaof".to_owned(), "127.0.0.1".to_owned(), port]);
+        node.restart();
+    }
+
     /// Waits until data node `i` is a replica with its link to the primary
     /// up.
     pub(crate) fn wait_replica(&self, i: usize, secs: u64) {
