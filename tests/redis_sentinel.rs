@@ -541,6 +541,7 @@ async fn soak_failovers() {
         let app = script_routes().layer(dev_layer(if ack { acked.clone() } else { store.clone() }));
         let cookies = make_sessions(&app, 8).await;
         for run in 0..runs {
+            let failovers = set.failovers();
             let seen = failover_under_load(
                 &mut set,
                 &app,
@@ -583,8 +584,9 @@ async fn soak_failovers() {
             let old = 1 - set.named_primary().unwrap();
             tokio::task::block_in_place(|| set.wait_replica(old, 40));
             eprintln!(
-                "soak: client writes on the restarted old primary: {}",
-                writes_on(&set, old)
+                "soak: client writes on the restarted old primary: {}; failovers in this run: {}",
+                writes_on(&set, old),
+                set.failovers() - failovers
             );
         }
     }

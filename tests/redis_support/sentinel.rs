@@ -260,6 +260,15 @@ impl SentinelSet {
         });
     }
 
+    /// How many failovers the sentinels have made so far (`+switch-master`
+    /// in the log of the first sentinel that runs).
+    pub(crate) fn failovers(&self) -> usize {
+        self.sentinels
+            .iter()
+            .find(|s| s.is_running())
+            .map_or(0, |s| s.log().matches("+switch-master").count())
+    }
+
     /// How many times clients ran `command` on data node `i` since it
     /// started (`INFO commandstats`; replicated writes do not count).
     pub(crate) fn calls(&self, i: usize, command: &str) -> u64 {
