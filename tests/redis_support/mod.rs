@@ -21,6 +21,8 @@
 //!   the commands the client sends: the store's round trips, exactly
 //!   (Redis's own `INFO commandstats` also counts the commands run inside
 //!   scripts).
+//! - [`sentinel::SentinelSet`] (in `sentinel.rs`) is a primary, a replica
+//!   and three sentinels (`redis-server --sentinel`), quick to fail over.
 //!
 //! Every server runs under a tiny `sh` wrapper that holds a pipe from the
 //! test process on its stdin: when the test process exits, however it
@@ -30,6 +32,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod proxy;
+pub(crate) mod sentinel;
 
 #[allow(unused_imports)]
 pub(crate) use proxy::CountingProxy;
@@ -348,7 +351,11 @@ impl Redis {
         let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
             return false;
         };
-        redis::cmd("PING").query::<String>(&mut c).is_ok()
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Ok(_) => true,
+            // Up, and asking for a password (`requirepass`).
+            Err(e) => e.code() == Some("NOAUTH"),
+        }
     }
 
     /// The server's log file.

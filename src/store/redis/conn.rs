@@ -22,12 +22,13 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const RECONNECT_RETRIES: usize = 2;
 /// How long one attempt to open a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(super) enum Conn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<super::sentinel::SentinelConn>),
 }
 
 /// `WAIT` after every write: see [`RedisStore::with_replica_ack`].
@@ -53,6 +54,7 @@ impl Conn {
                 }
             }
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.query(cmd).await,
         }
     }
 
@@ -69,6 +71,7 @@ impl Conn {
                 }
             }
             Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.query_pipe(pipe).await,
         }
     }
 }
@@ -215,7 +218,7 @@ impl RedisStore {
         Self::with_conn(Conn::Cluster(conn))
     }
 
-    fn with_conn(conn: Conn) -> Self {
+    pub(super) fn with_conn(conn: Conn) -> Self {
         Self {
             conn,
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
@@ -242,7 +245,7 @@ impl RedisStore {
     /// Reads `maxmemory-policy` and warns when it can evict sessions.
     /// Servers that refuse `CONFIG` (renamed or disabled, as on many
     /// managed services) leave the policy unknown, with a debug event.
-    async fn read_eviction_policy(&mut self) {
+    pub(super) async fn read_eviction_policy(&mut self) {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
         let policy = match self.run(self.conn.query(&cmd)).await {
