@@ -356,8 +356,13 @@ mod hash;
 mod links;
 mod ops;
 mod scripts;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use conn::{Ack, Conn};
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use tls::RedisTls;
 use ops::{int, warn_corrupted};
 
 /// The default bound on every Redis command: 2 seconds.

@@ -480,6 +480,15 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.end_public_now(&public_id).await })
     }
 
+    /// `PING` under the command timeout; on a Cluster, to every primary
+    /// (redis-rs routes `PING` to all of them and fails unless all answer).
+    fn ping(&self) -> StoreFuture<()> {
+        let this = self.clone();
+        StoreFuture::new(async move {
+            this.run(this.conn.query(&redis::cmd("PING"))).await.map(drop)
+        })
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }
