@@ -180,7 +180,7 @@ async fn a_plain_rediss_url_trusts_only_the_public_roots() {
     let files = TlsFiles::generate();
     let server = Redis::start_tls(&files, &["--tls-auth-clients", "no"]);
     let e = refused(RedisStore::connect(&server.url())).await;
-    assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
+    assert!(e.contains("UnknownIssuer"), "{e}");
 }
 
 /// A CA that did not sign the server's certificate.
@@ -192,7 +192,7 @@ async fn a_wrong_ca_is_an_error_at_connect() {
     let (files, other) = (TlsFiles::generate(), TlsFiles::generate());
     let server = Redis::start_tls(&files, &["--tls-auth-clients", "no"]);
     let e = refused(RedisStore::connect_tls(&server.url(), trusting(&other))).await;
-    assert!(e.contains("UnknownIssuer") || e.contains("certificate"), "{e}");
+    assert!(e.contains("invalid peer certificate"), "{e}");
 }
 
 /// A server certificate that expired.
@@ -217,7 +217,7 @@ async fn a_missing_client_certificate_is_an_error_at_connect() {
     let files = TlsFiles::generate();
     let server = Redis::start_tls(&files, &["--tls-auth-clients", "yes"]);
     let e = refused(RedisStore::connect_tls(&server.url(), trusting(&files))).await;
-    assert!(!e.is_empty());
+    assert!(e.contains("CertificateRequired"), "{e}");
 }
 
 /// `rediss://` to a port that speaks plain TCP (a plain Redis): an error,
