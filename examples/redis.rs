@@ -179,7 +179,11 @@ async fn ready(Extension(store): Extension<RedisStore>) -> Response {
                 reason = format!("{reason}: {s}");
                 source = s.source();
             }
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            )
+                .into_response()
         }
     }
 }

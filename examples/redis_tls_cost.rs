@@ -41,7 +41,10 @@ async fn run(dir: &Path, rounds: usize, connects: usize) -> Result<(), Error> {
     let plain = Server::start(&["--port", &free_port()?.to_string()])?;
     let tls_port = free_port()?.to_string();
     let ca = pki.ca.display().to_string();
-    let (cert, key) = (pki.cert.display().to_string(), pki.key.display().to_string());
+    let (cert, key) = (
+        pki.cert.display().to_string(),
+        pki.key.display().to_string(),
+    );
     let tls_server = Server::start(&[
         "--port",
         "0",
@@ -77,7 +80,11 @@ async fn run(dir: &Path, rounds: usize, connects: usize) -> Result<(), Error> {
         Ok(())
     })
     .await?;
-    row("RedisStore::connect (handshake, SCRIPT LOAD, CONFIG GET)", &c_plain, &c_tls);
+    row(
+        "RedisStore::connect (handshake, SCRIPT LOAD, CONFIG GET)",
+        &c_plain,
+        &c_tls,
+    );
 
     let raw_plain = redis::Client::open(plain_url.as_str())?;
     let raw_tls = redis::Client::build_with_tls(
@@ -97,12 +104,20 @@ async fn run(dir: &Path, rounds: usize, connects: usize) -> Result<(), Error> {
         Ok(())
     })
     .await?;
-    row("one connection (TCP + TLS handshake + HELLO)", &h_plain, &h_tls);
+    row(
+        "one connection (TCP + TLS handshake + HELLO)",
+        &h_plain,
+        &h_tls,
+    );
 
     let (l_plain, s_plain) = requests(&plain_store, rounds).await?;
     let (l_tls, s_tls) = requests(&tls_store, rounds).await?;
     row("load (HGETALL), one round trip", &l_plain, &l_tls);
-    row("save (a change set, EVALSHA), one round trip", &s_plain, &s_tls);
+    row(
+        "save (a change set, EVALSHA), one round trip",
+        &s_plain,
+        &s_tls,
+    );
 
     drop((plain, tls_server));
     Ok(())
@@ -110,8 +125,13 @@ async fn run(dir: &Path, rounds: usize, connects: usize) -> Result<(), Error> {
 
 /// Times `rounds` loads and `rounds` saves of one session with two small
 /// items.
-async fn requests(store: &RedisStore, rounds: usize) -> Result<(Vec<Duration>, Vec<Duration>), Error> {
-    let store = store.clone().with_key_prefix(format!("cost{}:", std::process::id()));
+async fn requests(
+    store: &RedisStore,
+    rounds: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>), Error> {
+    let store = store
+        .clone()
+        .with_key_prefix(format!("cost{}:", std::process::id()));
     let id: SessionId = uuid::Uuid::new_v4().to_string().parse()?;
     let now = Timestamp::now();
     let until = now.saturating_add(Duration::from_secs(600));
@@ -169,11 +189,7 @@ fn row(what: &str, plain: &[Duration], tls: &[Duration]) {
     let (pm, p99) = (pct(plain, 50), pct(plain, 99));
     let (tm, t99) = (pct(tls, 50), pct(tls, 99));
     println!("{what}");
-    println!(
-        "  plain TCP: {:>9.1} µs / {:>9.1} µs",
-        us(pm),
-        us(p99)
-    );
+    println!("  plain TCP: {:>9.1} µs / {:>9.1} µs", us(pm), us(p99));
     println!(
         "  TLS:       {:>9.1} µs / {:>9.1} µs   (median +{:.1} µs, x{:.2})\n",
         us(tm),
@@ -260,12 +276,17 @@ impl Pki {
         let ca_key = KeyPair::generate()?;
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "redis_tls_cost CA");
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        ca.distinguished_name
+            .push(DnType::CommonName, "redis_tls_cost CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca, ca_key);
         let key = KeyPair::generate()?;
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+        let leaf =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
         let pki = Pki {
             ca: dir.join("ca.pem"),
             cert: dir.join("server.pem"),

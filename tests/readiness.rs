@@ -11,11 +11,11 @@
 #[cfg(feature = "postgres")]
 mod postgres_support;
 #[cfg(feature = "redis")]
-mod redis_support;
-#[cfg(feature = "redis")]
 #[allow(dead_code)]
 #[path = "../examples/redis.rs"]
 mod redis_example;
+#[cfg(feature = "redis")]
+mod redis_support;
 
 use std::time::Duration;
 
@@ -136,7 +136,10 @@ mod redis {
         server.crash();
         let (status, body) = get().await;
         assert_eq!(status, 503, "{body}");
-        assert!(body.starts_with("not ready: session store unavailable"), "{body}");
+        assert!(
+            body.starts_with("not ready: session store unavailable"),
+            "{body}"
+        );
         server.restart();
         assert_eq!(get().await, (200, "ready\n".to_owned()));
     }

@@ -96,7 +96,11 @@ async fn round_trip(store: &RedisStore) {
     let loaded = store.load(&id, Timestamp::now()).await.unwrap().unwrap();
     assert_eq!(loaded.items.get("token"), Some("eyJ.x.y"));
     let out = store
-        .save(&id, &sets(&[("user", "alice")]), Renewal::until(at(t + 60_000)))
+        .save(
+            &id,
+            &sets(&[("user", "alice")]),
+            Renewal::until(at(t + 60_000)),
+        )
         .await
         .unwrap();
     assert_eq!(out, SaveOutcome::Saved);
@@ -166,7 +170,11 @@ async fn a_cluster_over_tls_serves_sessions() {
         round_trip(&store).await;
     }
     // Without the client certificate, the cluster refuses.
-    let e = refused(RedisStore::connect_cluster_tls(&cluster.urls(), trusting(&files))).await;
+    let e = refused(RedisStore::connect_cluster_tls(
+        &cluster.urls(),
+        trusting(&files),
+    ))
+    .await;
     assert!(!e.is_empty());
 }
 
@@ -256,7 +264,11 @@ async fn unreadable_settings_are_refused_at_once() {
     ))
     .await;
     assert!(e.contains("with_client_certificate"), "{e}");
-    let e = refused(RedisStore::connect_tls("redis://127.0.0.1:1", RedisTls::new())).await;
+    let e = refused(RedisStore::connect_tls(
+        "redis://127.0.0.1:1",
+        RedisTls::new(),
+    ))
+    .await;
     assert!(e.contains("rediss://"), "{e}");
     let e = refused(RedisStore::connect_cluster_tls(
         &[url],

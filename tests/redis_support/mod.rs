@@ -339,15 +339,15 @@ impl Redis {
             let mut args = Self::port_args(port, tls);
             args.extend(
                 [
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--logfile",
-                "redis.log",
-                "--daemonize",
-                "no",
-            ]
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--logfile",
+                    "redis.log",
+                    "--daemonize",
+                    "no",
+                ]
                 .iter()
                 .map(|s| s.to_string()),
             );
@@ -423,7 +423,11 @@ impl Redis {
 
     /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server.
     pub(crate) fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -581,31 +585,33 @@ impl Cluster {
             if tls.is_some() {
                 args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
             }
-            args.extend([
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--logfile",
-                "redis.log",
-                "--daemonize",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &format!("nodes-{port}.conf"),
-                "--cluster-node-timeout",
-                &node_timeout_ms.to_string(),
-                // Replicas sync at once, not after the default 5 s wait.
-                "--repl-diskless-sync-delay",
-                "0",
-            ]
-            .iter()
-            .map(|s| s.to_string()));
+            args.extend(
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--logfile",
+                    "redis.log",
+                    "--daemonize",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    &node_timeout_ms.to_string(),
+                    // Replicas sync at once, not after the default 5 s wait.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
             let mut r = Redis {
                 port,
                 dir,

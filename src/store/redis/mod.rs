@@ -360,10 +360,10 @@ mod scripts;
 mod tls;
 
 use conn::{Ack, Conn};
+use ops::{int, warn_corrupted};
 #[cfg(feature = "redis-tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
 pub use tls::RedisTls;
-use ops::{int, warn_corrupted};
 
 /// The default bound on every Redis command: 2 seconds.
 ///

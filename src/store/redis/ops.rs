@@ -536,7 +536,9 @@ fn primaries(reply: &Value) -> Vec<(String, u16)> {
     };
     let mut out: Vec<(String, u16)> = Vec::new();
     for range in ranges {
-        let Value::Array(fields) = range else { continue };
+        let Value::Array(fields) = range else {
+            continue;
+        };
         let Some(Value::Array(node)) = fields.get(2) else {
             continue;
         };
