@@ -481,8 +481,8 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.end_public_now(&public_id).await })
     }
 
-    /// `PING` under the command timeout; on a Cluster, to the primary of
-    /// every slot range (see [`ping_primaries`]).
+    /// `PING` under the command timeout; on a Cluster, to every primary
+    /// that `CLUSTER SLOTS` names, each on its own connection.
     fn ping(&self) -> StoreFuture<()> {
         let this = self.clone();
         StoreFuture::new(async move {
