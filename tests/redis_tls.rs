@@ -276,6 +276,12 @@ async fn unreadable_settings_are_refused_at_once() {
     ))
     .await;
     assert!(e.contains("with_root_certificates"), "{e}");
+    let e = refused(RedisStore::connect_cluster_tls(
+        &[url, "redis://127.0.0.1:2"],
+        RedisTls::new(),
+    ))
+    .await;
+    assert!(e.contains("rediss://"), "{e}");
 }
 
 /// `Debug` shows which settings are present, never a certificate or key.

@@ -205,7 +205,8 @@ impl RedisStore {
 
     /// Connects to a Redis Cluster over TLS, with a private CA or a client
     /// certificate from `tls`. Otherwise as
-    /// [`connect_cluster`](Self::connect_cluster). Every node is reached
+    /// [`connect_cluster`](Self::connect_cluster). Every URL must be
+    /// `rediss://` (anything else is refused at once). Every node is reached
     /// over TLS (the cluster announces its nodes' TLS ports when it runs
     /// with `tls-cluster yes`), and each node's certificate must name the
     /// address the cluster announces for it.
@@ -233,6 +234,15 @@ impl RedisStore {
         tls: RedisTls,
     ) -> Result<Self, StoreError> {
         let certs = tls.certificates()?;
+        if let Some(url) = urls.iter().map(AsRef::as_ref).find(|u| {
+            !u.get(..9)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+        }) {
+            return Err(StoreError::other(format!(
+                "invalid Redis URL for RedisStore::connect_cluster_tls: {url:?} \
+                 (expected rediss://host:port)"
+            )));
+        }
         Self::connect_cluster_with(urls, |b| b.certs(certs)).await
     }
 }
