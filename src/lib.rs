@@ -386,6 +386,7 @@
 //! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | Yes |
 //! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
 //! | `metrics` | Counters, a latency histogram and a gauge through the `metrics` facade: see [Metrics and tracing](#metrics-and-tracing) | No |
+//! | `redis-tls` | `rediss://` URLs, a private CA and client certificates (`RedisTls`) for `RedisStore`, on rustls (no system OpenSSL); implies `redis` | No |
 //!
 //! With `default-features = false` and no `axum` feature, a handler that
 //! takes `SessionStorage` fails to
@@ -445,6 +446,9 @@ pub use crate::store::postgres::PostgresStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::redis::RedisStore;
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use crate::store::redis::RedisTls;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::SqliteStore;

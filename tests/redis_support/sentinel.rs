@@ -112,6 +112,7 @@ impl SentinelSet {
                 args: vec![file.to_str().unwrap().to_owned(), "--sentinel".to_owned()],
                 proc: None,
                 owns_dir: true,
+                tls: None,
             };
             match r.launch() {
                 Ok(()) => return r,

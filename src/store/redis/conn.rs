@@ -81,7 +81,9 @@ impl RedisStore {
     /// such as Sentinel-aware DNS).
     ///
     /// `url` is a redis-rs connection URL: `redis://[user:password@]host:port[/db]`,
-    /// `rediss://` for TLS when redis-rs is built with a TLS feature, or
+    /// `rediss://host:port` for TLS (feature `redis-tls`; the server's
+    /// certificate is checked against the public web PKI roots, see
+    /// [`connect_tls`](Self::connect_tls) for a private CA), or
     /// `redis+unix:///path`. Fails with
     /// [`StoreErrorKind::Unavailable`] when
     /// the server cannot be reached, and with `Other` for a malformed URL.
@@ -110,6 +112,13 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| {
             StoreError::other(format!("invalid Redis URL for RedisStore::connect: {e}"))
         })?;
+        Self::connect_client(client).await
+    }
+
+    /// [`connect`](Self::connect) with a client already made (plain or TLS).
+    pub(super) async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        super::tls::install_crypto_provider();
         let config = ConnectionManagerConfig::new()
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
@@ -152,7 +161,19 @@ impl RedisStore {
     /// # }
     /// ```
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, StoreError> {
-        let client = ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref))
+        Self::connect_cluster_with(urls, |b| b).await
+    }
+
+    /// [`connect_cluster`](Self::connect_cluster), with `configure` adding
+    /// to the client's settings (TLS).
+    pub(super) async fn connect_cluster_with<S: AsRef<str>>(
+        urls: &[S],
+        configure: impl FnOnce(ClusterClientBuilder) -> ClusterClientBuilder,
+    ) -> Result<Self, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        super::tls::install_crypto_provider();
+        let builder = ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref));
+        let client = configure(builder)
             .connection_timeout(CONNECT_TIMEOUT)
             .retries(3)
             .min_retry_wait(10)

@@ -370,10 +370,15 @@ mod links;
 mod ops;
 mod scripts;
 mod sentinel;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use conn::{Ack, Conn};
 use ops::{int, warn_corrupted};
 pub use sentinel::SentinelOptions;
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use tls::RedisTls;
 
 /// The default bound on every Redis command: 2 seconds.
 ///

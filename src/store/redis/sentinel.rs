@@ -81,18 +81,22 @@ pub struct SentinelOptions {
     master_db: i64,
     sentinel_username: Option<String>,
     sentinel_password: Option<String>,
+    #[cfg(feature = "redis-tls")]
+    tls: Option<super::RedisTls>,
 }
 
 impl fmt::Debug for SentinelOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |p: &Option<String>| p.as_ref().map(|_| "<redacted>");
-        f.debug_struct("SentinelOptions")
-            .field("master_username", &self.master_username)
+        let mut f = f.debug_struct("SentinelOptions");
+        f.field("master_username", &self.master_username)
             .field("master_password", &redacted(&self.master_password))
             .field("master_db", &self.master_db)
             .field("sentinel_username", &self.sentinel_username)
-            .field("sentinel_password", &redacted(&self.sentinel_password))
-            .finish()
+            .field("sentinel_password", &redacted(&self.sentinel_password));
+        #[cfg(feature = "redis-tls")]
+        f.field("tls", &self.tls);
+        f.finish()
     }
 }
 
@@ -193,6 +197,34 @@ impl SentinelOptions {
     /// ```
     pub fn with_sentinel_password(mut self, password: impl Into<String>) -> Self {
         self.sentinel_password = Some(password.into());
+        self
+    }
+
+    /// TLS to the primary (and to every sentinel given as a `rediss://`
+    /// URL), checked with these settings: [`RedisTls::new()`] for the public
+    /// web PKI roots, or a private CA and a client certificate (mutual TLS).
+    /// The primary is reached at the address the sentinels announce, and its
+    /// certificate must name that address (an IP address, unless the
+    /// sentinels announce hostnames: `resolve-hostnames yes`,
+    /// `announce-hostnames yes`). A sentinel given as `redis://` stays
+    /// plain TCP.
+    ///
+    /// [`RedisTls::new()`]: super::RedisTls::new
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use tower_session_storage::store::redis::SentinelOptions;
+    /// use tower_session_storage::RedisTls;
+    ///
+    /// let options = SentinelOptions::new()
+    ///     .with_tls(RedisTls::new().with_root_certificates(b"-----BEGIN CERTIFICATE-----…".to_vec()));
+    /// # let _ = options;
+    /// ```
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub fn with_tls(mut self, tls: super::RedisTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 }
@@ -331,6 +363,9 @@ pub(super) struct SentinelConn {
     /// Login and database for the primary.
     master: RedisConnectionInfo,
     state: Mutex<State>,
+    /// TLS settings for the primary and `rediss://` sentinels.
+    #[cfg(feature = "redis-tls")]
+    tls: Option<redis::TlsCertificates>,
     /// Woken when a resolution installs a primary.
     installed: Notify,
 }
@@ -394,11 +429,21 @@ impl SentinelConn {
         if let Some(p) = &options.master_password {
             master = master.set_password(p);
         }
+        #[cfg(feature = "redis-tls")]
+        let tls = match &options.tls {
+            Some(tls) => {
+                super::tls::install_crypto_provider();
+                Some(tls.certificates()?)
+            }
+            None => None,
+        };
         Ok(Self {
             name: name.to_owned(),
             sentinels: infos,
             master,
             state: Mutex::new(State::default()),
+            #[cfg(feature = "redis-tls")]
+            tls,
             installed: Notify::new(),
         })
     }
@@ -624,7 +669,8 @@ impl SentinelConn {
     /// primary; `None` when the sentinel does not monitor that name.
     async fn ask(&self, sentinel: &ConnectionInfo) -> Result<Option<(u64, String, u16)>, String> {
         let ask = async {
-            let mut c = Client::open(sentinel.clone())?
+            let mut c = self
+                .client(sentinel.clone())?
                 .get_multiplexed_async_connection_with_config(&probe_config())
                 .await?;
             redis::cmd("SENTINEL")
@@ -641,16 +687,42 @@ impl SentinelConn {
         }
     }
 
+    /// The primary's address: over TLS when [`SentinelOptions::with_tls`]
+    /// was given.
+    fn primary_addr(&self, host: &str, port: u16) -> ConnectionAddr {
+        #[cfg(feature = "redis-tls")]
+        if self.tls.is_some() {
+            return ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            };
+        }
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    }
+
+    /// A client for a sentinel or the primary: with the TLS settings when
+    /// there are some and the address is a TLS one.
+    fn client(&self, info: ConnectionInfo) -> Result<Client, RedisError> {
+        #[cfg(feature = "redis-tls")]
+        if let (Some(certs), ConnectionAddr::TcpTls { .. }) = (&self.tls, info.addr()) {
+            return Client::build_with_tls(info, certs.clone());
+        }
+        Client::open(info)
+    }
+
     /// Connects to the primary a sentinel named, checks `ROLE` says
     /// `master`, and loads the scripts there.
     async fn open_primary(&self, host: &str, port: u16) -> Result<Primary, String> {
-        let info = ConnectionAddr::Tcp(host.to_owned(), port)
+        let info = self
+            .primary_addr(host, port)
             .into_connection_info()
             .map_err(|e| e.to_string())?
             .set_redis_settings(self.master.clone());
-        // TLS: the lead wires SentinelOptions::with_tls here
         let open = async {
-            let mut conn = Client::open(info)?
+            let mut conn = self
+                .client(info)?
                 .get_multiplexed_async_connection_with_config(
                     &AsyncConnectionConfig::new()
                         .set_connection_timeout(Some(CONNECT_TIMEOUT))
