@@ -384,7 +384,7 @@
 //! |---|---|---|
 //! | `serde` | Typed values as JSON text: [`SessionStorage::get`], [`SessionStorage::insert`] | Yes |
 //! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | Yes |
-//! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
+//! | `redis` | `RedisStore`: sessions in Redis, Redis Cluster or behind Redis Sentinel (on redis-rs) | No |
 //! | `metrics` | Counters, a latency histogram and a gauge through the `metrics` facade: see [Metrics and tracing](#metrics-and-tracing) | No |
 //! | `redis-tls` | `rediss://` URLs, a private CA and client certificates (`RedisTls`) for `RedisStore`, on rustls (no system OpenSSL); implies `redis` | No |
 //!
