@@ -21,6 +21,7 @@
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3002/me                  # B: signed in as: alice
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3002/sign-out            # B: session deleted
 //! curl -b jar.txt -c jar.txt http://127.0.0.1:3001/me                  # A: not signed in
+//! curl -i http://127.0.0.1:3001/ready                                  # 200 ready (503 while Redis is down)
 //! ```
 //!
 //! And look at a session in Redis (the id is the `id` cookie in `jar.txt`):
@@ -37,7 +38,9 @@
 //!
 //! Stop Redis while the servers run: requests that carry a session cookie
 //! get `503 Service Unavailable` (never an empty session); start it again
-//! and the next requests succeed, with no restart of the app.
+//! and the next requests succeed, with no restart of the app. `/ready` (the
+//! readiness check a load balancer polls, `RedisStore::ping`) answers `503`
+//! with the reason meanwhile, and `200 ready` again once Redis is back.
 //!
 //! Handlers take the session with axum's `Extension<SessionStorage>`, so the
 //! example needs only the crate feature `redis`.
@@ -52,7 +55,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tower_session_storage::{RedisStore, SessionLayer, SessionStorage};
+use tower_session_storage::{RedisStore, SessionLayer, SessionStorage, SessionStore};
 
 /// Session key of the visit counter.
 const VISITS: &str = "visits";
@@ -142,7 +145,7 @@ async fn bind(var: &str, port: u16) -> std::io::Result<TcpListener> {
 /// One app instance: its routes behind a [`SessionLayer`] over `store`.
 /// Every instance with the same Redis and key prefix shares the sessions.
 pub(crate) fn app(instance: &'static str, store: RedisStore) -> Router {
-    let sessions = SessionLayer::new(store)
+    let sessions = SessionLayer::new(store.clone())
         // Plain-HTTP demo, opened by any host name (two instances, maybe on
         // two machines): browsers and curl send a `Secure` cookie over
         // http:// only to localhost and 127.0.0.1. Keep the default (`true`)
@@ -155,7 +158,34 @@ pub(crate) fn app(instance: &'static str, store: RedisStore) -> Router {
         .route("/sign-out", get(sign_out))
         .route("/me", get(me))
         .layer(sessions)
+        // Outside the session layer: a health check touches no session.
+        .route("/ready", get(ready))
         .layer(Extension(Instance(instance)))
+        .layer(Extension(store))
+}
+
+/// `GET /ready`: the load balancer's readiness check. `200 ready` when
+/// Redis answers a `PING` (every primary, on a Cluster) within the store's
+/// command timeout; `503` with the reason otherwise, so the instance is
+/// taken out of rotation while its Redis is unreachable and put back when
+/// it answers again.
+async fn ready(Extension(store): Extension<RedisStore>) -> Response {
+    match store.ping().await {
+        Ok(()) => "ready\n".into_response(),
+        Err(e) => {
+            let mut reason = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                reason = format!("{reason}: {s}");
+                source = s.source();
+            }
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Which instance answered.

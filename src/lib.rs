@@ -167,7 +167,7 @@
 //! recorded with a resolution of 1/16 of the idle timeout (at most a minute),
 //! so a session that is only read costs a store write at most once per that
 //! span, not on every request. A refresh is best effort: if that write
-//! fails, the failure is logged (`WARN`) and the handler's answer is sent
+//! fails, the failure is logged (`ERROR`, as every store failure) and the handler's answer is sent
 //! as it is; the session then expires up to one such span sooner.
 //!
 //! A request that is still running when its session's idle deadline passes
@@ -295,7 +295,45 @@
 //! refresh does not: see [Expiry](#expiry)). A gRPC request
 //! (`content-type: application/grpc…`) gets a trailers-only gRPC status
 //! instead (`UNAVAILABLE` or `INTERNAL`). The [`StoreError`] goes into the
-//! response's extensions and into a `tracing` event at `ERROR` level.
+//! response's extensions and into one `tracing` event at `ERROR` level (see
+//! [Metrics and tracing](#metrics-and-tracing)).
+//!
+//! # Metrics and tracing
+//!
+//! **Spans and events** (always on, through `tracing`): every store
+//! operation runs in a `DEBUG` span `session_store` (target
+//! `tower_session_storage::telemetry`) with the fields `op`, `store`,
+//! `outcome` and `duration_us`; every store failure is one `ERROR` event
+//! on that target with `op`, `store`, `kind` (`unavailable`, `full`,
+//! `other`) and `error` (the error and its causes), logged once. Nothing
+//! logged carries a session id beyond the four characters
+//! [`SessionId`]'s `Debug` shows, nor an item's value.
+//!
+//! **Metrics** (feature `metrics`, through the [`metrics`](https://docs.rs/metrics)
+//! facade: install any exporter's recorder, then call
+//! `describe_metrics()` once for help texts and units):
+//!
+//! | Metric | Type | Labels | Counts |
+//! |---|---|---|---|
+//! | `session_loads_total` | counter | `outcome`: `found`, `not_found`, `expired` | loads for requests carrying a well-formed id |
+//! | `session_created_total` | counter | | sessions created |
+//! | `session_saved_total` | counter | | change sets saved to an existing session |
+//! | `session_cycled_total` | counter | | sessions moved to a new id (`cycle_id`) |
+//! | `session_destroyed_total` | counter | | sessions ended by their own request (`destroy()`, or their last item removed) |
+//! | `session_ended_total` | counter | `by`: `registry`, `link_cap` | sessions ended through [`SessionRegistry`], or past a link's cap |
+//! | `session_refreshed_total` | counter | | expiry refreshes written on their own |
+//! | `session_store_errors_total` | counter | `op`, `store`, `kind` | failed store operations |
+//! | `session_store_operation_duration_seconds` | histogram | `op`, `store` | store operation latency |
+//! | `session_memory_reclaimed_total` | counter | | expired sessions a [`MemoryStore`] removed by itself |
+//! | `session_memory_refused_total` | counter | | new sessions a full [`MemoryStore`] refused (503) |
+//! | `session_memory_sessions` | gauge | | sessions held by the process's [`MemoryStore`]s |
+//!
+//! `op` is `load`, `create`, `save`, `cycle`, `delete`, `end`, `touch`,
+//! `list`, `end_linked` or `end_public`; `store` is
+//! [`SessionStore::name`] (`memory`, `redis`, `postgres`, `sqlite`,
+//! `custom`). The README's "Operating it" section says what each value
+//! means and what to alert on. Without the feature no metrics code is
+//! compiled in.
 //!
 //! # Security notes
 //!
@@ -346,7 +384,9 @@
 //! |---|---|---|
 //! | `serde` | Typed values as JSON text: [`SessionStorage::get`], [`SessionStorage::insert`] | Yes |
 //! | `axum` | [`SessionStorage`] as an axum extractor (on `axum-core`, with a named rejection) | Yes |
-//! | `redis` | `RedisStore`: sessions in Redis or Redis Cluster (on redis-rs) | No |
+//! | `redis` | `RedisStore`: sessions in Redis, Redis Cluster or behind Redis Sentinel (on redis-rs) | No |
+//! | `metrics` | Counters, a latency histogram and a gauge through the `metrics` facade: see [Metrics and tracing](#metrics-and-tracing) | No |
+//! | `redis-tls` | `rediss://` URLs, a private CA and client certificates (`RedisTls`) for `RedisStore`, on rustls (no system OpenSSL); implies `redis` | No |
 //!
 //! With `default-features = false` and no `axum` feature, a handler that
 //! takes `SessionStorage` fails to
@@ -362,8 +402,8 @@
 //!
 //! Small and chosen: the middleware contract (`tower-layer`,
 //! `tower-service`, `http`), `tokio` (its clock only), `dashmap`, `uuid`,
-//! `cookie`, `tracing`, `pin-project-lite`; `serde_json`, `axum-core` and
-//! `redis` only behind their features. Why each one is in ARCHITECTURE.md in
+//! `cookie`, `tracing`, `pin-project-lite`; `serde_json`, `axum-core`,
+//! `redis` and `metrics` only behind their features. Why each one is in ARCHITECTURE.md in
 //! the repository.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -383,6 +423,7 @@ mod respond;
 mod service;
 mod storage;
 pub mod store;
+mod telemetry;
 mod time;
 
 #[cfg(feature = "axum")]
@@ -405,7 +446,13 @@ pub use crate::store::postgres::PostgresStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::store::redis::RedisStore;
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use crate::store::redis::RedisTls;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::SqliteStore;
 pub use crate::store::SessionStore;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use crate::telemetry::describe_metrics;

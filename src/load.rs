@@ -7,6 +7,7 @@ use crate::error::StoreError;
 use crate::id::SessionId;
 use crate::persist::Loaded;
 use crate::store::{Items, Meta, Record, SessionStore, StoreFuture, Timestamp};
+use crate::telemetry::{self, LoadOutcome, Op};
 
 /// What a load found: the session, its items and its links, or nothing
 /// (unknown id, or a session that had expired and was deleted).
@@ -33,7 +34,7 @@ impl Load {
         Self {
             id,
             now,
-            step: Step::Reading(store.load(&id, now)),
+            step: Step::Reading(telemetry::watch(Op::Load, store, || store.load(&id, now))),
         }
     }
 
@@ -57,12 +58,14 @@ impl Load {
                     let record = match fut.answer(cx.as_deref_mut()) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(e)) => {
+                            telemetry::failed(Op::Load, store.name(), &e);
                             self.step = Step::Done;
                             return Poll::Ready(Err(e));
                         }
                         Poll::Ready(Ok(record)) => record,
                     };
                     let Some(record) = record else {
+                        telemetry::loaded(LoadOutcome::NotFound);
                         self.step = Step::Done;
                         return Poll::Ready(Ok(None));
                     };
@@ -72,9 +75,15 @@ impl Load {
                     };
                     let lifetime = Lifetime::of(&record.meta);
                     if lifetime.expiry(config).is_expired(times, self.now) {
-                        self.step = Step::DeletingExpired(store.delete(&self.id));
+                        telemetry::loaded(LoadOutcome::Expired);
+                        let id = self.id;
+                        self.step =
+                            Step::DeletingExpired(telemetry::watch(Op::Delete, store, || {
+                                store.delete(&id)
+                            }));
                         continue;
                     }
+                    telemetry::loaded(LoadOutcome::Found);
                     self.step = Step::Done;
                     let loaded = Loaded {
                         id: self.id,
@@ -85,16 +94,19 @@ impl Load {
                     return Poll::Ready(Ok(Some((loaded, record.items, record.meta))));
                 }
                 Step::DeletingExpired(fut) => {
+                    // Treated as absent either way: the load's answer stands.
                     if let Err(e) = std::task::ready!(fut.answer(cx.as_deref_mut())) {
-                        tracing::warn!(error = %crate::error::Chain(&e), "could not delete an expired session");
+                        telemetry::failed(Op::Delete, store.name(), &e);
                     }
                     self.step = Step::Done;
                     return Poll::Ready(Ok(None));
                 }
                 Step::Done => {
-                    return Poll::Ready(Err(StoreError::other(
+                    let e = StoreError::other(
                         "the session layer's load step was run after it finished",
-                    )))
+                    );
+                    telemetry::failed(Op::Load, store.name(), &e);
+                    return Poll::Ready(Err(e));
                 }
             }
         }

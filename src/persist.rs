@@ -17,6 +17,7 @@ use crate::store::{
     ChangeSet, CycleOutcome, Items, Keep, Meta, Record, Renewal, SaveOutcome, SessionStore,
     StoreFuture, Timestamp,
 };
+use crate::telemetry::{self, EndedBy, Event, Op};
 
 /// How many fresh ids to try when creating or cycling hits a taken id.
 const ID_TRIES: usize = 4;
@@ -162,7 +163,7 @@ impl Persist {
             // A logout: end the session wherever it lives now, even if a
             // concurrent request has moved it to a new id meanwhile.
             Some(l) if out.destroyed.is_some() => Step::Ending {
-                fut: store.end(&l.id, &l.public_id),
+                fut: telemetry::watch(Op::End, store, || store.end(&l.id, &l.public_id)),
                 then: out.changes,
                 now,
             },
@@ -185,7 +186,9 @@ impl Persist {
                 if out.cycle {
                     let new = SessionId::generate();
                     Step::Cycling {
-                        fut: store.cycle(&l.id, &new, &out.changes, at.at),
+                        fut: telemetry::watch(Op::Cycle, store, || {
+                            store.cycle(&l.id, &new, &out.changes, at.at)
+                        }),
                         new,
                         changes: out.changes,
                         tries: 1,
@@ -193,12 +196,14 @@ impl Persist {
                     }
                 } else if !out.changes.is_empty() {
                     Step::Saving {
-                        fut: store.save(&l.id, &out.changes, at.at),
+                        fut: telemetry::watch(Op::Save, store, || {
+                            store.save(&l.id, &out.changes, at.at)
+                        }),
                         at,
                     }
                 } else if at.refresh {
                     Step::Touching {
-                        fut: store.touch(&l.id, at.at),
+                        fut: telemetry::watch(Op::Touch, store, || store.touch(&l.id, at.at)),
                         at,
                     }
                 } else {
@@ -227,8 +232,11 @@ impl Persist {
                 }
                 Step::Ending { fut, then, now } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
-                    Poll::Ready(Ok(())) => create(store, config, then, *now, IdNotice::Forget),
+                    Poll::Ready(Err(e)) => failure(Op::End, store, e),
+                    Poll::Ready(Ok(())) => {
+                        telemetry::count(Event::Destroyed);
+                        create(store, config, then, *now, IdNotice::Forget)
+                    }
                 },
                 Step::Creating {
                     fut,
@@ -237,24 +245,28 @@ impl Persist {
                     tries,
                 } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
-                    Poll::Ready(Ok(true)) => written(
-                        store,
-                        trims,
-                        record.public_id,
-                        IdNotice::Hold {
-                            id: *id,
-                            expires_at: record.expires_at,
-                            persistent: Lifetime::of(&record.meta).persistent(config),
-                        },
-                    ),
+                    Poll::Ready(Err(e)) => failure(Op::Create, store, e),
+                    Poll::Ready(Ok(true)) => {
+                        telemetry::count(Event::Created);
+                        written(
+                            store,
+                            trims,
+                            record.public_id,
+                            IdNotice::Hold {
+                                id: *id,
+                                expires_at: record.expires_at,
+                                persistent: Lifetime::of(&record.meta).persistent(config),
+                            },
+                        )
+                    }
                     Poll::Ready(Ok(false)) if *tries < ID_TRIES => {
                         *id = SessionId::generate();
                         *tries += 1;
-                        *fut = store.create(id, record);
+                        let (id, record) = (&*id, &*record);
+                        *fut = telemetry::watch(Op::Create, store, || store.create(id, record));
                         continue;
                     }
-                    Poll::Ready(Ok(false)) => Step::Done(Some(Err(no_free_id()))),
+                    Poll::Ready(Ok(false)) => failure(Op::Create, store, no_free_id()),
                 },
                 Step::Cycling {
                     fut,
@@ -265,27 +277,40 @@ impl Persist {
                 } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => match result {
-                        Err(e) => Step::Done(Some(Err(e))),
+                        Err(e) => failure(Op::Cycle, store, e),
                         Ok(CycleOutcome::Moved) => {
+                            telemetry::count(Event::Cycled);
                             written(store, trims, at.public_id, at.hold(*new))
                         }
-                        Ok(CycleOutcome::Deleted) => Step::Done(Some(Ok(IdNotice::Forget))),
+                        Ok(CycleOutcome::Deleted) => {
+                            telemetry::count(Event::Destroyed);
+                            Step::Done(Some(Ok(IdNotice::Forget)))
+                        }
                         Ok(CycleOutcome::Gone) => Step::Done(Some(Ok(IdNotice::Gone))),
                         Ok(CycleOutcome::Collision) if *tries < ID_TRIES => {
                             *new = SessionId::generate();
                             *tries += 1;
-                            *fut = store.cycle(&at.id, new, changes, at.at);
+                            let (new, changes, at) = (&*new, &*changes, *at);
+                            *fut = telemetry::watch(Op::Cycle, store, || {
+                                store.cycle(&at.id, new, changes, at.at)
+                            });
                             continue;
                         }
-                        Ok(CycleOutcome::Collision) => Step::Done(Some(Err(no_free_id()))),
+                        Ok(CycleOutcome::Collision) => failure(Op::Cycle, store, no_free_id()),
                     },
                 },
                 Step::Saving { fut, at } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(result) => match result {
-                        Err(e) => Step::Done(Some(Err(e))),
-                        Ok(SaveOutcome::Saved) => written(store, trims, at.public_id, at.notice()),
-                        Ok(SaveOutcome::Deleted) => Step::Done(Some(Ok(IdNotice::Forget))),
+                        Err(e) => failure(Op::Save, store, e),
+                        Ok(SaveOutcome::Saved) => {
+                            telemetry::count(Event::Saved);
+                            written(store, trims, at.public_id, at.notice())
+                        }
+                        Ok(SaveOutcome::Deleted) => {
+                            telemetry::count(Event::Destroyed);
+                            Step::Done(Some(Ok(IdNotice::Forget)))
+                        }
                         // Destroyed or expired meanwhile: the changes are
                         // dropped, and no cookie is sent (the client may
                         // already hold a newer one).
@@ -296,12 +321,16 @@ impl Persist {
                     Poll::Pending => return Poll::Pending,
                     // Best effort: the handler's answer stands even if the
                     // refresh fails; the session then expires a little
-                    // sooner than it would.
+                    // sooner than it would. Still a store failure: logged
+                    // at ERROR and counted like any other.
                     Poll::Ready(Err(e)) => {
-                        tracing::warn!(error = %crate::error::Chain(&e), "session store failed to refresh a session's expiry; answering anyway");
+                        telemetry::failed(Op::Touch, store.name(), &e);
                         Step::Done(Some(Ok(IdNotice::Keep)))
                     }
-                    Poll::Ready(Ok(true)) => Step::Done(Some(Ok(at.notice()))),
+                    Poll::Ready(Ok(true)) => {
+                        telemetry::count(Event::Refreshed);
+                        Step::Done(Some(Ok(at.notice())))
+                    }
                     Poll::Ready(Ok(false)) => Step::Done(Some(Ok(IdNotice::Gone))),
                 },
                 Step::Trimming {
@@ -310,8 +339,9 @@ impl Persist {
                     notice,
                 } => match fut.answer(cx.as_deref_mut()) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => Step::Done(Some(Err(e))),
+                    Poll::Ready(Err(e)) => failure(Op::EndLinked, store, e),
                     Poll::Ready(Ok(ended)) => {
+                        telemetry::ended(EndedBy::LinkCap, ended);
                         if ended > 0 {
                             tracing::debug!(ended, "ended the oldest sessions past a link's cap");
                         }
@@ -354,7 +384,7 @@ fn create<Store: SessionStore>(
     };
     let id = SessionId::generate();
     Step::Creating {
-        fut: store.create(&id, &record),
+        fut: telemetry::watch(Op::Create, store, || store.create(&id, &record)),
         id,
         record,
         tries: 1,
@@ -389,18 +419,27 @@ fn written<Store: SessionStore>(
     match trims.pop() {
         None => Step::Done(Some(Ok(notice))),
         Some(t) => Step::Trimming {
-            fut: store.end_linked(
-                &t.name,
-                &t.value,
-                Keep {
-                    session: Some(public_id),
-                    newest: t.cap - 1,
-                },
-            ),
+            fut: telemetry::watch(Op::EndLinked, store, || {
+                store.end_linked(
+                    &t.name,
+                    &t.value,
+                    Keep {
+                        session: Some(public_id),
+                        newest: t.cap - 1,
+                    },
+                )
+            }),
             public_id,
             notice,
         },
     }
+}
+
+/// A failed step: logged and counted once here, then the request's answer.
+#[cold]
+fn failure<Store: SessionStore>(op: Op, store: &Store, e: StoreError) -> Step {
+    telemetry::failed(op, store.name(), &e);
+    Step::Done(Some(Err(e)))
 }
 
 fn no_free_id() -> StoreError {
@@ -410,5 +449,7 @@ fn no_free_id() -> StoreError {
 }
 
 fn polled_after_done() -> StoreError {
-    StoreError::other("the session layer's save step was run after it finished")
+    let e = StoreError::other("the session layer's save step was run after it finished");
+    tracing::error!(target: telemetry::TARGET, error = %crate::error::Chain(&e), "session layer bug");
+    e
 }

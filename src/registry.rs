@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use crate::config::{Config, Lifetime};
 use crate::error::StoreError;
 use crate::id::PublicId;
-use crate::store::{is_valid_link, Keep, Listed, Meta, SessionStore, Timestamp};
+use crate::store::{is_valid_link, Keep, Listed, Meta, SessionStore, StoreFuture, Timestamp};
+use crate::telemetry::{self, Answer, EndedBy, Op};
 
 /// The most sessions [`SessionRegistry::list`] returns for one link.
 pub const MAX_LISTED: usize = 1000;
@@ -94,9 +95,9 @@ impl SessionRegistry {
             return Ok(Vec::new());
         }
         let listed = self
-            .inner
-            .store
-            .list(name, value, Timestamp::now(), MAX_LISTED)
+            .call(Op::List, |s| {
+                s.list(name, value, Timestamp::now(), MAX_LISTED)
+            })
             .await?;
         let config = &self.inner.config;
         Ok(listed
@@ -123,13 +124,35 @@ impl SessionRegistry {
             session: keep.copied(),
             newest: 0,
         };
-        self.inner.store.end_linked(name, value, keep).await
+        let ended = self
+            .call(Op::EndLinked, |s| s.end_linked(name, value, keep))
+            .await?;
+        telemetry::ended(EndedBy::Registry, ended);
+        Ok(ended)
     }
 
     /// Ends the session named `public_id` (one device on a devices page).
     /// `false` when no live linked session has that public id.
     pub async fn end(&self, public_id: &PublicId) -> Result<bool, StoreError> {
-        self.inner.store.end_public(public_id).await
+        let ended = self
+            .call(Op::EndPublic, |s| s.end_public(public_id))
+            .await?;
+        telemetry::ended(EndedBy::Registry, usize::from(ended));
+        Ok(ended)
+    }
+
+    /// One store call, watched (span, histogram) and its failure logged.
+    async fn call<T: Answer + Send + 'static>(
+        &self,
+        op: Op,
+        call: impl FnOnce(&dyn SessionStore) -> StoreFuture<T>,
+    ) -> Result<T, StoreError> {
+        let store = &*self.inner.store;
+        let result = telemetry::watch(op, store, || call(store)).await;
+        if let Err(e) = &result {
+            telemetry::failed(op, store.name(), e);
+        }
+        result
     }
 }
 

@@ -8,7 +8,7 @@ use http::{HeaderMap, Response};
 
 use crate::config::Config;
 use crate::cookie;
-use crate::error::{Chain, StoreError};
+use crate::error::StoreError;
 use crate::grpc::{self, error_response};
 use crate::persist::IdNotice;
 use crate::storage::{Outcome, SessionStorage};
@@ -91,10 +91,8 @@ pub(crate) fn complete<B: Default>(
             tell_client(config, res.headers_mut(), notice, now);
             res
         }
-        Err(e) => {
-            tracing::error!(error = %Chain(&e), "session store failed to save a session");
-            error_response(e, grpc)
-        }
+        // Logged where the store call failed (`telemetry::failed`).
+        Err(e) => error_response(e, grpc),
     }
 }
 
@@ -108,9 +106,9 @@ pub(crate) fn clear_cookie<B>(config: &Config, res: &mut Response<B>) {
     }
 }
 
-/// The response for a failed load (the inner service is not called).
+/// The response for a failed load (the inner service is not called). The
+/// failure was logged where the store call failed (`telemetry::failed`).
 pub(crate) fn load_failed<B: Default>(e: StoreError, grpc: bool) -> Response<B> {
-    tracing::error!(error = %Chain(&e), "session store failed to load a session");
     error_response(e, grpc)
 }
 

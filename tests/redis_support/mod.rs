@@ -21,6 +21,13 @@
 //!   the commands the client sends: the store's round trips, exactly
 //!   (Redis's own `INFO commandstats` also counts the commands run inside
 //!   scripts).
+//! - [`sentinel::SentinelSet`] (in `sentinel.rs`) is a primary, a replica
+//!   and three sentinels (`redis-server --sentinel`), quick to fail over.
+//!
+//! - TLS (feature `redis-tls`): [`Redis::start_tls`] and
+//!   [`Cluster::start_tls`] serve TLS only (`--port 0 --tls-port …`) with
+//!   certificates from [`TlsFiles`] (a CA, server and client certificates
+//!   made by rcgen); the helpers' own connections then use TLS too.
 //!
 //! Every server runs under a tiny `sh` wrapper that holds a pipe from the
 //! test process on its stdin: when the test process exits, however it
@@ -30,16 +37,20 @@
 #![allow(clippy::unwrap_used)]
 
 mod proxy;
+pub(crate) mod sentinel;
+mod tls;
 
 #[allow(unused_imports)]
 pub(crate) use proxy::CountingProxy;
+#[allow(unused_imports)]
+pub(crate) use tls::TlsFiles;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The wrapper: starts the server, prints its pid, waits for stdin to close
@@ -230,6 +241,8 @@ pub(crate) struct Redis {
     /// Whether dropping the handle removes `dir` (servers in statics leave
     /// that to the wrapper).
     owns_dir: bool,
+    /// Serves TLS only, with these certificates.
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl Redis {
@@ -283,26 +296,64 @@ impl Redis {
         r
     }
 
+    /// A server that serves TLS only (`--port 0 --tls-port <port>`) with
+    /// the certificates of `tls`, and `extra` arguments (e.g.
+    /// `["--tls-auth-clients", "no"]`; Redis demands client certificates
+    /// by default).
+    pub(crate) fn start_tls(tls: &Arc<TlsFiles>, extra: &[&str]) -> Redis {
+        let mut args = vec!["--save", "", "--appendonly", "no"];
+        args.extend_from_slice(extra);
+        Self::start_inner(&args, true, Some(tls))
+    }
+
+    /// Serves the expired server certificate of its [`TlsFiles`] from now
+    /// on (`CONFIG SET tls-cert-file`: new handshakes only).
+    pub(crate) fn serve_expired_certificate(&self) {
+        let tls = self.tls.as_ref().expect("a TLS server");
+        let mut admin = self.admin();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("tls-cert-file")
+            .arg(tls.expired_cert.to_str().unwrap())
+            .arg("tls-key-file")
+            .arg(tls.expired_key.to_str().unwrap())
+            .query(&mut admin)
+            .unwrap();
+    }
+
     fn start_with(extra: &[&str], owns_dir: bool) -> Redis {
+        Self::start_inner(extra, owns_dir, None)
+    }
+
+    /// `--port <port>` (or, with TLS, `--port 0 --tls-port <port>` and the
+    /// certificate files).
+    fn port_args(port: u16, tls: Option<&Arc<TlsFiles>>) -> Vec<String> {
+        match tls {
+            None => vec!["--port".to_owned(), port.to_string()],
+            Some(t) => t.server_args(port),
+        }
+    }
+
+    fn start_inner(extra: &[&str], owns_dir: bool, tls: Option<&Arc<TlsFiles>>) -> Redis {
         let mut last = String::new();
         for _ in 0..10 {
             let port = free_port();
             let dir = temp_dir(&format!("p{port}"));
-            let mut args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--logfile",
-                "redis.log",
-                "--daemonize",
-                "no",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut args = Self::port_args(port, tls);
+            args.extend(
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--logfile",
+                    "redis.log",
+                    "--daemonize",
+                    "no",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
             args.extend(extra.iter().map(|s| s.to_string()));
             let mut r = Redis {
                 port,
@@ -310,6 +361,7 @@ impl Redis {
                 args,
                 proc: None,
                 owns_dir,
+                tls: tls.cloned(),
             };
             match r.launch() {
                 Ok(()) => return r,
@@ -341,14 +393,30 @@ impl Redis {
         }
     }
 
+    /// A redis-rs client for this server (TLS with the test CA and client
+    /// certificate when it serves TLS).
+    pub(crate) fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url()),
+            #[cfg(feature = "redis-tls")]
+            Some(t) => redis::Client::build_with_tls(self.url(), t.certificates()),
+            #[cfg(not(feature = "redis-tls"))]
+            Some(_) => panic!("a TLS server needs the redis-tls feature"),
+        }
+    }
+
     fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
+        let Ok(client) = self.client() else {
             return false;
         };
         let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
             return false;
         };
-        redis::cmd("PING").query::<String>(&mut c).is_ok()
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Ok(_) => true,
+            // Up, and asking for a password (`requirepass`).
+            Err(e) => e.code() == Some("NOAUTH"),
+        }
     }
 
     /// The server's log file.
@@ -360,8 +428,14 @@ impl Redis {
         self.port
     }
 
+    /// `redis://127.0.0.1:<port>`, or `rediss://…` for a TLS server.
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The server process's pid.
@@ -382,7 +456,7 @@ impl Redis {
     /// A blocking admin connection (5 s timeouts, so a frozen server fails
     /// the test instead of hanging it).
     pub(crate) fn admin(&self) -> redis::Connection {
-        let client = redis::Client::open(self.url()).unwrap();
+        let client = self.client().unwrap();
         let c = client
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap();
@@ -398,7 +472,7 @@ impl Redis {
 
     /// An admin connection, or `None` when the server does not answer.
     pub(crate) fn try_admin(&self) -> Option<redis::Connection> {
-        let client = redis::Client::open(self.url()).ok()?;
+        let client = self.client().ok()?;
         let c = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .ok()?;
@@ -468,19 +542,27 @@ impl Drop for Redis {
 /// each.
 pub(crate) struct Cluster {
     nodes: Vec<Redis>,
+    tls: Option<Arc<TlsFiles>>,
 }
 
 impl Cluster {
     /// 3 primaries, no replicas.
     pub(crate) fn start() -> Cluster {
-        Self::start_inner(true, 0, 5000)
+        Self::start_inner(true, 0, 5000, None)
+    }
+
+    /// 3 primaries serving TLS only, the cluster bus over TLS too
+    /// (`--tls-cluster yes`), with the certificates of `tls`; clients need
+    /// a client certificate (Redis's default `tls-auth-clients yes`).
+    pub(crate) fn start_tls(tls: &Arc<TlsFiles>) -> Cluster {
+        Self::start_inner(true, 0, 5000, Some(tls))
     }
 
     /// 3 primaries and 3 replicas (one each), with a `cluster-node-timeout`
     /// of 1000 ms so a dead primary's replica takes over in a few seconds.
     /// Ready once every replica's link to its primary is up.
     pub(crate) fn start_with_replicas() -> Cluster {
-        let c = Self::start_inner(true, 1, 1000);
+        let c = Self::start_inner(true, 1, 1000, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         for n in &c.nodes {
             loop {
@@ -495,46 +577,55 @@ impl Cluster {
         c
     }
 
-    fn start_inner(owns_dirs: bool, replicas: usize, node_timeout_ms: u32) -> Cluster {
+    fn start_inner(
+        owns_dirs: bool,
+        replicas: usize,
+        node_timeout_ms: u32,
+        tls: Option<&Arc<TlsFiles>>,
+    ) -> Cluster {
         let want = 3 * (1 + replicas);
         let mut nodes = Vec::new();
         while nodes.len() < want {
             let port = free_cluster_port();
             let dir = temp_dir(&format!("c{port}"));
-            let args: Vec<String> = [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--logfile",
-                "redis.log",
-                "--daemonize",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &format!("nodes-{port}.conf"),
-                "--cluster-node-timeout",
-                &node_timeout_ms.to_string(),
-                // Replicas sync at once, not after the default 5 s wait.
-                "--repl-diskless-sync-delay",
-                "0",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let mut args = Redis::port_args(port, tls);
+            if tls.is_some() {
+                args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
+            }
+            args.extend(
+                [
+                    "--bind",
+                    "127.0.0.1",
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--logfile",
+                    "redis.log",
+                    "--daemonize",
+                    "no",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout",
+                    &node_timeout_ms.to_string(),
+                    // Replicas sync at once, not after the default 5 s wait.
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
             let mut r = Redis {
                 port,
                 dir,
                 args,
                 proc: None,
                 owns_dir: owns_dirs,
+                tls: tls.cloned(),
             };
             if r.launch().is_ok() {
                 nodes.push(r);
@@ -542,6 +633,7 @@ impl Cluster {
         }
         let cli = find_on_path("redis-cli").expect("redis-cli on PATH");
         let out = Command::new(cli)
+            .args(tls.map(|t| t.cli_args()).unwrap_or_default())
             .arg("--cluster")
             .arg("create")
             .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
@@ -555,7 +647,10 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Cluster { nodes };
+        let cluster = Cluster {
+            nodes,
+            tls: tls.cloned(),
+        };
         cluster.wait_ok();
         cluster
     }
@@ -631,7 +726,15 @@ impl Cluster {
     /// A blocking cluster connection (follows redirections) for setting up
     /// and inspecting keys.
     pub(crate) fn admin(&self) -> redis::cluster::ClusterConnection {
-        redis::cluster::ClusterClient::builder(self.urls())
+        let builder = redis::cluster::ClusterClient::builder(self.urls());
+        let builder = match &self.tls {
+            None => builder,
+            #[cfg(feature = "redis-tls")]
+            Some(t) => builder.certs(t.certificates()),
+            #[cfg(not(feature = "redis-tls"))]
+            Some(_) => panic!("a TLS cluster needs the redis-tls feature"),
+        };
+        builder
             .connection_timeout(Duration::from_secs(5))
             .response_timeout(Duration::from_secs(5))
             .build()
@@ -653,6 +756,22 @@ pub(crate) fn shared() -> Option<&'static Redis> {
     Some(SERVER.get_or_init(|| Redis::start_with(&["--save", "", "--appendonly", "no"], false)))
 }
 
+/// One mutual-TLS server (client certificates required) shared by every
+/// test of this binary, and its certificates. `None` (after the SKIP
+/// message) when redis is missing. Its certificates' directory stays after
+/// the run (a few KB); the server's is removed.
+pub(crate) fn shared_tls() -> Option<&'static (Arc<TlsFiles>, Redis)> {
+    if !available() {
+        return None;
+    }
+    static SERVER: OnceLock<(Arc<TlsFiles>, Redis)> = OnceLock::new();
+    Some(SERVER.get_or_init(|| {
+        let files = TlsFiles::generate();
+        let server = Redis::start_inner(&["--save", "", "--appendonly", "no"], false, Some(&files));
+        (files, server)
+    }))
+}
+
 /// One cluster shared by every test of this binary. `None` (after the SKIP
 /// message) when redis is missing.
 pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
@@ -660,7 +779,7 @@ pub(crate) fn shared_cluster() -> Option<&'static Cluster> {
         return None;
     }
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false, 0, 5000)))
+    Some(CLUSTER.get_or_init(|| Cluster::start_inner(false, 0, 5000, None)))
 }
 
 /// Fixtures the Redis test files share: the wall clock in ms, fresh ids,

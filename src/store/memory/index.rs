@@ -50,6 +50,7 @@ impl Inner {
     /// session finds it gone, and `end` only deletes what it finds.
     pub(super) fn forget(&self, id: &SessionId, record: &Record) {
         self.len.fetch_sub(1, Ordering::Relaxed);
+        telemetry::memory_sessions(false);
         if is_moved(record.created_at) {
             self.moves.remove_if(&record.public_id, |_, at| at == id);
         }
@@ -211,6 +212,7 @@ impl Inner {
             self.file(refile[..r].iter().copied());
         }
         if removed > 0 {
+            telemetry::memory_reclaimed(removed);
             settle_allocator();
         }
         n

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{StoreError, StoreErrorKind};
 use crate::id::{PublicId, SessionId};
+use crate::telemetry;
 
 /// The default cap on the number of sessions in a [`MemoryStore`].
 pub const DEFAULT_MAX_SESSIONS: usize = 1_000_000;

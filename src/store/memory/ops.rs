@@ -21,6 +21,7 @@ impl Inner {
             .remove_if(id, |_, r| r.expires_at <= now && !is_reservation(r))
         {
             self.forget(id, &record);
+            telemetry::memory_reclaimed(1);
         }
         None
     }
@@ -44,6 +45,7 @@ impl Inner {
             }) {
             Ok(n) => {
                 self.peak.fetch_max(n + 1, Ordering::Relaxed);
+                telemetry::memory_sessions(true);
                 true
             }
             Err(_) => false,
@@ -72,6 +74,7 @@ impl Inner {
                         due = now.saturating_add(Duration::from_millis(999));
                         continue;
                     }
+                    telemetry::memory_refused();
                     return Err(Self::full(max));
                 }
             }
@@ -79,6 +82,7 @@ impl Inner {
         match self.map.entry(*id) {
             Entry::Occupied(_) => {
                 self.len.fetch_sub(1, Ordering::Relaxed);
+                telemetry::memory_sessions(false);
                 return Ok(false);
             }
             Entry::Vacant(v) => {

@@ -464,6 +464,22 @@ impl SessionStore for PostgresStore {
         StoreFuture::new(async move { Ok(store.execute(&store.sql.end_public, binds).await? > 0) })
     }
 
+    /// `SELECT 1` through the pool, bounded by the pool's acquire timeout
+    /// (5 s with [`PostgresStore::connect`]): a database that accepts
+    /// connections but does not answer fails the check in time.
+    fn ping(&self) -> StoreFuture<()> {
+        let pool = self.pool.clone();
+        StoreFuture::new(async move {
+            let limit = pool.options().get_acquire_timeout();
+            match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&pool)).await {
+                Ok(r) => r.map(drop).map_err(store_error),
+                Err(_) => Err(StoreError::unavailable(format!(
+                    "PostgreSQL did not answer SELECT 1 within {limit:?} (the pool's acquire timeout)"
+                ))),
+            }
+        })
+    }
+
     fn name(&self) -> &'static str {
         "postgres"
     }

@@ -22,12 +22,13 @@ const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 const RECONNECT_RETRIES: usize = 2;
 /// How long one attempt to open a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub(super) enum Conn {
     Standalone(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<super::sentinel::SentinelConn>),
 }
 
 /// `WAIT` after every write: see [`RedisStore::with_replica_ack`].
@@ -53,6 +54,7 @@ impl Conn {
                 }
             }
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.query(cmd).await,
         }
     }
 
@@ -69,6 +71,7 @@ impl Conn {
                 }
             }
             Conn::Cluster(c) => pipe.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => s.query_pipe(pipe).await,
         }
     }
 }
@@ -78,7 +81,9 @@ impl RedisStore {
     /// such as Sentinel-aware DNS).
     ///
     /// `url` is a redis-rs connection URL: `redis://[user:password@]host:port[/db]`,
-    /// `rediss://` for TLS when redis-rs is built with a TLS feature, or
+    /// `rediss://host:port` for TLS (feature `redis-tls`; the server's
+    /// certificate is checked against the public web PKI roots, see
+    /// [`connect_tls`](Self::connect_tls) for a private CA), or
     /// `redis+unix:///path`. Fails with
     /// [`StoreErrorKind::Unavailable`] when
     /// the server cannot be reached, and with `Other` for a malformed URL.
@@ -107,6 +112,13 @@ impl RedisStore {
         let client = redis::Client::open(url).map_err(|e| {
             StoreError::other(format!("invalid Redis URL for RedisStore::connect: {e}"))
         })?;
+        Self::connect_client(client).await
+    }
+
+    /// [`connect`](Self::connect) with a client already made (plain or TLS).
+    pub(super) async fn connect_client(client: redis::Client) -> Result<Self, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        super::tls::install_crypto_provider();
         let config = ConnectionManagerConfig::new()
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
@@ -149,7 +161,19 @@ impl RedisStore {
     /// # }
     /// ```
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, StoreError> {
-        let client = ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref))
+        Self::connect_cluster_with(urls, |b| b).await
+    }
+
+    /// [`connect_cluster`](Self::connect_cluster), with `configure` adding
+    /// to the client's settings (TLS).
+    pub(super) async fn connect_cluster_with<S: AsRef<str>>(
+        urls: &[S],
+        configure: impl FnOnce(ClusterClientBuilder) -> ClusterClientBuilder,
+    ) -> Result<Self, StoreError> {
+        #[cfg(feature = "redis-tls")]
+        super::tls::install_crypto_provider();
+        let builder = ClusterClientBuilder::new(urls.iter().map(AsRef::as_ref));
+        let client = configure(builder)
             .connection_timeout(CONNECT_TIMEOUT)
             .retries(3)
             .min_retry_wait(10)
@@ -215,7 +239,7 @@ impl RedisStore {
         Self::with_conn(Conn::Cluster(conn))
     }
 
-    fn with_conn(conn: Conn) -> Self {
+    pub(super) fn with_conn(conn: Conn) -> Self {
         Self {
             conn,
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
@@ -242,7 +266,7 @@ impl RedisStore {
     /// Reads `maxmemory-policy` and warns when it can evict sessions.
     /// Servers that refuse `CONFIG` (renamed or disabled, as on many
     /// managed services) leave the policy unknown, with a debug event.
-    async fn read_eviction_policy(&mut self) {
+    pub(super) async fn read_eviction_policy(&mut self) {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory-policy");
         let policy = match self.run(self.conn.query(&cmd)).await {

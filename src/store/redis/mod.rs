@@ -309,6 +309,19 @@
 //! [`Unavailable`](crate::StoreErrorKind::Unavailable) error (`503`), and
 //! the write may still have been applied (and may still replicate).
 //!
+//! # Redis Sentinel
+//!
+//! [`RedisStore::connect_sentinel`] asks the sentinels for the primary of a
+//! master name, checks that it says `ROLE master`, and sends every command
+//! there. A connection error, `READONLY`, `MASTERDOWN` or a command timeout
+//! makes it ask the sentinels again, in a background task (one at a time),
+//! while requests fail fast with `503`; the first request after the new
+//! primary is verified succeeds, and the scripts are loaded there first.
+//! [`with_replica_ack`](RedisStore::with_replica_ack) works as on a
+//! standalone server: after a failover, acknowledged writes need the
+//! promoted primary to have a replica again. Details, and why this is not
+//! redis-rs's `sentinel` feature, on [`RedisStore::connect_sentinel`].
+//!
 //! # Failures
 //!
 //! Every command is bounded by a timeout ([`DEFAULT_COMMAND_TIMEOUT`],
@@ -375,9 +388,16 @@ mod hash;
 mod links;
 mod ops;
 mod scripts;
+mod sentinel;
+#[cfg(feature = "redis-tls")]
+mod tls;
 
 use conn::{Ack, Conn};
 use ops::{int, warn_corrupted};
+pub use sentinel::SentinelOptions;
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use tls::RedisTls;
 
 /// The default bound on every Redis command: 2 seconds.
 ///
@@ -444,6 +464,7 @@ impl fmt::Debug for RedisStore {
         let mode = match self.conn {
             Conn::Standalone(_) => "standalone",
             Conn::Cluster(_) => "cluster",
+            Conn::Sentinel(_) => "sentinel",
         };
         f.debug_struct("RedisStore")
             .field("mode", &mode)

@@ -2,7 +2,8 @@
 //! script each (two or three on Cluster for `cycle` and `end`, see
 //! [`cluster`](super::cluster)).
 
-use redis::Value;
+use redis::cluster_async::ClusterConnection;
+use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::conn::{map_err, redis_code, Conn};
 use super::hash::{clamp, duration_millis, encode_links, parse_hash, Parsed};
@@ -551,7 +552,113 @@ impl SessionStore for RedisStore {
         StoreFuture::new(async move { this.end_public_now(&public_id).await })
     }
 
+    /// `PING` under the command timeout; on a Cluster, to every primary
+    /// that `CLUSTER SLOTS` names, each on its own connection.
+    fn ping(&self) -> StoreFuture<()> {
+        let this = self.clone();
+        StoreFuture::new(async move {
+            match &this.conn {
+                Conn::Standalone(_) | Conn::Sentinel(_) => {
+                    this.run(this.conn.query(&redis::cmd("PING"))).await
+                }
+                Conn::Cluster(c) => this.run(ping_primaries(c.clone())).await,
+            }
+            .map(drop)
+        })
+    }
+
     fn name(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// A readiness `PING` to every primary of a cluster: `CLUSTER SLOTS` (from
+/// a primary), then one `PING` to each primary it names, on the client's
+/// connection to that address. A primary that is down fails it (its slots
+/// are still its own until a replica takes over): the client holds no
+/// connection to it. Not redis-rs's all-primaries routing of a lone `PING`,
+/// nor routing by slot: both fall back to another node's connection when
+/// the one they want is down.
+async fn ping_primaries(mut c: ClusterConnection) -> Result<Value, RedisError> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let random_primary = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+    let map = c.route_command(slots, random_primary).await?;
+    let primaries = primaries(&map);
+    if primaries.is_empty() {
+        return Err(RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ClusterDown),
+            "CLUSTER SLOTS named no primary",
+        )));
+    }
+    let mut last = Value::Nil;
+    for (host, port) in primaries {
+        let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        last = c.route_command(redis::cmd("PING"), to).await?;
+    }
+    Ok(last)
+}
+
+/// The primaries (host, port) of a `CLUSTER SLOTS` reply
+/// (`[[start, end, [host, port, id, …], replicas…], …]`), each once.
+/// Entries that do not parse are skipped.
+fn primaries(reply: &Value) -> Vec<(String, u16)> {
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let Some(Value::Array(node)) = fields.get(2) else {
+            continue;
+        };
+        let host = match node.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => continue,
+        };
+        let Some(Ok(port)) = node.get(1).map(|p| match p {
+            Value::Int(p) => u16::try_from(*p).map_err(drop),
+            _ => Err(()),
+        }) else {
+            continue;
+        };
+        if !out.iter().any(|(h, p)| *h == host && *p == port) {
+            out.push((host, port));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod ping_tests {
+    use super::*;
+
+    #[test]
+    fn primaries_are_read_once_each_and_junk_is_skipped() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let range = |start: i64, host: &str, port: i64| {
+            Value::Array(vec![
+                Value::Int(start),
+                Value::Int(start + 10),
+                Value::Array(vec![bulk(host), Value::Int(port), bulk("id")]),
+            ])
+        };
+        let reply = Value::Array(vec![
+            range(0, "10.0.0.1", 7000),
+            range(11, "10.0.0.2", 7001),
+            range(22, "10.0.0.1", 7000),
+            range(33, "10.0.0.3", 99_999),
+            Value::Array(vec![Value::Int(1)]),
+            Value::Nil,
+        ]);
+        assert_eq!(
+            primaries(&reply),
+            vec![("10.0.0.1".to_owned(), 7000), ("10.0.0.2".to_owned(), 7001)]
+        );
+        assert!(primaries(&Value::Nil).is_empty());
     }
 }

@@ -377,6 +377,21 @@ impl SessionStore for SqliteStore {
         StoreFuture::new(async move { ops::end_public(&inner, public_id).await })
     }
 
+    /// `SELECT 1` through the pool, bounded by the pool's acquire timeout
+    /// (5 s with [`SqliteStore::connect`]).
+    fn ping(&self) -> StoreFuture<()> {
+        let pool = self.inner.pool.clone();
+        StoreFuture::new(async move {
+            let limit = pool.options().get_acquire_timeout();
+            match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&pool)).await {
+                Ok(r) => r.map(drop).map_err(ops::store_error),
+                Err(_) => Err(StoreError::unavailable(format!(
+                    "SQLite did not answer SELECT 1 within {limit:?} (the pool's acquire timeout)"
+                ))),
+            }
+        })
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
     }
