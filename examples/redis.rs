@@ -28,7 +28,7 @@
 //!
 //! ```text
 //! redis-cli --scan --pattern 'session:*'
-//! redis-cli HGETALL 'session:{<id>}'     # one field per item, plus \xffcreated_at, \xffexpires_at, \xffpublic_id
+//! redis-cli HGETALL 'session:{<id>}'     # one field per item, plus \xffc (created) and \xffu (public id)
 //! redis-cli PTTL 'session:{<id>}'        # the idle timeout, counting down
 //! redis-cli --scan --pattern 'session:moved:*'   # after sign-in: where each moved session lives now
 //! ```

@@ -636,9 +636,15 @@ mod checks {
     }
 
     /// SECURITY.md #22: a hash with garbage or missing metadata, or an item that is
-    /// not UTF-8, reads as no session and is removed.
+    /// not UTF-8, reads as no session and is removed (each has a TTL, so the
+    /// metadata is what makes it corrupt), in either layout.
     pub(crate) async fn unreadable_metadata_is_absent_and_deleted(env: Env) {
-        let bad: [&[(&[u8], &[u8])]; 4] = [
+        let bad: [&[(&[u8], &[u8])]; 5] = [
+            &[
+                (b"\xffc", b"garbage"),
+                (b"\xffu", b"0123456789abcdef0123456789abcdef"),
+                (b"a", b"1"),
+            ],
             &[
                 (b"\xffcreated_at", b"garbage"),
                 (b"\xffexpires_at", b"99999999999999"),
@@ -660,6 +666,7 @@ mod checks {
                 hset.arg(*k).arg(*v);
             }
             let _: i64 = env.query(&hset);
+            let _: i64 = env.query(redis::cmd("PEXPIRE").arg(env.key(&id)).arg(60_000));
             assert!(env.find(&id).await.is_none(), "case {i}");
             assert!(!env.exists(&id), "case {i}: deleted");
         }
@@ -673,6 +680,7 @@ mod checks {
                 .arg("a")
                 .arg("1"),
         );
+        let _: i64 = env.query(redis::cmd("PEXPIRE").arg(env.key(&id)).arg(60_000));
         assert_eq!(
             env.store
                 .save(
