@@ -798,12 +798,9 @@ impl SentinelConn {
 /// Whether the server closed or reset the connection (as opposed to
 /// refusing it, or answering).
 fn reset_by_peer(e: &RedisError) -> bool {
-    use std::io::ErrorKind;
-    e.is_connection_dropped()
-        && !e.is_connection_refusal()
-        && !std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| matches!(io.kind(), ErrorKind::NotConnected | ErrorKind::NotFound))
+    // `is_connection_dropped` also covers a refused connection (nothing
+    // listens there: no TLS hint then).
+    e.is_connection_dropped() && !e.is_connection_refusal()
 }
 
 /// A reply to `SENTINEL MASTER <name>` (field, value, field, value, …;
@@ -1005,6 +1002,18 @@ mod tests {
         }
         let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(means_failover(&dropped));
+    }
+
+    #[test]
+    fn only_a_reset_connection_hints_at_tls() {
+        let io = |k| RedisError::from(std::io::Error::from(k));
+        use std::io::ErrorKind::*;
+        for k in [ConnectionReset, UnexpectedEof, BrokenPipe] {
+            assert!(reset_by_peer(&io(k)), "{k:?}");
+        }
+        for k in [ConnectionRefused, NotFound, TimedOut, InvalidData] {
+            assert!(!reset_by_peer(&io(k)), "{k:?}");
+        }
     }
 
     #[test]
