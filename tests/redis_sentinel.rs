@@ -4,7 +4,10 @@
 //! down; connect errors; passwords; a primary killed (SIGKILL) or hung
 //! (SIGSTOP) while clients make requests: 503s during the failover, never
 //! an empty session or a logout, then 200s on the promoted replica with no
-//! app restart; the old primary back as a replica gets no writes.
+//! app restart; the old primary back as a replica gets no writes. With the
+//! feature `redis-tls`: the same over TLS (`SentinelOptions::with_tls`;
+//! data nodes serving TLS only, sentinels reached plain or over TLS), a
+//! kill failover over TLS, and the TLS mistakes as clear connect errors.
 //!
 //! Needs `redis-server` and `redis-cli` on `PATH`. Without them each test
 //! prints a loud SKIP and passes, unless `CI=true`, where it fails.
@@ -46,17 +49,9 @@ async fn connect(set: &SentinelSet) -> RedisStore {
         .unwrap()
 }
 
-/// Sessions through the store and a `SessionLayer`: create, load, save,
-/// cycle, destroy; a sentinel down changes nothing; the database option is
-/// honoured; an unknown master name is a clear error at connect.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_work_through_sentinel_and_a_sentinel_down_does_not_matter() {
-    if !redis_support::available() {
-        return;
-    }
-    let mut set = SentinelSet::start();
-    let store = connect(&set).await;
-    assert!(format!("{store:?}").contains("sentinel"), "{store:?}");
+/// Through a `SessionLayer` on `store`: a session is created, loaded and
+/// saved, cycled (the old id no longer loads), and destroyed.
+async fn sessions_round_trip(store: RedisStore) {
     let app = script_routes().layer(dev_layer(store));
     let r = call(&app, "set=user:alice", None).await;
     let id = r.new_id().expect("a new session");
@@ -74,6 +69,20 @@ async fn sessions_work_through_sentinel_and_a_sentinel_down_does_not_matter() {
     let r = call(&app, "destroy", Some(&cookie(&new))).await;
     assert!(r.expires_cookie(), "{r:?}");
     assert_eq!(call(&app, "get=user", Some(&cookie(&new))).await.ok(), "-");
+}
+
+/// Sessions through the store and a `SessionLayer`: create, load, save,
+/// cycle, destroy; a sentinel down changes nothing; the database option is
+/// honoured; an unknown master name is a clear error at connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_work_through_sentinel_and_a_sentinel_down_does_not_matter() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut set = SentinelSet::start();
+    let store = connect(&set).await;
+    assert!(format!("{store:?}").contains("sentinel"), "{store:?}");
+    sessions_round_trip(store).await;
 
     // The first sentinel in the list is down: connect asks the next.
     set.sentinels_mut()[0].crash();
@@ -589,5 +598,162 @@ async fn soak_failovers() {
                 set.failovers() - failovers
             );
         }
+    }
+}
+
+/// Sentinel with TLS (`SentinelOptions::with_tls`): data nodes that serve
+/// TLS only, sentinels that talk TLS to them and listen both plain and
+/// TLS (see `redis_support::sentinel`).
+#[cfg(feature = "redis-tls")]
+mod tls {
+    use super::*;
+    use redis_support::TlsFiles;
+    use tower_session_storage::RedisTls;
+
+    /// Longer than any connect may take: a connect still running then is a
+    /// hang, and fails the test.
+    const NO_HANG: Duration = Duration::from_secs(30);
+
+    /// The test CA and the client certificate (mutual TLS).
+    fn mutual(files: &TlsFiles) -> SentinelOptions {
+        SentinelOptions::new().with_tls(
+            RedisTls::new()
+                .with_root_certificates(TlsFiles::read(&files.ca))
+                .with_client_certificate(
+                    TlsFiles::read(&files.client_cert),
+                    TlsFiles::read(&files.client_key),
+                ),
+        )
+    }
+
+    /// A connect that must fail: its error. Panics when it succeeds or
+    /// does not finish within [`NO_HANG`].
+    async fn refused(urls: &[String], options: SentinelOptions) -> StoreError {
+        let connect = RedisStore::connect_sentinel_with(urls, MASTER, options);
+        match tokio::time::timeout(NO_HANG, connect).await {
+            Err(_) => panic!("connect hung for {NO_HANG:?}"),
+            Ok(Ok(store)) => panic!("connect succeeded: {store:?}"),
+            Ok(Err(e)) => {
+                eprintln!("connect refused: {}", chain(&e));
+                e
+            }
+        }
+    }
+
+    /// Sessions over TLS: plain sentinels naming a TLS-only primary, and
+    /// the same sentinels through their TLS port (`rediss://`). Without
+    /// `with_tls`, or with a CA that did not sign the certificates, connect
+    /// fails at once with an error that says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_work_over_tls_and_tls_mistakes_are_clear_errors() {
+        if !redis_support::available() {
+            return;
+        }
+        let files = TlsFiles::generate();
+        let set = SentinelSet::start_tls(&files);
+        let primary = format!("127.0.0.1:{}", set.nodes()[0].port());
+
+        // Plain sentinels, TLS primary.
+        let store = RedisStore::connect_sentinel_with(&set.sentinel_urls(), MASTER, mutual(&files))
+            .await
+            .unwrap();
+        // The store reaches the primary: a session it saves is there.
+        let app = script_routes().layer(dev_layer(store.clone()));
+        let id = call(&app, "set=user:alice", None).await.new_id().unwrap();
+        let key = format!("session:{{{id}}}");
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut set.node_conn(0).unwrap())
+            .unwrap();
+        assert_eq!(exists, 1, "the session is on the TLS primary");
+        sessions_round_trip(store).await;
+
+        // The sentinels over TLS too.
+        let store =
+            RedisStore::connect_sentinel_with(&set.sentinel_tls_urls(), MASTER, mutual(&files))
+                .await
+                .unwrap();
+        sessions_round_trip(store).await;
+
+        // No `with_tls`: the sentinels answer, the primary does not speak
+        // plain TCP.
+        let e = refused(&set.sentinel_urls(), SentinelOptions::new()).await;
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{}", chain(&e));
+        let msg = chain(&e);
+        assert!(
+            msg.contains(&primary) && msg.contains("with_tls"),
+            "names the primary and the fix: {msg}"
+        );
+        // `rediss://` sentinels without `with_tls`: the public roots do
+        // not trust the test CA.
+        let e = refused(&set.sentinel_tls_urls(), SentinelOptions::new()).await;
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{}", chain(&e));
+        assert!(chain(&e).contains("UnknownIssuer"), "{}", chain(&e));
+
+        // A CA that did not sign the servers' certificates.
+        let other = TlsFiles::generate();
+        let wrong_ca = || {
+            SentinelOptions::new().with_tls(
+                RedisTls::new()
+                    .with_root_certificates(TlsFiles::read(&other.ca))
+                    .with_client_certificate(
+                        TlsFiles::read(&files.client_cert),
+                        TlsFiles::read(&files.client_key),
+                    ),
+            )
+        };
+        let e = refused(&set.sentinel_urls(), wrong_ca()).await;
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable, "{}", chain(&e));
+        let msg = chain(&e);
+        // (`BadSignature` here rather than `UnknownIssuer`: both test CAs
+        // have the same name.)
+        assert!(
+            msg.contains(&primary) && msg.contains("invalid peer certificate"),
+            "{msg}"
+        );
+        let e = refused(&set.sentinel_tls_urls(), wrong_ca()).await;
+        let msg = chain(&e);
+        assert!(
+            msg.contains("none of the 3 sentinels answered")
+                && msg.contains("invalid peer certificate"),
+            "{msg}"
+        );
+    }
+
+    /// The TLS primary is killed (SIGKILL) while clients make requests:
+    /// 503s during the failover, never an empty session or a
+    /// `Set-Cookie`, then 200s on the promoted replica over TLS, through
+    /// the same store.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn killed_tls_primary_is_503_then_200_on_the_promoted_replica() {
+        if !redis_support::available() {
+            return;
+        }
+        let files = TlsFiles::generate();
+        let mut set = SentinelSet::start_tls(&files);
+        let store = RedisStore::connect_sentinel_with(&set.sentinel_urls(), MASTER, mutual(&files))
+            .await
+            .unwrap();
+        let acked = store.clone().with_replica_ack(1, Duration::from_secs(1));
+        let cookies = make_sessions(&script_routes().layer(dev_layer(acked)), 4).await;
+        let app = script_routes().layer(dev_layer(store));
+
+        let seen = failover_under_load(
+            &mut set,
+            &app,
+            &cookies,
+            |s, old| s.nodes_mut()[old].crash(),
+            |_, _| {},
+        )
+        .await;
+        report("kill over TLS", &seen);
+        assert!(seen.unavailable > 0, "the kill was noticed: {seen:?}");
+        // The promoted replica has the sessions and takes new ones.
+        let id = call(&app, "set=user:new", None).await.new_id().unwrap();
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(format!("session:{{{id}}}"))
+            .query(&mut set.node_conn(1).unwrap())
+            .unwrap();
+        assert_eq!(exists, 1, "the session is on the promoted replica");
     }
 }

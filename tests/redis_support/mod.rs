@@ -22,7 +22,8 @@
 //!   (Redis's own `INFO commandstats` also counts the commands run inside
 //!   scripts).
 //! - [`sentinel::SentinelSet`] (in `sentinel.rs`) is a primary, a replica
-//!   and three sentinels (`redis-server --sentinel`), quick to fail over.
+//!   and three sentinels (`redis-server --sentinel`), quick to fail over;
+//!   [`sentinel::SentinelSet::start_tls`] runs it over TLS.
 //!
 //! - TLS (feature `redis-tls`): [`Redis::start_tls`] and
 //!   [`Cluster::start_tls`] serve TLS only (`--port 0 --tls-port …`) with

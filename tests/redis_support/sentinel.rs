@@ -7,10 +7,20 @@
 //! The data nodes may require a password ([`SentinelSet::start_with`]); the
 //! sentinels then know it (`sentinel auth-pass`), and may require one of
 //! their own.
+//!
+//! With TLS ([`SentinelSet::start_tls`]) the data nodes serve TLS only
+//! (`--port 0 --tls-port …`, replication over TLS: `--tls-replication
+//! yes`). The sentinels talk TLS to them and to each other (`tls-replication
+//! yes` in the sentinel's config: Redis 7 sentinels then use TLS for every
+//! link they open, and announce their `tls-port` to the other sentinels),
+//! and listen both on a plain `port` and on a `tls-port` for clients:
+//! [`SentinelSet::sentinel_urls`] are `redis://`, and
+//! [`SentinelSet::sentinel_tls_urls`] `rediss://`, to the same sentinels.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{free_port, temp_dir, Redis};
+use super::{free_port, temp_dir, Redis, TlsFiles};
 
 /// The master name the sentinels monitor.
 pub(crate) const MASTER: &str = "sessions";
@@ -29,6 +39,11 @@ pub(crate) struct SentinelSet {
     nodes: Vec<Redis>,
     sentinels: Vec<Redis>,
     auth: Auth,
+    /// Data nodes serve TLS only with these certificates, and the
+    /// sentinels talk TLS to them.
+    tls: Option<Arc<TlsFiles>>,
+    /// The sentinels' TLS ports (with `tls`), in the order of `sentinels`.
+    sentinel_tls_ports: Vec<u16>,
 }
 
 impl SentinelSet {
@@ -41,6 +56,18 @@ impl SentinelSet {
     /// replica and the two other sentinels (so a failover can start at
     /// once).
     pub(crate) fn start_with(auth: Auth) -> SentinelSet {
+        Self::start_inner(auth, None)
+    }
+
+    /// Over TLS, with the certificates of `tls` (no passwords): see the
+    /// module docs. Clients need a client certificate (Redis's default
+    /// `tls-auth-clients yes`), on the data nodes and on the sentinels'
+    /// TLS ports.
+    pub(crate) fn start_tls(tls: &Arc<TlsFiles>) -> SentinelSet {
+        Self::start_inner(Auth::default(), Some(tls))
+    }
+
+    fn start_inner(auth: Auth, tls: Option<&Arc<TlsFiles>>) -> SentinelSet {
         // Persistence on (AOF, fsynced on every write): a primary without
         // it that is restarted comes back empty, and Redis's replication
         // docs warn that replicas may then sync that empty data set. The
@@ -56,23 +83,33 @@ impl SentinelSet {
         if let Some(p) = &auth.data {
             data_args.extend(["--requirepass", p, "--masterauth", p]);
         }
-        let primary = Redis::start_args(&data_args);
+        if tls.is_some() {
+            data_args.extend(["--tls-replication", "yes"]);
+        }
+        let start = |args: &[&str]| match tls {
+            None => Redis::start_args(args),
+            Some(t) => Redis::start_tls(t, args),
+        };
+        let primary = start(&data_args);
         let port = primary.port().to_string();
         let mut replica_args = data_args.clone();
         replica_args.extend(["--replicaof", "127.0.0.1", &port]);
-        let replica = Redis::start_args(&replica_args);
+        let replica = start(&replica_args);
         let mut set = SentinelSet {
             nodes: vec![primary, replica],
             sentinels: Vec::new(),
             auth,
+            tls: tls.cloned(),
+            sentinel_tls_ports: Vec::new(),
         };
         set.wait_until(30, "the replica never synced", |s| {
             s.info(1, "replication")
                 .is_some_and(|i| i.contains("master_link_status:up"))
         });
         for _ in 0..3 {
-            let s = set.start_sentinel();
+            let (s, tls_port) = set.start_sentinel();
             set.sentinels.push(s);
+            set.sentinel_tls_ports.extend(tls_port);
         }
         set.wait_until(30, "the sentinels never saw each other", |s| {
             (0..3).all(|i| {
@@ -84,7 +121,9 @@ impl SentinelSet {
         set
     }
 
-    fn start_sentinel(&self) -> Redis {
+    /// A sentinel, ready (it answers on its plain port), and its TLS port
+    /// (with TLS).
+    fn start_sentinel(&self) -> (Redis, Option<u16>) {
         let primary = self.nodes[0].port();
         let mut last = String::new();
         for _ in 0..10 {
@@ -98,6 +137,24 @@ impl SentinelSet {
                  sentinel parallel-syncs {MASTER} 1\n",
                 dir.display()
             );
+            let mut tls_port = None;
+            if let Some(t) = &self.tls {
+                let p = free_port();
+                if p == port {
+                    continue;
+                }
+                tls_port = Some(p);
+                // The server certificate is also the sentinel's client
+                // certificate towards the data nodes and the other
+                // sentinels (it has no extended key usage).
+                conf.push_str(&format!(
+                    "tls-port {p}\ntls-replication yes\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\n",
+                    t.server_cert.display(),
+                    t.server_key.display(),
+                    t.ca.display()
+                ));
+            }
             if let Some(p) = &self.auth.data {
                 conf.push_str(&format!("sentinel auth-pass {MASTER} {p}\n"));
             }
@@ -115,7 +172,7 @@ impl SentinelSet {
                 tls: None,
             };
             match r.launch() {
-                Ok(()) => return r,
+                Ok(()) => return (r, tls_port),
                 Err(e) => last = e,
             }
         }
@@ -135,6 +192,14 @@ impl SentinelSet {
         self.sentinels.iter().map(Redis::url).collect()
     }
 
+    /// The sentinels' TLS URLs (`rediss://`), with TLS; none without.
+    pub(crate) fn sentinel_tls_urls(&self) -> Vec<String> {
+        self.sentinel_tls_ports
+            .iter()
+            .map(|p| format!("rediss://127.0.0.1:{p}"))
+            .collect()
+    }
+
     pub(crate) fn nodes(&self) -> &[Redis] {
         &self.nodes
     }
@@ -147,14 +212,20 @@ impl SentinelSet {
         &mut self.sentinels
     }
 
-    /// A blocking connection to `r`, logged in with `password`; `None`
-    /// when it does not answer within 2 s.
+    /// A blocking connection to `r` (over TLS when it serves TLS), logged
+    /// in with `password`; `None` when it does not answer within 2 s.
     fn connect(r: &Redis, password: Option<&str>) -> Option<redis::Connection> {
         let mut url = r.url();
         if let Some(p) = password {
-            url = url.replacen("redis://", &format!("redis://:{p}@"), 1);
+            url = url.replacen("://", &format!("://:{p}@"), 1);
         }
-        let client = redis::Client::open(url).ok()?;
+        let client = match &r.tls {
+            None => redis::Client::open(url).ok()?,
+            #[cfg(feature = "redis-tls")]
+            Some(t) => redis::Client::build_with_tls(url, t.certificates()).ok()?,
+            #[cfg(not(feature = "redis-tls"))]
+            Some(_) => panic!("a TLS server needs the redis-tls feature"),
+        };
         let c = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .ok()?;

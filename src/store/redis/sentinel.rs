@@ -735,7 +735,7 @@ impl SentinelConn {
         };
         let (mut conn, role) =
             match tokio::time::timeout(CONNECT_TIMEOUT + PROBE_TIMEOUT, open).await {
-                Ok(r) => r.map_err(|e| e.to_string())?,
+                Ok(r) => r.map_err(|e| self.explain(&e))?,
                 Err(_) => return Err("no answer in time".into()),
             };
         let role = match &role {
@@ -773,6 +773,34 @@ impl SentinelConn {
             generation: 0,
         })
     }
+}
+
+impl SentinelConn {
+    /// Why the primary could not be used, with a hint when it looks like a
+    /// TLS-only primary reached in plain TCP: Redis resets such a
+    /// connection, which alone says nothing about TLS.
+    fn explain(&self, e: &RedisError) -> String {
+        #[cfg(feature = "redis-tls")]
+        let plain = self.tls.is_none();
+        #[cfg(not(feature = "redis-tls"))]
+        let plain = true;
+        if plain && reset_by_peer(e) {
+            format!(
+                "{e} (a primary that serves TLS only resets plain TCP connections: if it does, \
+                 connect with SentinelOptions::with_tls, feature `redis-tls`)"
+            )
+        } else {
+            e.to_string()
+        }
+    }
+}
+
+/// Whether the server closed or reset the connection (as opposed to
+/// refusing it, or answering).
+fn reset_by_peer(e: &RedisError) -> bool {
+    // `is_connection_dropped` also covers a refused connection (nothing
+    // listens there: no TLS hint then).
+    e.is_connection_dropped() && !e.is_connection_refusal()
 }
 
 /// A reply to `SENTINEL MASTER <name>` (field, value, field, value, …;
@@ -974,6 +1002,18 @@ mod tests {
         }
         let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(means_failover(&dropped));
+    }
+
+    #[test]
+    fn only_a_reset_connection_hints_at_tls() {
+        let io = |k| RedisError::from(std::io::Error::from(k));
+        use std::io::ErrorKind::*;
+        for k in [ConnectionReset, UnexpectedEof, BrokenPipe] {
+            assert!(reset_by_peer(&io(k)), "{k:?}");
+        }
+        for k in [ConnectionRefused, NotFound, TimedOut, InvalidData] {
+            assert!(!reset_by_peer(&io(k)), "{k:?}");
+        }
     }
 
     #[test]
