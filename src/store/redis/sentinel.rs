@@ -213,13 +213,21 @@ impl SentinelOptions {
     ///
     /// # Example
     ///
-    /// ```
+    /// ```no_run
     /// use tower_session_storage::store::redis::SentinelOptions;
-    /// use tower_session_storage::RedisTls;
+    /// use tower_session_storage::{RedisStore, RedisTls};
     ///
-    /// let options = SentinelOptions::new()
-    ///     .with_tls(RedisTls::new().with_root_certificates(b"-----BEGIN CERTIFICATE-----…".to_vec()));
-    /// # let _ = options;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = RedisTls::new().with_root_certificates(std::fs::read("ca.pem")?);
+    /// let store = RedisStore::connect_sentinel_with(
+    ///     &["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    ///     "sessions",
+    ///     SentinelOptions::new().with_tls(tls),
+    /// )
+    /// .await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
     /// ```
     #[cfg(feature = "redis-tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
