@@ -173,7 +173,7 @@ pub(super) fn int(v: &Value) -> Result<i64, StoreError> {
 }
 
 /// The RESP type of a reply, for error messages that must not carry it.
-fn reply_type(v: &Value) -> &'static str {
+pub(super) fn reply_type(v: &Value) -> &'static str {
     match v {
         Value::Nil => "nil",
         Value::Int(_) => "an integer",
