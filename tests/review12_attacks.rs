@@ -361,6 +361,59 @@ async fn a_failover_after_a_logout_never_undoes_it_and_ping_waits_for_the_promot
     );
 }
 
+/// Repeated kills: the primary is killed, the replica promoted, the old
+/// primary comes back as its replica, then the new primary is killed in
+/// turn. The same store follows both failovers; a session written before,
+/// between and after is never answered empty, a logout between the two
+/// failovers stays a logout, and `ping` is `Ok` at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_failovers_in_a_row_are_followed_by_the_same_store() {
+    if !redis_support::available() {
+        return;
+    }
+    let mut set = SentinelSet::start();
+    let store = RedisStore::connect_sentinel(&set.sentinel_urls(), MASTER)
+        .await
+        .unwrap()
+        .with_replica_ack(1, Duration::from_millis(500))
+        .with_command_timeout(Duration::from_millis(500));
+    let app = script_routes().layer(dev_layer(store.clone()));
+    let first = call(&app, "set=user:alice", None).await.new_id().unwrap();
+
+    /// Until a request on `id` answers 200; never an empty session.
+    async fn until_back(app: &axum::Router, id: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = call(app, "get=user", Some(&cookie(id))).await;
+            assert!(r.status == 503 || r.body == want, "{r:?}");
+            if r.status == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no failover within a minute");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    set.nodes_mut()[0].crash();
+    until_back(&app, &first, "alice").await;
+    set.wait_primary(1, 60);
+    set.restart_as_replica(0);
+    set.wait_replica(0, 60);
+    // Writes are acknowledged again: one more session, and a logout.
+    let second = call(&app, "set=user:bob", None).await.new_id().unwrap();
+    let gone = call(&app, "set=user:eve", None).await.new_id().unwrap();
+    assert!(call(&app, "destroy", Some(&cookie(&gone)))
+        .await
+        .expires_cookie());
+
+    set.nodes_mut()[1].crash();
+    until_back(&app, &first, "alice").await;
+    until_back(&app, &second, "bob").await;
+    assert_eq!(call(&app, "get=user", Some(&cookie(&gone))).await.ok(), "-");
+    assert_eq!(set.role(0).as_deref(), Some("master"));
+    bounded("ping", store.ping()).await.unwrap();
+}
+
 /// Both data nodes dead, so a resolution never ends by itself (it retries
 /// for a minute): while the store lives it keeps asking the sentinels;
 /// once the store is dropped the task stops within a round (it holds the
