@@ -7,9 +7,8 @@
 //! test that needs one prints a loud SKIP and passes, unless `CI=true`.
 #![allow(clippy::unwrap_used)]
 
-#[allow(unused_macros, dead_code)]
+#[allow(unused_macros)]
 mod common;
-#[allow(dead_code)]
 mod redis_support;
 
 use std::time::{Duration, Instant};
