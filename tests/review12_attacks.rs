@@ -447,6 +447,39 @@ async fn an_unacknowledged_cycle_does_not_log_the_user_out() {
     );
 }
 
+/// A hung primary (SIGSTOP): `ping` fails within the command timeout and
+/// a bit (never hangs), is never `Ok` before the replica is promoted, and
+/// is `Ok` again afterwards with the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_on_a_hung_sentinel_primary_fails_then_follows_the_failover() {
+    if !redis_support::available() {
+        return;
+    }
+    let set = SentinelSet::start();
+    let store = RedisStore::connect_sentinel(&set.sentinel_urls(), MASTER)
+        .await
+        .unwrap()
+        .with_command_timeout(Duration::from_millis(500));
+    bounded("ping", store.ping()).await.unwrap();
+    set.nodes()[0].freeze();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failed = 0;
+    loop {
+        match bounded("ping", store.ping()).await {
+            Ok(()) => {
+                // Node 0 cannot answer: only the promoted replica can.
+                assert_eq!(set.role(1).as_deref(), Some("master"));
+                break;
+            }
+            Err(_) => failed += 1,
+        }
+        assert!(Instant::now() < deadline, "no failover within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed > 0, "ping never failed while the primary hung");
+    set.nodes()[0].thaw();
+}
+
 /// Both data nodes dead, so a resolution never ends by itself (it retries
 /// for a minute): while the store lives it keeps asking the sentinels;
 /// once the store is dropped the task stops within a round (it holds the
