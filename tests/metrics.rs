@@ -565,3 +565,38 @@ async fn a_redis_store_is_labelled_timed_and_its_outage_counted() {
     assert_eq!(seen.samples(DURATION, &[("op", "load"), redis]).len(), 4);
     assert_eq!(seen.counter(LOADS, &[]), 2, "a failed load is no outcome");
 }
+
+/// Review (issue 12): the sessions gauge after churn. Sign-in, `cycle_id`,
+/// a write racing a logout, a request on the old id, expired sessions swept
+/// by later operations: after each round the gauge is the store's length.
+/// A dropped store no longer holds its sessions: the gauge gives them back.
+#[tokio::test]
+async fn the_sessions_gauge_follows_churn_expiry_and_a_dropped_store() {
+    let recorder = DebuggingRecorder::new();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let mut seen = Seen::new(&recorder);
+    let store = MemoryStore::new();
+    let app = script_routes().layer(SessionLayer::new(store.clone()));
+    for round in 0..100 {
+        let id = call(&app, "set=user:a", None).await.new_id().unwrap();
+        let r = call(&app, "cycle&set=n:1", Some(&cookie(&id))).await;
+        let new = r.new_id().unwrap();
+        let (a, b) = (app.clone(), app.clone());
+        let c = cookie(&new);
+        let c2 = c.clone();
+        let write = async move { call(&a, "set=x:1", Some(&c)).await };
+        let logout = async move { call(&b, "destroy", Some(&c2)).await };
+        tokio::join!(write, logout);
+        call(&app, "get=user", Some(&cookie(&id))).await;
+        if round % 10 == 0 {
+            let past = Timestamp::now().saturating_sub(Duration::from_secs(5));
+            let x = parse_id(&made_up_id());
+            assert!(store.create(&x, &record(past)).await.unwrap());
+        }
+        assert_eq!(seen.gauge(SESSIONS), store.len() as f64, "round {round}");
+    }
+    assert_eq!(seen.gauge(SESSIONS), store.len() as f64);
+    drop(app);
+    drop(store);
+    assert_eq!(seen.gauge(SESSIONS), 0.0, "a dropped store's sessions");
+}

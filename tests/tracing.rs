@@ -499,3 +499,64 @@ async fn a_redis_outage_is_one_error_event_per_failure() {
     assert_eq!(errors[0].field("kind"), Some("unavailable"));
     assert!(!errors[0].text().contains(&id[4..]), "{errors:?}");
 }
+
+/// Review (issue 12): a Sentinel failover, logged with debug on (the
+/// store's warnings, the resolution's rounds, one ERROR per failed
+/// request): no session id beyond its prefix and no item value anywhere.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_sentinel_failover_logs_no_session_id_and_no_item_value() {
+    use std::time::Instant;
+    if !redis_support::available() {
+        return;
+    }
+    const SECRET: &str = "secret-token-value-of-alice";
+    let mut log = log();
+    let mut set = redis_support::sentinel::SentinelSet::start();
+    let store = tower_session_storage::RedisStore::connect_sentinel(
+        &set.sentinel_urls(),
+        redis_support::sentinel::MASTER,
+    )
+    .await
+    .unwrap()
+    .with_command_timeout(Duration::from_millis(500));
+    let app = script_routes().layer(dev_layer(store));
+    let mut ids = vec![call(&app, &format!("set=token:{SECRET}"), None)
+        .await
+        .new_id()
+        .unwrap()];
+    set.nodes_mut()[0].crash();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut failed = 0;
+    loop {
+        let id = ids.last().unwrap().clone();
+        let r = call(
+            &app,
+            &format!("get=token&set=t2:{SECRET}"),
+            Some(&cookie(&id)),
+        )
+        .await;
+        if r.status == 200 {
+            assert_eq!(r.body, SECRET);
+            break;
+        }
+        failed += 1;
+        assert!(Instant::now() < deadline, "no failover within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = call(&app, "cycle", Some(&cookie(ids.last().unwrap()))).await;
+    ids.push(r.new_id().unwrap());
+    let seen = log.take();
+    assert!(
+        failed > 0 && errors(&seen).len() >= failed,
+        "the failover was logged: {failed} failed, {seen:#?}"
+    );
+    for s in &seen {
+        let text = s.text();
+        assert!(!text.contains("secret-token"), "an item value in {s:?}");
+        for id in &ids {
+            assert!(!text.contains(&id[4..]), "most of a session id in {s:?}");
+            assert!(!text.contains(&id[..8]), "more than the prefix in {s:?}");
+        }
+    }
+}

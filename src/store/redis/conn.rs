@@ -350,7 +350,8 @@ impl RedisStore {
                 ack.replicas, ack.timeout
             ))),
             other => Err(StoreError::other(format!(
-                "unexpected reply to WAIT: {other:?}"
+                "unexpected reply to WAIT: {}",
+                super::ops::reply_type(&other)
             ))),
         }
     }

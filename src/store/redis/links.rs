@@ -196,8 +196,13 @@ impl RedisStore {
                 other => {
                     return Err(StoreError::unavailable(format!(
                         "too few replicas acknowledged a session write within {:?} \
-                         (RedisStore::with_replica_ack): {other:?}",
-                        a.timeout
+                         (RedisStore::with_replica_ack): {}",
+                        a.timeout,
+                        match &other {
+                            Some(Value::Int(n)) => format!("{n} acknowledged"),
+                            Some(v) => super::ops::reply_type(v).to_owned(),
+                            None => "no reply".to_owned(),
+                        }
                     )))
                 }
             }

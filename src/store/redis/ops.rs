@@ -163,9 +163,51 @@ impl Reply {
 pub(super) fn int(v: &Value) -> Result<i64, StoreError> {
     match v {
         Value::Int(n) => Ok(*n),
+        // The reply's type only: its content could be a session's data, and
+        // this error is logged and counted.
         other => Err(StoreError::other(format!(
-            "unexpected reply from a RedisStore script: {other:?}"
+            "unexpected reply from a RedisStore script: {}, not an integer",
+            reply_type(other)
         ))),
+    }
+}
+
+/// The RESP type of a reply, for error messages that must not carry it.
+pub(super) fn reply_type(v: &Value) -> &'static str {
+    match v {
+        Value::Nil => "nil",
+        Value::Int(_) => "an integer",
+        Value::BulkString(_) => "a bulk string",
+        Value::SimpleString(_) | Value::Okay => "a simple string",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "a map",
+        _ => "another type",
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+
+    #[test]
+    fn an_unexpected_reply_is_not_copied_into_the_error() {
+        let secret = b"token-of-alice".to_vec();
+        for v in [
+            Value::BulkString(secret.clone()),
+            Value::Array(vec![Value::BulkString(secret.clone())]),
+            Value::SimpleString("token-of-alice".into()),
+        ] {
+            let e = int(&v).unwrap_err();
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            assert!(!text.contains("alice"), "{text}");
+            assert!(text.contains("not an integer"), "{text}");
+        }
+        assert_eq!(int(&Value::Int(4)).ok(), Some(4));
     }
 }
 

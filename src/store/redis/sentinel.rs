@@ -824,7 +824,14 @@ fn master_info(reply: Value) -> Result<(u64, String, u16), String> {
             pairs
         }
         Value::Map(m) => m,
-        other => return Err(format!("unexpected reply {other:?}")),
+        // Its type only: a hostile or broken sentinel could send megabytes, and
+        // this message is logged on every round of a resolution.
+        other => {
+            return Err(format!(
+                "unexpected reply: {}",
+                super::ops::reply_type(&other)
+            ))
+        }
     };
     let field = |name: &str| {
         pairs
@@ -1056,6 +1063,8 @@ mod tests {
         ] {
             assert!(master_info(junk).is_err());
         }
+        let huge = Value::BulkString(vec![b'x'; 1 << 20]);
+        assert!(master_info(huge).is_err_and(|e| e.len() < 100));
         assert_eq!(text(&Value::Int(3)), None);
         assert_eq!(text(&Value::BulkString(vec![0xff])), None);
     }
