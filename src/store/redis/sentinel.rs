@@ -642,9 +642,9 @@ impl SentinelConn {
         for sentinel in &self.sentinels {
             let at = sentinel.addr().to_string();
             match self.ask(sentinel).await {
-                Ok(Some((epoch, host, port))) => {
+                Ok(Some(answer)) => {
                     err.answered += 1;
-                    named.push((epoch, host, port, at));
+                    named.push(answer);
                 }
                 Ok(None) => {
                     err.answered += 1;
@@ -655,10 +655,32 @@ impl SentinelConn {
                 Err(e) => err.tried.push(format!("sentinel {at}: {e}")),
             }
         }
+        let counts = in_group(&named);
+        let mut named: Vec<Answer> = named
+            .into_iter()
+            .zip(counts)
+            .filter_map(|(a, counts)| {
+                if !counts {
+                    err.tried.push(format!(
+                        "{}:{} (named by sentinel {}, epoch {}): ignored, no other sentinel \
+                         that answered knows that sentinel or names that address",
+                        a.host, a.port, a.at, a.epoch
+                    ));
+                }
+                counts.then_some(a)
+            })
+            .collect();
         // Newest first; among equals, in the order the sentinels were given.
-        named.sort_by_key(|n| std::cmp::Reverse(n.0));
+        named.sort_by_key(|a| std::cmp::Reverse(a.epoch));
         let mut tried: Vec<(String, u16)> = Vec::new();
-        for (epoch, host, port, at) in named {
+        for Answer {
+            epoch,
+            host,
+            port,
+            at,
+            ..
+        } in named
+        {
             if tried.iter().any(|(h, p)| *h == host && *p == port) {
                 continue;
             }
@@ -674,25 +696,57 @@ impl SentinelConn {
     }
 
     /// `SENTINEL MASTER <name>`: the config epoch and the address of the
-    /// primary; `None` when the sentinel does not monitor that name.
-    async fn ask(&self, sentinel: &ConnectionInfo) -> Result<Option<(u64, String, u16)>, String> {
+    /// primary; `None` when the sentinel does not monitor that name. Then,
+    /// on the same connection, who the sentinel is (`SENTINEL MYID`) and
+    /// which peers it knows for that name (`SENTINEL SENTINELS <name>`):
+    /// each bounded by [`PROBE_TIMEOUT`], and an error or junk there only
+    /// leaves that part empty (`MYID` needs Redis 6.2).
+    async fn ask(&self, sentinel: &ConnectionInfo) -> Result<Option<Answer>, String> {
+        let at = sentinel.addr().to_string();
         let ask = async {
             let mut c = self
                 .client(sentinel.clone())?
                 .get_multiplexed_async_connection_with_config(&probe_config())
                 .await?;
-            redis::cmd("SENTINEL")
+            let reply = redis::cmd("SENTINEL")
                 .arg("MASTER")
                 .arg(&self.name)
                 .query_async::<Value>(&mut c)
-                .await
+                .await?;
+            Ok::<_, RedisError>((c, reply))
         };
-        match tokio::time::timeout(PROBE_TIMEOUT * 2, ask).await {
-            Ok(Ok(reply)) => master_info(reply).map(Some),
-            Ok(Err(e)) if e.to_string().contains("No such master") => Ok(None),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", PROBE_TIMEOUT * 2)),
+        let (mut c, reply) = match tokio::time::timeout(PROBE_TIMEOUT * 2, ask).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.to_string().contains("No such master") => return Ok(None),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("no answer within {:?}", PROBE_TIMEOUT * 2)),
+        };
+        let (epoch, host, port) = master_info(reply)?;
+        let mut answer = Answer {
+            epoch,
+            host,
+            port,
+            at,
+            myid: None,
+            peers: Vec::new(),
+        };
+        let who = async {
+            let myid = redis::cmd("SENTINEL")
+                .arg("MYID")
+                .query_async::<Value>(&mut c)
+                .await;
+            let peers = redis::cmd("SENTINEL")
+                .arg("SENTINELS")
+                .arg(&self.name)
+                .query_async::<Value>(&mut c)
+                .await;
+            (myid, peers)
+        };
+        if let Ok((myid, peers)) = tokio::time::timeout(PROBE_TIMEOUT, who).await {
+            answer.myid = myid.ok().as_ref().and_then(text).filter(|s| !s.is_empty());
+            answer.peers = peers.map(peer_list).unwrap_or_default();
         }
+        Ok(Some(answer))
     }
 
     /// The primary's address: over TLS when [`SentinelOptions::with_tls`]
@@ -811,37 +865,125 @@ fn reset_by_peer(e: &RedisError) -> bool {
     e.is_connection_dropped() && !e.is_connection_refusal()
 }
 
-/// A reply to `SENTINEL MASTER <name>` (field, value, field, value, …;
-/// a map in RESP3): the `config-epoch`, `ip` and `port`.
-fn master_info(reply: Value) -> Result<(u64, String, u16), String> {
-    let pairs: Vec<(Value, Value)> = match reply {
+/// What one sentinel said during a resolution.
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    /// Its `config-epoch` for the master.
+    epoch: u64,
+    /// The primary's address it named.
+    host: String,
+    port: u16,
+    /// The sentinel's address, as given in its URL (`host:port`).
+    at: String,
+    /// Its own run id (`SENTINEL MYID`), when it said.
+    myid: Option<String>,
+    /// The peers it knows for the master (`SENTINEL SENTINELS <name>`).
+    peers: Vec<Peer>,
+}
+
+/// One entry of `SENTINEL SENTINELS <name>`: what is known of a peer.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Peer {
+    runid: Option<String>,
+    /// `ip:port` as the peer announces itself.
+    addr: Option<String>,
+}
+
+/// Which answers count: a sentinel's answer counts when it is the only
+/// answer, or when another sentinel that answered vouches for it (lists it
+/// as a peer, by its run id or by the address it was reached at), or names
+/// the same address. A sentinel outside the group (of another deployment,
+/// misconfigured, or lying) then cannot send the store to a master the
+/// others do not know, whatever epoch it claims; a member lagging behind a
+/// failover still counts, and the newest epoch among those that count
+/// wins. A run id claimed by two answering sentinels vouches for neither.
+fn in_group(answers: &[Answer]) -> Vec<bool> {
+    if answers.len() <= 1 {
+        return vec![true; answers.len()];
+    }
+    let unique_id = |i: usize| {
+        answers[i].myid.as_ref().filter(|id| {
+            answers
+                .iter()
+                .filter(|a| a.myid.as_ref() == Some(*id))
+                .count()
+                == 1
+        })
+    };
+    (0..answers.len())
+        .map(|i| {
+            let me = &answers[i];
+            let id = unique_id(i);
+            answers.iter().enumerate().any(|(j, other)| {
+                j != i
+                    && ((other.host == me.host && other.port == me.port)
+                        || other.peers.iter().any(|p| {
+                            (id.is_some() && p.runid.as_ref() == id)
+                                || p.addr.as_deref() == Some(me.at.as_str())
+                        }))
+            })
+        })
+        .collect()
+}
+
+/// The fields of a reply entry (field, value, …; a map in RESP3).
+fn fields(reply: Value) -> Option<Vec<(Value, Value)>> {
+    match reply {
         Value::Array(a) => {
             let mut it = a.into_iter();
             let mut pairs = Vec::new();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
                 pairs.push((k, v));
             }
-            pairs
+            Some(pairs)
         }
-        Value::Map(m) => m,
-        // Its type only: a hostile or broken sentinel could send megabytes, and
-        // this message is logged on every round of a resolution.
-        other => {
-            return Err(format!(
-                "unexpected reply: {}",
-                super::ops::reply_type(&other)
-            ))
-        }
+        Value::Map(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The value of field `name`, as text.
+fn field(pairs: &[(Value, Value)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| text(k).as_deref() == Some(name))
+        .and_then(|(_, v)| text(v))
+}
+
+/// A reply to `SENTINEL SENTINELS <name>`: the peers' run ids and
+/// addresses. Entries that are not field lists are skipped; junk is an
+/// empty list.
+fn peer_list(reply: Value) -> Vec<Peer> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
     };
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| text(k).as_deref() == Some(name))
-            .and_then(|(_, v)| text(v))
+    entries
+        .into_iter()
+        .filter_map(fields)
+        .map(|pairs| {
+            let runid = field(&pairs, "runid").filter(|s| !s.is_empty());
+            let addr = match (field(&pairs, "ip"), field(&pairs, "port")) {
+                (Some(ip), Some(port)) if !ip.is_empty() => Some(format!("{ip}:{port}")),
+                _ => None,
+            };
+            Peer { runid, addr }
+        })
+        .filter(|p| p.runid.is_some() || p.addr.is_some())
+        .collect()
+}
+
+/// A reply to `SENTINEL MASTER <name>` (field, value, field, value, …;
+/// a map in RESP3): the `config-epoch`, `ip` and `port`.
+fn master_info(reply: Value) -> Result<(u64, String, u16), String> {
+    let kind = super::ops::reply_type(&reply);
+    // Its type only: a hostile or broken sentinel could send megabytes, and
+    // this message is logged on every round of a resolution.
+    let Some(pairs) = fields(reply) else {
+        return Err(format!("unexpected reply: {kind}"));
     };
-    let host = field("ip").filter(|h| !h.is_empty());
-    let port = field("port").and_then(|p| p.parse::<u16>().ok());
-    let epoch = field("config-epoch").and_then(|e| e.parse::<u64>().ok());
+    let host = field(&pairs, "ip").filter(|h| !h.is_empty());
+    let port = field(&pairs, "port").and_then(|p| p.parse::<u16>().ok());
+    let epoch = field(&pairs, "config-epoch").and_then(|e| e.parse::<u64>().ok());
     match (epoch, host, port) {
         (Some(e), Some(h), Some(p)) => Ok((e, h, p)),
         _ => Err("a reply without a readable address and config-epoch".into()),
@@ -1028,6 +1170,102 @@ mod tests {
         }
         for k in [ConnectionRefused, NotFound, TimedOut, InvalidData] {
             assert!(!reset_by_peer(&io(k)), "{k:?}");
+        }
+    }
+
+    fn answer(at: &str, epoch: u64, named: &str, myid: Option<&str>, peers: &[&str]) -> Answer {
+        let (host, port) = named.split_once(':').unwrap_or_default();
+        Answer {
+            epoch,
+            host: host.into(),
+            port: port.parse().unwrap_or_default(),
+            at: at.into(),
+            myid: myid.map(Into::into),
+            peers: peers
+                .iter()
+                .map(|p| Peer {
+                    runid: Some((*p).into()),
+                    addr: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_answers_from_the_group_count() {
+        // A lone answer counts, whatever it says.
+        assert_eq!(in_group(&[answer("s:1", 9, "x:1", None, &[])]), [true]);
+        assert!(in_group(&[]).is_empty());
+        // Three members, one lagging behind a failover (older epoch, old
+        // primary): all count, so the newest epoch still wins.
+        let group = [
+            answer("s:1", 1, "old:1", Some("a"), &["b", "c"]),
+            answer("s:2", 2, "new:1", Some("b"), &["a", "c"]),
+            answer("s:3", 1, "old:1", Some("c"), &["a", "b"]),
+        ];
+        assert_eq!(in_group(&group), [true, true, true]);
+        // A stranger with the highest epoch, naming an address nobody else
+        // names and known to nobody: it alone is left out, even when it
+        // claims to know the others.
+        let mut with_stranger = group.to_vec();
+        with_stranger.insert(0, answer("z:1", 1_000_000, "evil:1", Some("z"), &["a"]));
+        assert_eq!(in_group(&with_stranger), [false, true, true, true]);
+        // …and when it claims a member's run id: that id vouches for
+        // neither of the two, the member still counts by its address.
+        with_stranger[0].myid = Some("a".into());
+        assert_eq!(in_group(&with_stranger), [false, true, true, true]);
+        // One stranger and one member: neither vouches for the other, and
+        // they disagree: neither counts (503 rather than a guess).
+        let pair = [
+            answer("z:1", 7, "evil:1", Some("z"), &[]),
+            answer("s:1", 1, "new:1", Some("a"), &["b"]),
+        ];
+        assert_eq!(in_group(&pair), [false, false]);
+        // Without MYID (Redis < 6.2): a peer listed by the address the
+        // sentinel was reached at, or the same address named, counts.
+        let mut old = [
+            answer("s:1", 2, "new:1", None, &[]),
+            answer("s:2", 1, "old:1", None, &[]),
+            answer("s:3", 1, "old:1", None, &[]),
+        ];
+        old[1].peers.push(Peer {
+            runid: None,
+            addr: Some("s:1".into()),
+        });
+        assert_eq!(in_group(&old), [true, true, true]);
+    }
+
+    #[test]
+    fn junk_peer_lists_are_empty_not_panics() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry = |f: &[&str]| Value::Array(f.iter().map(|s| bulk(s)).collect());
+        assert_eq!(
+            peer_list(Value::Array(vec![
+                entry(&["name", "x", "ip", "10.0.0.2", "port", "26379", "runid", "abc"]),
+                entry(&["runid"]),
+                entry(&["ip", "", "port", "1"]),
+                Value::Int(1),
+                bulk("runid"),
+                Value::Map(vec![(bulk("runid"), bulk("def"))]),
+            ])),
+            [
+                Peer {
+                    runid: Some("abc".into()),
+                    addr: Some("10.0.0.2:26379".into())
+                },
+                Peer {
+                    runid: Some("def".into()),
+                    addr: None
+                }
+            ]
+        );
+        for junk in [
+            Value::Nil,
+            Value::Int(3),
+            bulk("x"),
+            entry(&["runid", "abc"]),
+        ] {
+            assert!(peer_list(junk).is_empty());
         }
     }
 
