@@ -39,9 +39,10 @@ fn chain(e: &StoreError) -> String {
     out
 }
 
-/// The first word of one RESP command array at the start of `buf`, and the
-/// bytes it took; `None` until it is complete.
-fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
+/// The first two words of one RESP command array at the start of `buf`
+/// (the second empty when there is none), and the bytes it took; `None`
+/// until it is complete.
+fn parse_command(buf: &[u8]) -> Option<((String, String), usize)> {
     fn line(buf: &[u8], pos: &mut usize) -> Option<String> {
         let rest = &buf[*pos..];
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
@@ -51,7 +52,7 @@ fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
     }
     let mut pos = 0;
     let n: usize = line(buf, &mut pos)?.strip_prefix('*')?.parse().ok()?;
-    let mut first = None;
+    let mut words = Vec::new();
     for _ in 0..n {
         let len: usize = line(buf, &mut pos)?.strip_prefix('$')?.parse().ok()?;
         if buf.len() < pos + len + 2 {
@@ -59,9 +60,13 @@ fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
         }
         let arg = String::from_utf8_lossy(&buf[pos..pos + len]).into_owned();
         pos += len + 2;
-        first.get_or_insert(arg);
+        if words.len() < 2 {
+            words.push(arg);
+        }
     }
-    Some((first.unwrap_or_default(), pos))
+    let mut words = words.into_iter();
+    let first = words.next().unwrap_or_default();
+    Some(((first, words.next().unwrap_or_default()), pos))
 }
 
 /// A fake sentinel on a free loopback port: answers `SENTINEL …` with
@@ -69,6 +74,15 @@ fn parse_command(buf: &[u8]) -> Option<(String, usize)> {
 /// client's `CLIENT SETINFO`, `AUTH`, …) with `+OK`. With `reply` `None`
 /// it accepts connections and never answers anything. Returns its URL.
 async fn fake_sentinel(reply: Option<Vec<u8>>) -> String {
+    fake_sentinel_by(reply.map(|r| move |_: &str| r.clone())).await
+}
+
+/// A fake sentinel that answers `SENTINEL <sub> …` with `reply(sub)`, and
+/// every other command with `+OK`; with `None`, never answers.
+async fn fake_sentinel_by<F>(reply: Option<F>) -> String
+where
+    F: Fn(&str) -> Vec<u8> + Clone + Send + Sync + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -84,10 +98,10 @@ async fn fake_sentinel(reply: Option<Vec<u8>>) -> String {
                     };
                     buf.extend_from_slice(&chunk[..n]);
                     let Some(reply) = &reply else { continue };
-                    while let Some((cmd, used)) = parse_command(&buf) {
+                    while let Some(((cmd, sub), used)) = parse_command(&buf) {
                         buf.drain(..used);
                         let out = if cmd.eq_ignore_ascii_case("SENTINEL") {
-                            reply.clone()
+                            reply(&sub.to_ascii_uppercase())
                         } else {
                             b"+OK\r\n".to_vec()
                         };
@@ -258,12 +272,11 @@ async fn a_lying_sentinel_cannot_send_the_store_to_a_replica_or_a_dead_port() {
 /// not part of the set at all but answers `ROLE master` (an unrelated,
 /// empty server: a sentinel of another deployment monitoring the same
 /// name, or a lying one). The other three sentinels agree on the real
-/// primary. The store follows the lone newest epoch and every existing
-/// session reads as absent: a silent logout for every user.
+/// primary. Following the lone newest epoch would make every existing
+/// session read as absent (a silent logout for every user): the store
+/// ignores a sentinel no other sentinel knows, naming an address no other
+/// sentinel names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open: resolve() trusts the highest config-epoch from any single sentinel; a lone \
-            sentinel naming an unrelated master outvotes the quorum (needs a majority/quorum \
-            check of the sentinels' answers, a design change)"]
 async fn a_lone_sentinel_naming_an_unrelated_master_does_not_log_everyone_out() {
     if !redis_support::available() {
         return;
@@ -299,6 +312,80 @@ async fn a_lone_sentinel_naming_an_unrelated_master_does_not_log_everyone_out() 
     assert!(
         r.status == 503 || r.body == "alice",
         "silent logout: the store went to a master only one sentinel names: {r:?}"
+    );
+}
+
+/// The case the epoch rule is for, with the group check on: two of three
+/// sentinels lag behind a failover (an older epoch) and name the old
+/// primary, restarted empty (it answers `ROLE master`); one knows the new
+/// primary. All three know each other (`SENTINEL MYID`, `SENTINEL
+/// SENTINELS`), so all count, and the newest epoch still wins over the
+/// majority: sessions go to the new primary, never to the empty old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_lagging_behind_a_failover_do_not_outvote_the_newest_epoch() {
+    if !redis_support::available() {
+        return;
+    }
+    let old = redis_support::Redis::start();
+    let new = redis_support::Redis::start();
+    let ids = ["aaaa", "bbbb", "cccc"];
+    let mut urls = Vec::new();
+    for (i, (primary, epoch)) in [(&old, "1"), (&new, "2"), (&old, "1")]
+        .into_iter()
+        .enumerate()
+    {
+        let master = master_reply(&[
+            "name",
+            MASTER,
+            "ip",
+            "127.0.0.1",
+            "port",
+            &primary.port().to_string(),
+            "config-epoch",
+            epoch,
+        ]);
+        let me = ids[i];
+        let mut peers = format!("*{}\r\n", ids.len() - 1).into_bytes();
+        for peer in ids.iter().filter(|p| **p != me) {
+            peers.extend(master_reply(&[
+                "ip",
+                "127.0.0.1",
+                "port",
+                "1",
+                "runid",
+                peer,
+            ]));
+        }
+        let myid = format!("${}\r\n{me}\r\n", me.len()).into_bytes();
+        urls.push(
+            fake_sentinel_by(Some(move |sub: &str| match sub {
+                "MASTER" => master.clone(),
+                "MYID" => myid.clone(),
+                "SENTINELS" => peers.clone(),
+                _ => b"-ERR unknown subcommand\r\n".to_vec(),
+            }))
+            .await,
+        );
+    }
+    let store = bounded(
+        "connect_sentinel",
+        RedisStore::connect_sentinel(&urls, MASTER),
+    )
+    .await
+    .unwrap();
+    let app = script_routes().layer(dev_layer(store));
+    let id = call(&app, "set=user:alice", None).await.new_id().unwrap();
+    let key = format!("session:{{{id}}}");
+    let on = |r: &redis_support::Redis| -> i64 {
+        redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut r.admin())
+            .unwrap()
+    };
+    assert_eq!(
+        (on(&new), on(&old)),
+        (1, 0),
+        "the session is on the new primary"
     );
 }
 
