@@ -7,10 +7,19 @@
 //! How it works:
 //!
 //! - **Resolve** ([`SentinelConn::resolve`]): ask every sentinel
-//!   `SENTINEL MASTER <name>`; try the addresses named, newest
-//!   `config-epoch` first (a sentinel can lag behind a failover): connect,
-//!   check that `ROLE` says `master`, load the scripts there. Any failure
-//!   moves on to the next address.
+//!   `SENTINEL MASTER <name>`, and who it is and which peers it knows
+//!   (`SENTINEL MYID`, `SENTINEL SENTINELS <name>`). With more than one
+//!   answer, keep those of the group ([`in_group`]): a sentinel another
+//!   answering sentinel lists as a peer (run id, or the address it was
+//!   reached at), or naming the same address as another; a lone answer is
+//!   kept. Try the addresses kept, newest `config-epoch` first (a sentinel
+//!   can lag behind a failover): connect, check that `ROLE` says `master`,
+//!   load the scripts there. Any failure moves on to the next address.
+//!   Why both rules: the epoch keeps a lagging member from naming an old
+//!   primary restarted empty; the group keeps a stranger (another
+//!   deployment's sentinel, or a lying one) with a made-up epoch from
+//!   naming an unrelated, empty Redis. Counting votes instead would let a
+//!   lagging majority win in the window before it learns of a failover.
 //! - **Serve**: every command goes to the current primary's multiplexed
 //!   connection.
 //! - **Notice**: a command that fails on a connection error, on `READONLY`
@@ -245,7 +254,17 @@ impl RedisStore {
     /// a password there is the sentinel's own). All of them are asked; one
     /// that is down is skipped, and the address from the newest view (the
     /// highest `config-epoch`: a sentinel can lag behind a failover) is
-    /// tried first, and used once it answers `ROLE master`. The primary
+    /// tried first, and used once it answers `ROLE master`. When more than
+    /// one sentinel answers, only answers from the group count: a sentinel
+    /// that another answering sentinel lists as a peer (`SENTINEL
+    /// SENTINELS`, by its `SENTINEL MYID` run id or its address), or that
+    /// names the same address as another. A sentinel outside the group (of
+    /// another deployment, misconfigured, or lying) cannot send the store
+    /// to a Redis the others do not know, whatever epoch it claims: that
+    /// Redis could answer `ROLE master` with none of the sessions, a
+    /// logout for every user. When no answer counts (say two sentinels that
+    /// do not know each other name different primaries) no primary is
+    /// used: connect fails, or requests answer `503`. The primary
     /// must not need a password:
     /// see [`connect_sentinel_with`](Self::connect_sentinel_with) for one
     /// that does.
@@ -267,8 +286,12 @@ impl RedisStore {
     /// a `PING` within 500 ms (it hangs), the store
     /// forgets it and asks the sentinels again in a background task, one at
     /// a time, every 50 to 500 ms until a primary they name answers
-    /// `ROLE master` (a sentinel that lags behind a failover still names
-    /// the old one; the next sentinel is asked then). Meanwhile each
+    /// `ROLE master`, by the same rules as at connect: answers of the
+    /// group only, newest epoch first (a sentinel of the group that lags
+    /// behind a failover still names the old one, which may have restarted
+    /// empty and answer `ROLE master`; the newer epoch wins over it even
+    /// when most sentinels still lag, and a dead old primary is skipped by
+    /// the `ROLE` check). Meanwhile each
     /// request waits at most 100 ms for it and then answers `503`, never an
     /// empty session; no request waits out the failover. The first request
     /// after the promoted replica is verified succeeds, through the same
@@ -294,9 +317,10 @@ impl RedisStore {
     /// failover, re-resolving in the background while requests fail fast,
     /// and loading the scripts would still be this crate's, around a client
     /// that needs `&mut` to resolve (and two more dependencies, `log` and
-    /// `rand`). The resolution itself is two commands, so it is written
-    /// here, with its own timeouts: a sentinel or a candidate primary that
-    /// hangs cannot hang it.
+    /// `rand`). The resolution itself is a few commands, so it is written
+    /// here, with its own timeouts (each sentinel: 1 s for `SENTINEL
+    /// MASTER`, then 500 ms for `MYID` and `SENTINELS` together): a
+    /// sentinel or a candidate primary that hangs cannot hang it.
     ///
     /// # Example
     ///
@@ -621,9 +645,10 @@ impl SentinelConn {
         self.installed.notify_waiters();
     }
 
-    /// Asks every sentinel for the primary, and returns the first one
-    /// that is verified, trying the addresses from the newest view
-    /// (highest `config-epoch`) to the oldest.
+    /// Asks every sentinel for the primary, keeps the answers of the group
+    /// ([`in_group`]), and returns the first primary that is verified,
+    /// trying the addresses from the newest view (highest `config-epoch`)
+    /// to the oldest.
     ///
     /// Why every sentinel and not the first that answers: one that has not
     /// heard of a failover yet still names the old primary, and an old
