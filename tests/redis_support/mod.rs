@@ -327,12 +327,26 @@ impl Redis {
     }
 
     /// `--port <port>` (or, with TLS, `--port 0 --tls-port <port>` and the
-    /// certificate files).
-    fn port_args(port: u16, tls: Option<&Arc<TlsFiles>>) -> Vec<String> {
-        match tls {
+    /// certificate files), and the settings every test server shares: loopback only, its own
+    /// directory and log file, in the foreground.
+    fn port_args(port: u16, tls: Option<&Arc<TlsFiles>>, dir: &std::path::Path) -> Vec<String> {
+        let mut args = match tls {
             None => vec!["--port".to_owned(), port.to_string()],
             Some(t) => t.server_args(port),
-        }
+        };
+        let dir = dir.to_str().unwrap();
+        let common = [
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            dir,
+            "--logfile",
+            "redis.log",
+            "--daemonize",
+            "no",
+        ];
+        args.extend(common.map(String::from));
+        args
     }
 
     fn start_inner(extra: &[&str], owns_dir: bool, tls: Option<&Arc<TlsFiles>>) -> Redis {
@@ -340,21 +354,7 @@ impl Redis {
         for _ in 0..10 {
             let port = free_port();
             let dir = temp_dir(&format!("p{port}"));
-            let mut args = Self::port_args(port, tls);
-            args.extend(
-                [
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    dir.to_str().unwrap(),
-                    "--logfile",
-                    "redis.log",
-                    "--daemonize",
-                    "no",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
+            let mut args = Self::port_args(port, tls, &dir);
             args.extend(extra.iter().map(|s| s.to_string()));
             let mut r = Redis {
                 port,
@@ -589,20 +589,12 @@ impl Cluster {
         while nodes.len() < want {
             let port = free_cluster_port();
             let dir = temp_dir(&format!("c{port}"));
-            let mut args = Redis::port_args(port, tls);
+            let mut args = Redis::port_args(port, tls, &dir);
             if tls.is_some() {
                 args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from));
             }
             args.extend(
                 [
-                    "--bind",
-                    "127.0.0.1",
-                    "--dir",
-                    dir.to_str().unwrap(),
-                    "--logfile",
-                    "redis.log",
-                    "--daemonize",
-                    "no",
                     "--save",
                     "",
                     "--appendonly",

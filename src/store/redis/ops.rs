@@ -250,7 +250,8 @@ impl RedisStore {
             Value::Int(e) => e,
             other => {
                 return Err(StoreError::other(format!(
-                    "RedisStore: unexpected reply to PEXPIRETIME: {other:?}"
+                    "RedisStore: unexpected reply to PEXPIRETIME: {}, not an integer",
+                    reply_type(&other)
                 )))
             }
         };
